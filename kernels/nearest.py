@@ -35,6 +35,10 @@ def _validate(x: torch.Tensor, codebook: torch.Tensor, backend: str) -> None:
         raise ValueError(f"codebook must have K >= 1 codes of D >= 1, got {tuple(codebook.shape)}")
     if not torch.isfinite(codebook).all():
         raise ValueError("codebook contains non-finite values (nan or inf)")
+    if x.numel():
+        lo, hi = torch.aminmax(x)  # one pass, O(1) extra memory; nan and inf propagate
+        if not (torch.isfinite(lo) and torch.isfinite(hi)):
+            raise ValueError("x contains non-finite values (nan or inf)")
 
 
 def _check_out(out, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,5 +102,5 @@ def nearest_code(
     else:
         nearest_code_torch(x, codebook, indices, sqdist)
     if n and not torch.isfinite(sqdist).all():
-        raise ValueError("x contains non-finite values (nan or inf), or values too large for float32 distances")
+        raise ValueError("x or codebook values are too large: squared distances overflow float32")
     return indices, sqdist

@@ -142,9 +142,7 @@ def _block_d(d: int) -> int:
     return max(16, min(128, triton.next_power_of_2(d)))
 
 
-def nearest_code_triton(
-    x: torch.Tensor, codebook: torch.Tensor, indices: torch.Tensor, sqdist: torch.Tensor
-) -> None:
+def nearest_code_triton(x: torch.Tensor, codebook: torch.Tensor, indices: torch.Tensor, sqdist: torch.Tensor) -> None:
     """Launch the fused search. Inputs already validated: x (N, D), codebook (K, D), same dtype/device.
 
     fp32 operands use ``tf32x3`` on GPUs (three TF32 products, about fp32 accuracy at tensor-core speed);
