@@ -1,0 +1,166 @@
+"""Codec model: shapes for awkward sizes, tiled/chunked processing equal to whole processing, validation,
+and run-directory save/load."""
+
+import json
+
+import pytest
+import torch
+
+import codec
+from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
+
+
+def tiny_image(f=8, n_q=1, **kw):
+    q = QuantizerConfig(codebook_size=32, num_quantizers=n_q)
+    cfg = ImageCodecConfig(downsample=f, base_channels=8, max_channels=16, latent_dim=8, quantizer=q, **kw)
+    m = Codec(cfg)
+    m(torch.rand(2, cfg.channels, 4 * f, 4 * f))  # k-means init on a first training batch
+    return m.eval()
+
+
+def tiny_audio(channels=1, **kw):
+    q = QuantizerConfig(codebook_size=32, num_quantizers=4, quantizer_dropout=1.0)
+    cfg = AudioCodecConfig(channels=channels, base_channels=8, latent_dim=8, quantizer=q, **kw)
+    m = Codec(cfg)
+    m(torch.rand(2, channels, 320 * 8) * 2 - 1)
+    return m.eval()
+
+
+@pytest.mark.parametrize("f", [4, 8, 16])
+@pytest.mark.parametrize("hw", [(1, 1), (17, 33), (5, 700)])
+@pytest.mark.parametrize("c", [1, 3])
+def test_image_round_trip_shapes(f, hw, c):
+    m = tiny_image(f)
+    x = torch.rand(2, c, *hw)
+    tokens = m.encode(x)
+    assert tokens.shape == (2, -(-hw[0] // f), -(-hw[1] // f)) and tokens.dtype == torch.int64
+    assert int(tokens.min()) >= 0 and int(tokens.max()) < 32
+    y = m.decode(tokens, shape=x.shape[1:])
+    assert y.shape == x.shape and y.dtype == torch.float32
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert m.decode(tokens).shape == (2, 3, tokens.shape[1] * f, tokens.shape[2] * f)
+
+
+def test_residual_image_tokens_and_bitrates():
+    m = tiny_image(8, n_q=3)
+    x = torch.rand(1, 3, 40, 24)
+    assert m.encode(x).shape == (1, 3, 5, 3)
+    two = m.encode(x, num_quantizers=2)
+    assert two.shape == (1, 2, 5, 3)
+    assert torch.equal(two, m.encode(x)[:, :2])  # residual stages are a prefix
+    assert m.decode(two, shape=x.shape[1:]).shape == x.shape
+
+
+@pytest.mark.parametrize("length", [1, 321, 320, 5000])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_audio_round_trip_shapes(length, channels):
+    m = tiny_audio(channels)
+    x = torch.rand(2, channels, length) * 2 - 1
+    tokens = m.encode(x)
+    assert tokens.shape == (2, 4, -(-length // 320)) and tokens.dtype == torch.int64
+    y = m.decode(tokens, shape=x.shape[1:])
+    assert y.shape == x.shape and float(y.abs().max()) <= 1.0
+    low = m.encode(x, num_quantizers=1)
+    assert torch.equal(low, tokens[:, :1])
+    assert m.decode(low, shape=x.shape[1:]).shape == x.shape
+
+
+def test_tiled_image_matches_whole_image():
+    m = tiny_image(8, tile=4, tile_overlap=6)
+    x = torch.rand(1, 3, 200, 333)
+    tiled = m.encode(x)
+    m.config.tile = 10_000
+    whole = m.encode(x)
+    assert torch.equal(tiled, whole)
+    y_whole = m.decode(whole, shape=x.shape[1:])
+    m.config.tile = 4
+    y_tiled = m.decode(whole, shape=x.shape[1:])
+    torch.testing.assert_close(y_tiled, y_whole, rtol=0, atol=1e-4)  # no seams
+
+
+def test_chunked_audio_matches_whole_signal_without_clicks():
+    m = tiny_audio(2, chunk_frames=7, chunk_context=16)
+    x = torch.sin(torch.linspace(0, 900, 320 * 61 + 17)).expand(1, 2, -1) * 0.5
+    x = x + 0.05 * torch.randn_like(x)
+    chunked = m.encode(x)
+    m.config.chunk_frames = 10_000
+    whole = m.encode(x)
+    assert torch.equal(chunked, whole)
+    y_whole = m.decode(whole, shape=x.shape[1:])
+    m.config.chunk_frames = 7
+    y_chunked = m.decode(whole, shape=x.shape[1:])
+    torch.testing.assert_close(y_chunked, y_whole, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "x,match",
+    [
+        (torch.rand(3, 8, 8), "shape"),
+        (torch.rand(1, 2, 8, 8), "1 or 3 channels"),
+        (torch.randint(0, 255, (1, 3, 8, 8)), "float"),
+        (torch.rand(1, 3, 8, 8) * 255, r"lie in \[0, 1\]"),
+        (torch.full((1, 3, 8, 8), float("nan")), "nan"),
+        (torch.rand(1, 3, 0, 8), "empty"),
+        ("not a tensor", "torch.Tensor"),
+    ],
+)
+def test_image_encode_rejects_bad_input(x, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_image().encode(x)
+
+
+def test_audio_encode_rejects_bad_input():
+    m = tiny_audio()
+    with pytest.raises(ValueError, match="1 channels"):
+        m.encode(torch.zeros(1, 2, 100))
+    with pytest.raises(ValueError, match=r"lie in \[-1, 1\]"):
+        m.encode(torch.full((1, 1, 100), 3.0))
+    with pytest.raises(ValueError, match=r"num_quantizers must be in \[1, 4\]"):
+        m.encode(torch.zeros(1, 1, 100), num_quantizers=5)
+
+
+def test_decode_rejects_bad_tokens():
+    m, a = tiny_image(), tiny_audio()
+    with pytest.raises(ValueError, match=r"lie in \[0, 32\)"):
+        m.decode(torch.full((1, 2, 2), 32))
+    with pytest.raises(ValueError, match=r"\(B, h, w\)"):
+        m.decode(torch.zeros(1, 2, 2, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="integer"):
+        m.decode(torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match="does not match"):
+        m.decode(torch.zeros(1, 2, 2, dtype=torch.int64), shape=(3, 40, 16))
+    with pytest.raises(ValueError, match="5 quantizer levels"):
+        a.decode(torch.zeros(1, 5, 3, dtype=torch.int64))
+
+
+def test_save_load_round_trip_and_hash(tmp_path):
+    m = tiny_image(n_q=2)
+    codec.save_model(tmp_path, m)
+    assert json.loads((tmp_path / "config.json").read_text())["quantizer"]["num_quantizers"] == 2
+    loaded = codec.load(tmp_path, device="cpu")
+    assert codec.model_hash(loaded) == codec.model_hash(m)
+    x = torch.rand(1, 3, 24, 16)
+    assert torch.equal(loaded.encode(x), m.encode(x))
+    loaded.quantizer.layers[0].embed[0, 0] += 1.0
+    assert codec.model_hash(loaded) != codec.model_hash(m)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(codec.CheckpointError, match="not a model directory"):
+        codec.load(tmp_path / "missing")
+    codec.save_model(tmp_path, tiny_image())
+    (tmp_path / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(codec.CheckpointError, match="unreadable weights"):
+        codec.load(tmp_path)
+    codec.save_model(tmp_path, tiny_image())
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["latent_dim"] = 16  # weights no longer fit
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(codec.CheckpointError, match="shape"):
+        codec.load(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(codec.CheckpointError, match="invalid codec config"):
+        codec.load(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(codec.CheckpointError, match="missing config.json"):
+        codec.load(tmp_path)
