@@ -13,6 +13,7 @@ matches whole-input processing and peak memory stays bounded.
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import product
 
 import torch
 import torch.nn.functional as F
@@ -144,9 +145,7 @@ class Codec(nn.Module):
         x = self._check_input(x)
         n = self._check_num_quantizers(num_quantizers)
         with _eval(self):
-            if self.modality == "image":
-                return self._encode_image(x, n)
-            return self._encode_audio(x, n)
+            return self._encode(x, n)
 
     def _check_num_quantizers(self, n: int | None) -> int | None:
         if n is None:
@@ -183,59 +182,58 @@ class Codec(nn.Module):
             raise ValueError(
                 f"{self.modality} values must lie in [{lo:g}, {hi:g}], got [{float(x_min):.4g}, {float(x_max):.4g}]"
             )
-        x = x.to(self.device, torch.float32).clamp(lo, hi)
         if image and c == 1 and self.channels == 3:
             x = x.expand(-1, 3, -1, -1)
-        return x
+        return x  # clamped, converted and moved window by window: no full-size copy
 
-    def _pad_to_multiple(self, x: torch.Tensor) -> torch.Tensor:
+    def _windows(self, grid: tuple[int, ...]) -> list[tuple[tuple[int, int, int, int], ...]]:
+        """Overlapping windows over a token grid: per axis (core0, core1, ctx0, ctx1), ctx0 <= core0 < core1 <= ctx1.
+
+        One window covering everything when the grid is small enough; otherwise tiles (images) or chunks
+        (audio) of ``tile`` / ``chunk_frames`` tokens with ``tile_overlap`` / ``chunk_context`` tokens of
+        context on each side.
+        """
+        if self.modality == "image":
+            size, ctx = self.config.tile, self.config.tile_overlap
+        else:
+            size, ctx = self.config.chunk_frames, self.config.chunk_context
+        if all(n <= size + 2 * ctx for n in grid):
+            return [tuple((0, n, 0, n) for n in grid)]
+        per_axis = [
+            [(a, min(n, a + size), max(0, a - ctx), min(n, a + size + ctx)) for a in range(0, n, size)] for n in grid
+        ]
+        return [tuple(w) for w in product(*per_axis)]
+
+    def _window_input(self, x: torch.Tensor, window, pad_mode: str) -> torch.Tensor:
+        """The input samples under a window's context, clamped and padded at the end to whole tokens."""
         f = self.downsample
+        region = x[(..., *[slice(c0 * f, min(c1 * f, s)) for (_, _, c0, c1), s in zip(window, x.shape[2:])])]
+        lo = 0.0 if self.modality == "image" else -1.0
+        region = region.to(torch.float32).clamp(lo, 1.0)
         pads = []
-        for size in reversed(x.shape[2:]):  # F.pad order: last axis first
-            pads += [0, (-size) % f]
-        if not any(pads):
-            return x
-        if all(p < s for p, s in zip(pads[1::2], reversed(x.shape[2:]), strict=True)):
-            return F.pad(x, pads, mode="reflect")
-        return F.pad(x, pads, mode="replicate")  # too small to reflect (e.g. a 1 x 1 image)
+        for (_, _, c0, c1), s in reversed(list(zip(window, region.shape[2:]))):  # F.pad order: last axis first
+            pads += [0, (c1 - c0) * f - s]
+        return F.pad(region, pads, mode=pad_mode) if any(pads) else region
 
     def _latent_tokens(self, x: torch.Tensor, n: int | None) -> torch.Tensor:
         """x (B, C, *grid*f) -> tokens (B, [n_q,] *grid)."""
         idx = self._quantize(self.encoder(x), n).indices  # (B, *grid) or (B, *grid, n_q)
         return idx.movedim(-1, 1) if self.residual else idx
 
-    def _encode_image(self, x: torch.Tensor, n: int | None) -> torch.Tensor:
-        xp = self._pad_to_multiple(x)
-        f, tile, ctx = self.downsample, self.config.tile, self.config.tile_overlap
-        h, w = xp.shape[2] // f, xp.shape[3] // f
-        if h <= tile + 2 * ctx and w <= tile + 2 * ctx:
-            return self._latent_tokens(xp, n)
-        rows = []
-        for y0 in range(0, h, tile):
-            y1, ya = min(h, y0 + tile), max(0, y0 - ctx)
-            yb = min(h, y1 + ctx)
-            cols = []
-            for x0 in range(0, w, tile):
-                x1, xa = min(w, x0 + tile), max(0, x0 - ctx)
-                xb = min(w, x1 + ctx)
-                t = self._latent_tokens(xp[:, :, ya * f : yb * f, xa * f : xb * f], n)
-                cols.append(t[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa])
-            rows.append(torch.cat(cols, dim=-1))
-        return torch.cat(rows, dim=-2)
-
-    def _encode_audio(self, x: torch.Tensor, n: int | None) -> torch.Tensor:
-        xp = self._pad_to_multiple(x)
-        hop, chunk, ctx = self.downsample, self.config.chunk_frames, self.config.chunk_context
-        t = xp.shape[-1] // hop
-        if t <= chunk + 2 * ctx:
-            return self._latent_tokens(xp, n)
-        parts = []
-        for f0 in range(0, t, chunk):
-            f1, fa = min(t, f0 + chunk), max(0, f0 - ctx)
-            fb = min(t, f1 + ctx)
-            tok = self._latent_tokens(xp[..., fa * hop : fb * hop], n)
-            parts.append(tok[..., f0 - fa : f1 - fa])
-        return torch.cat(parts, dim=-1)
+    def _encode(self, x: torch.Tensor, n: int | None) -> torch.Tensor:
+        f = self.downsample
+        sizes = x.shape[2:]
+        grid = tuple(-(-s // f) for s in sizes)
+        # Reflect like a mirror at the end; inputs too small to mirror (a 1 x 1 image) repeat their edge.
+        pad_mode = "reflect" if all(g * f - s < s for g, s in zip(grid, sizes)) else "replicate"
+        windows = self._windows(grid)
+        lead = (x.shape[0],) + ((n or self.num_quantizers,) if self.residual else ())
+        tokens = torch.empty(*lead, *grid, dtype=torch.int64, device=self.device)
+        for w in windows:
+            t = self._latent_tokens(self._window_input(x, w, pad_mode).to(self.device), n)
+            core = tuple(slice(a - c0, b - c0) for a, b, c0, _ in w)
+            tokens[(..., *[slice(a, b) for a, b, _, _ in w])] = t[(..., *core)]
+        return tokens
 
     # ------------------------------------------------------------------------------------------- decode
     @torch.inference_mode()
@@ -252,7 +250,7 @@ class Codec(nn.Module):
         """
         tokens = self._check_tokens(tokens)
         with _eval(self):
-            y = self._decode_image(tokens) if self.modality == "image" else self._decode_audio(tokens)
+            y = self._decode(tokens)
         lo = 0.0 if self.modality == "image" else -1.0
         y = y.clamp_(lo, 1.0)
         return self._crop(y, shape)
@@ -283,35 +281,17 @@ class Codec(nn.Module):
         idx = tokens.movedim(1, -1) if self.residual else tokens
         return self.quantizer.decode_indices(idx).movedim(-1, 1).contiguous()
 
-    def _decode_image(self, tokens: torch.Tensor) -> torch.Tensor:
-        f, tile, ctx = self.downsample, self.config.tile, self.config.tile_overlap
-        h, w = tokens.shape[-2:]
-        if h <= tile + 2 * ctx and w <= tile + 2 * ctx:
+    def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        f = self.downsample
+        grid = tuple(tokens.shape[-2:] if self.modality == "image" else tokens.shape[-1:])
+        windows = self._windows(grid)
+        if len(windows) == 1:
             return self.decoder(self._latents(tokens))
-        out = torch.empty(tokens.shape[0], self.channels, h * f, w * f, device=tokens.device)
-        for y0 in range(0, h, tile):
-            y1, ya = min(h, y0 + tile), max(0, y0 - ctx)
-            yb = min(h, y1 + ctx)
-            for x0 in range(0, w, tile):
-                x1, xa = min(w, x0 + tile), max(0, x0 - ctx)
-                xb = min(w, x1 + ctx)
-                y = self.decoder(self._latents(tokens[..., ya:yb, xa:xb]))
-                out[..., y0 * f : y1 * f, x0 * f : x1 * f] = y[
-                    ..., (y0 - ya) * f : (y1 - ya) * f, (x0 - xa) * f : (x1 - xa) * f
-                ]
-        return out
-
-    def _decode_audio(self, tokens: torch.Tensor) -> torch.Tensor:
-        hop, chunk, ctx = self.downsample, self.config.chunk_frames, self.config.chunk_context
-        t = tokens.shape[-1]
-        if t <= chunk + 2 * ctx:
-            return self.decoder(self._latents(tokens))
-        out = torch.empty(tokens.shape[0], self.channels, t * hop, device=tokens.device)
-        for f0 in range(0, t, chunk):
-            f1, fa = min(t, f0 + chunk), max(0, f0 - ctx)
-            fb = min(t, f1 + ctx)
-            y = self.decoder(self._latents(tokens[..., fa:fb]))
-            out[..., f0 * hop : f1 * hop] = y[..., (f0 - fa) * hop : (f1 - fa) * hop]
+        out = torch.empty(tokens.shape[0], self.channels, *[g * f for g in grid], device=tokens.device)
+        for w in windows:
+            y = self.decoder(self._latents(tokens[(..., *[slice(c0, c1) for _, _, c0, c1 in w])]))
+            core = tuple(slice((a - c0) * f, (b - c0) * f) for a, b, c0, _ in w)
+            out[(..., *[slice(a * f, b * f) for a, b, _, _ in w])] = y[(..., *core)]
         return out
 
     def _crop(self, y: torch.Tensor, shape) -> torch.Tensor:

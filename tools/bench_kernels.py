@@ -48,7 +48,6 @@ Results go to a table on stdout and to ``--json`` (default bench_results/bench_k
 """
 
 import argparse
-import ctypes
 import gc
 import importlib.util
 import json
@@ -58,12 +57,12 @@ import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from memprobe import peak_extra_cpu
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,8 +79,6 @@ QUICK_N, QUICK_D, QUICK_K, QUICK_DTYPES = (4096, 65536), (64,), (1024,), ("float
 MIB = 1 << 20
 GIB = 1 << 30
 RESULT_TAG = "@@bench-result "
-# glibc mallopt parameters (malloc.h).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
 def fatal(msg: str) -> None:
@@ -226,65 +223,6 @@ def peak_extra_cuda(fn) -> tuple[int, str]:
     peak = torch.cuda.max_memory_allocated() - base
     del out
     return peak, "cuda max_memory_allocated"
-
-
-def _proc_status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
-
-
-def _release_freed_memory() -> None:
-    """Make glibc hand freed blocks back to the kernel now and on every later free (see the docstring)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, 64 << 10)
-    libc.mallopt(M_TRIM_THRESHOLD, 0)
-    libc.malloc_trim(0)
-
-
-def _reset_rss_hwm() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS; False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_extra_cpu(fn) -> tuple[int, str]:
-    """Peak RSS growth of this process during one call of ``fn`` (inputs and warm-up already done)."""
-    gc.collect()
-    _release_freed_memory()
-    if _reset_rss_hwm():
-        base = _proc_status_kib("VmRSS")
-        _reset_rss_hwm()  # again, right before the call
-        out = fn()
-        peak = _proc_status_kib("VmHWM") - base
-        del out
-        return peak * 1024, "rss high-water mark (clear_refs)"
-    import psutil
-
-    proc = psutil.Process()
-    base = proc.memory_info().rss
-    peak = [base]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(1e-3)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out = fn()
-    stop.set()
-    sampler.join()
-    peak[0] = max(peak[0], proc.memory_info().rss)
-    del out
-    return peak[0] - base, "rss sampled every 1 ms (psutil)"
 
 
 def run_case(case: Case, device: str, threads: int, reps: int) -> dict:
