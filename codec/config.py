@@ -2,7 +2,7 @@
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 
 @dataclass
@@ -81,26 +81,26 @@ def config_to_dict(config: CodecConfig) -> dict:
 
 
 def config_from_dict(data: dict) -> CodecConfig:
-    """Build a config from its dict form; unknown keys are an error (a config from another version)."""
+    """Build a config from its dict form. Missing keys (also inside "quantizer") keep the modality's defaults;
+    unknown keys are an error (a config from another version)."""
     data = dict(data)
     modality = data.get("modality")
     cls = {"image": ImageCodecConfig, "audio": AudioCodecConfig}.get(modality)
     if cls is None:
-        raise ValueError(f"config has unknown modality {modality!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
+        raise ValueError(f"config has unknown modality {modality!r} (expected 'image' or 'audio')")
+    unknown = set(data) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(f"unknown {modality} config keys: {sorted(unknown)}")
     if "quantizer" in data:
         q = dict(data["quantizer"])
-        qknown = {f.name for f in fields(QuantizerConfig)}
-        if set(q) - qknown:
-            raise ValueError(f"unknown quantizer config keys: {sorted(set(q) - qknown)}")
-        data["quantizer"] = QuantizerConfig(**q)
+        unknown = set(q) - {f.name for f in fields(QuantizerConfig)}
+        if unknown:
+            raise ValueError(f"unknown quantizer config keys: {sorted(unknown)}")
+        data["quantizer"] = replace(cls().quantizer, **q)
     return cls(**data)
 
 
 def load_config_file(path) -> CodecConfig:
-    """Read a JSON config (a full config, or a partial one with only the keys to override)."""
+    """Read a JSON codec config: "modality" plus any keys to override (the rest keep their defaults)."""
     with open(path) as f:
         return config_from_dict(json.load(f))

@@ -164,3 +164,13 @@ def test_load_errors(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(codec.CheckpointError, match="missing config.json"):
         codec.load(tmp_path)
+
+
+def test_partial_quantizer_config_keeps_modality_defaults():
+    cfg = codec.config.config_from_dict({"modality": "audio", "quantizer": {"codebook_size": 64}})
+    assert cfg.quantizer.codebook_size == 64
+    assert cfg.quantizer.num_quantizers == 8 and cfg.quantizer.quantizer_dropout == 1.0
+    with pytest.raises(ValueError, match="unknown quantizer config keys"):
+        codec.config.config_from_dict({"modality": "image", "quantizer": {"codebok_size": 64}})
+    with pytest.raises(ValueError, match="unknown modality"):
+        codec.config.config_from_dict({"modality": "video"})

@@ -1,0 +1,310 @@
+"""Training: overfitting, kill-and-resume, unreadable files, seeds, resume checks, and 2-process CPU training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from synth_media import make_broken, make_image, make_wav
+
+from codec import load_model, model_hash
+from codec.cli import main as cli_main
+from codec.config import AudioCodecConfig, ImageCodecConfig, QuantizerConfig, config_to_dict
+from codec.data import SkippedFileWarning
+from codec.errors import CheckpointError
+from codec.model import Codec
+from codec.train import (
+    STATE_JSON,
+    STATE_NAME,
+    TrainConfig,
+    load_train_state,
+    read_checkpoint_meta,
+    restore_model,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = ImageCodecConfig(
+    base_channels=8, max_channels=16, latent_dim=8, downsample=4, quantizer=QuantizerConfig(codebook_size=32)
+)
+AUDIO = AudioCodecConfig(
+    sample_rate=8000,
+    ratios=(2, 4),
+    base_channels=8,
+    dilations=(1, 3),
+    latent_dim=8,
+    quantizer=QuantizerConfig(codebook_size=32, num_quantizers=2),
+)
+SMALL = dict(batch_size=4, crop=32, segment_samples=1024, warmup=0, log_every=5, eval_items=2, sample_items=2)
+
+
+def tiny(steps: int, **overrides) -> TrainConfig:
+    return TrainConfig(**{"steps": steps, "eval_every": steps, "checkpoint_every": steps, **SMALL, **overrides})
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription (10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _subprocess_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+# ------------------------------------------------------------------------------------------ overfitting
+def test_image_overfits_one_image(tmp_path):
+    make_image(tmp_path / "data" / "a.png", size=(32, 32))  # crop = image: every item is this image (or flipped)
+    with pytest.warns(UserWarning, match="no held-out files"):
+        result = train("image", tmp_path / "data", tmp_path / "run", IMAGE, tiny(80, lr=3e-3, log_every=10))
+    log = [r for r in rows(tmp_path / "run") if r["kind"] == "train"]
+    assert log[-1]["loss"] < 0.4 * log[0]["loss"]
+    assert log[-1]["psnr"] > log[0]["psnr"] + 6
+    assert result["step"] == 80 and result["eval_psnr"] > 15 and result["eval_on"] == "train"
+    assert (tmp_path / "run" / "samples" / "step0000080.png").is_file()
+    model = load_model(tmp_path / "run", device="cpu")  # the exported model loads with codec.load
+    assert model_hash(model) == model_hash(load_model(tmp_path / "run", device="cpu"))
+
+
+def test_audio_overfits_one_segment(tmp_path):
+    make_wav(tmp_path / "data" / "a.wav", seconds=1024 / 8000)  # one segment long
+    with pytest.warns(UserWarning, match="no held-out files"):
+        result = train("audio", tmp_path / "data", tmp_path / "run", AUDIO, tiny(60, lr=3e-3, log_every=10))
+    log = [r for r in rows(tmp_path / "run") if r["kind"] == "train"]
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    assert log[-1]["si_snr"] > log[0]["si_snr"] + 20 and log[-1]["si_snr"] > 5
+    assert result["eval_si_snr"] > 5 and result["eval_mel_distance"] < 2.0
+    samples = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
+    assert samples == ["step0000060_0_original.wav", "step0000060_0_reconstruction.wav"]
+
+
+# ----------------------------------------------------------------------------------- kill and resume
+def _cli_train(run: Path, data: Path, config: Path, *extra: str) -> list[str]:
+    args = ["--modality", "image", "--data", str(data), "--out", str(run), "--config", str(config)]
+    return [sys.executable, "-m", "codec", "train", *args, *extra]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    data = tmp_path / "data"
+    for i in range(3):
+        make_image(data / f"{i}.png", seed=i)
+    config = tmp_path / "config.json"
+    train_section = {**SMALL, "steps": 24, "checkpoint_every": 4, "eval_every": 12, "log_every": 4}
+    config.write_text(json.dumps({"codec": config_to_dict(IMAGE), "train": train_section}))
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+
+    proc = subprocess.Popen(
+        _cli_train(killed, data, config), env=_subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not (killed / STATE_JSON).exists():
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+    # The checkpoint left behind is complete, and restoring it restores the codebook EMA buffers exactly.
+    meta, tensors = load_train_state(killed)
+    assert 4 <= meta["step"] < 24 and meta["step"] % 4 == 0
+    model = Codec(IMAGE)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    restore_model(model, tensors, "test")
+    for name in ("embed", "embed_sum", "cluster_size", "initialized"):
+        saved = tensors[f"model.quantizer.{name}"]
+        assert torch.equal(model.quantizer.state_dict()[name], saved)
+        assert not torch.equal(fresh[f"quantizer.{name}"], saved)  # k-means init and EMA really changed it
+
+    resumed = subprocess.run(
+        _cli_train(killed, data, config, "--resume"), env=_subprocess_env(), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout.splitlines()[-1])["step"] == 24
+    assert json.loads((killed / STATE_JSON).read_text())["step"] == 24
+    logged = [r["step"] for r in rows(killed) if r["kind"] == "train"]
+    assert logged == list(range(4, 25, 4))  # rows after the checkpoint were dropped, then logged again
+
+    train("image", data, straight, IMAGE, TrainConfig(**train_section))  # the same run, never interrupted
+    a, b = load_file(killed / "model.safetensors"), load_file(straight / "model.safetensors")
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []  # same data stream, RNG, optimizer and codebooks
+    assert rows(killed) == rows(straight)
+
+
+# ------------------------------------------------------------------------------------- unreadable files
+def test_unreadable_images_are_skipped_once_and_counted(tmp_path):
+    data = tmp_path / "data"
+    good = [make_image(data / f"good{i}.png", seed=i) for i in range(2)]
+    broken = make_broken(data / "sub", ".png", good[0])
+    (data / "notes.wav").write_bytes(b"not an image and not looked at")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train("image", data, tmp_path / "run", IMAGE, tiny(4, val_fraction=0.0))
+    skipped = [str(w.message) for w in caught if issubclass(w.category, SkippedFileWarning)]
+    assert len(skipped) == 3, skipped
+    for path in broken:
+        assert sum(str(path) in msg for msg in skipped) == 1
+    assert result["step"] == 4 and result["skipped_files"] == 3
+    state = json.loads((tmp_path / "run" / STATE_JSON).read_text())
+    assert sorted(state["skipped_files"]) == ["sub/empty.png", "sub/noise.png", "sub/truncated.png"]
+
+
+def test_unreadable_audio_is_skipped_with_dataloader_workers(tmp_path):
+    data = tmp_path / "data"
+    good = [make_wav(data / f"good{i}.wav", seconds=0.3, seed=i) for i in range(2)]
+    make_broken(data, ".wav", good[0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train("audio", data, tmp_path / "run", AUDIO, tiny(3, val_fraction=0.0, num_workers=1))
+    skipped = [str(w.message) for w in caught if issubclass(w.category, SkippedFileWarning)]
+    assert len(skipped) == 3, skipped  # found in the worker, warned once in the main process
+    assert result["skipped_files"] == 3 and result["step"] == 3
+
+
+def test_only_unreadable_files_is_a_clear_error(tmp_path, capsys):
+    data = tmp_path / "data"
+    good = make_image(tmp_path / "elsewhere.png")
+    make_broken(data, ".png", good)
+    argv = ["train", "--modality", "image", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2"]
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as exit_info:
+        warnings.simplefilter("ignore")
+        cli_main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("codec: error: ") and "could be read" in err
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+def test_same_seed_same_weights(tmp_path):
+    data = tmp_path / "data"
+    for i in range(3):
+        make_image(data / f"{i}.png", seed=i)
+    hashes = []
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        train("image", data, tmp_path / name, IMAGE, tiny(3, seed=seed))
+        hashes.append(model_hash(load_model(tmp_path / name, device="cpu")))
+    assert hashes[0] == hashes[1] != hashes[2]
+
+
+# --------------------------------------------------------------------------------------- resume checks
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finished")
+    for i in range(2):
+        make_image(root / "data" / f"{i}.png", seed=i)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        train("image", root / "data", root / "run", IMAGE, tiny(2))
+        torch.set_num_threads(n)
+    return root
+
+
+def test_resume_refuses_missing_or_mismatched_runs(finished_run, tmp_path):
+    data, run = finished_run / "data", finished_run / "run"
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        train("image", data, tmp_path / "empty", resume=True)
+    with pytest.raises(CheckpointError, match="already holds a training run"):
+        train("image", data, run, IMAGE, tiny(2))
+    with pytest.raises(ValueError, match="image codec; cannot resume it as audio"):
+        train("audio", data, run, resume=True)
+    other = ImageCodecConfig(**{**config_to_dict(IMAGE), "quantizer": QuantizerConfig(codebook_size=64)})
+    with pytest.raises(ValueError, match=r"quantizer\.codebook_size \(32 -> 64\)"):
+        train("image", data, run, other, resume=True)
+    with pytest.raises(ValueError, match=r"lr \(0\.0003 -> 0\.01\)"):
+        train("image", data, run, IMAGE, tiny(2, lr=1e-2), resume=True)
+
+
+def test_resume_with_more_steps_continues(finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run / "run", run)
+    result = train("image", finished_run / "data", run, IMAGE, tiny(4), resume=True)
+    assert result["step"] == 4
+    assert json.loads((run / STATE_JSON).read_text())["step"] == 4
+
+
+def test_checkpoint_files_are_cross_checked(finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run / "run", run)
+    state = json.loads((run / STATE_JSON).read_text())
+    assert read_checkpoint_meta(run)["step"] == state["step"] == 2
+    # Stopped between the two state writes: the JSON is older; the complete safetensors state is used.
+    (run / STATE_JSON).write_text(json.dumps({**state, "step": 1}))
+    with pytest.warns(UserWarning, match="stopped while checkpointing"):
+        assert read_checkpoint_meta(run)["step"] == 2
+    # A JSON newer than the state it describes cannot come from a normal run: refuse, naming the file.
+    (run / STATE_JSON).write_text(json.dumps({**state, "step": 3}))
+    with pytest.raises(CheckpointError, match=f"{STATE_NAME} is inconsistent"):
+        read_checkpoint_meta(run)
+    (run / STATE_NAME).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="unreadable training state"):
+        read_checkpoint_meta(run)
+    (run / STATE_NAME).unlink()
+    with pytest.raises(CheckpointError, match="checkpoint is incomplete"):
+        read_checkpoint_meta(run)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    bad_config = tmp_path / "bad.json"
+    bad_config.write_text('{"codec": {"base_channels": 8}, "optimizer": {}}')
+    cases = [
+        (["--data", str(tmp_path / "nowhere")], "does not exist"),
+        (["--data", str(tmp_path), "--config", str(bad_config)], '"codec" and "train" sections'),
+        (["--data", str(tmp_path), "--config", str(tmp_path / "missing.json")], "does not exist"),
+        (["--data", str(tmp_path), "--resume"], "no checkpoint to resume from"),
+        (["--data", str(tmp_path), "--batch-size", "0"], "batch_size must be >= 1"),
+    ]
+    for extra, message in cases:
+        argv = ["train", "--modality", "image", "--out", str(tmp_path / "run"), *extra]
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1, err
+        assert err[0].startswith("codec: error: ") and message in err[0], err
+
+
+# ----------------------------------------------------------------------------------------- distributed
+def test_two_cpu_processes_keep_identical_weights_and_codebooks(tmp_path):
+    data = tmp_path / "data"
+    for i in range(4):
+        make_image(data / f"{i}.png", seed=i)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"codec": config_to_dict(IMAGE), "train": {**SMALL, "grad_accum": 2}}))
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "codec.cli", "train", "--modality", "image", "--data", str(data), "--out", str(tmp_path / "run")]
+    cmd += ["--config", str(config), "--steps", "4"]
+    env = {**_subprocess_env(), "VQCODEC_RANK_DUMP": str(dumps)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rank0, rank1 = load_file(dumps / "rank0.safetensors"), load_file(dumps / "rank1.safetensors")
+    saved = load_file(tmp_path / "run" / "model.safetensors")
+    assert rank0.keys() == rank1.keys() == saved.keys()
+    assert [k for k in rank0 if not torch.equal(rank0[k], rank1[k])] == []
+    assert [k for k in rank0 if not torch.equal(rank0[k], saved[k])] == []
+    assert rank0["quantizer.initialized"].item()
+    state = json.loads((tmp_path / "run" / STATE_JSON).read_text())
+    assert state["world_size"] == 2 and state["step"] == 4
+    assert state["stream_position"] == 4 * 2 * 2 * 4  # steps * grad_accum * processes * batch
+    rng = load_file(tmp_path / "run" / STATE_NAME)
+    assert not torch.equal(rng["rng.0.torch"], rng["rng.1.torch"])  # each process's own RNG is saved
