@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train(subparsers)
+    from prior.cli import add_subcommands as add_prior_subcommands  # tokenize, train-prior, sample
+
+    add_prior_subcommands(subparsers)
     return parser
 
 

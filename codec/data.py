@@ -220,7 +220,7 @@ class ImageFolderDataset(_FolderDataset):
         self.crop, self.channels = crop, channels
 
     def _load(self, index: int, g: torch.Generator) -> torch.Tensor:
-        x = _image_channels(read_image(self.root / self.files[index]).pixels, self.channels)
+        x = to_image_channels(read_image(self.root / self.files[index]).pixels, self.channels)
         x = _pad_to(x, self.crop)  # (C, H', W'), H', W' >= crop
         h, w = x.shape[-2:]
         if self.train:
@@ -234,7 +234,7 @@ class ImageFolderDataset(_FolderDataset):
         return x.contiguous()
 
 
-def _image_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+def to_image_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """(C, H, W) with C in {1, 3} -> (channels, H, W)."""
     if x.shape[0] == channels:
         return x
@@ -322,10 +322,10 @@ class AudioFolderDataset(_FolderDataset):
         y = y[:, offset : offset + self.segment]
         if y.shape[-1] < self.segment:
             y = F.pad(y, (0, self.segment - y.shape[-1]))
-        return _audio_channels(y, self.channels).contiguous()
+        return to_audio_channels(y, self.channels).contiguous()
 
 
-def _audio_channels(y: torch.Tensor, channels: int) -> torch.Tensor:
+def to_audio_channels(y: torch.Tensor, channels: int) -> torch.Tensor:
     """(C, T) -> (channels, T): duplicate mono, average to mono, or keep the first two channels."""
     if y.shape[0] == channels:
         return y

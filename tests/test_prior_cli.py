@@ -1,0 +1,171 @@
+"""The prior's CLI end to end on tiny codecs: tokenize -> train-prior -> sample, resuming tokenize and
+train-prior after an interruption, and one-line errors for user mistakes.
+
+Runs the subcommands through ``prior.cli.main`` (the same parsers ``codec.cli`` registers)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import codec
+import prior.data
+import prior.train
+from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
+from codec.audio_io import write_audio
+from codec.image_io import read_image, write_image
+from prior.cli import main
+
+TINY = {"prior": {"dim": 32, "depth": 2, "heads": 2, "context": 16}, "train": {"batch_size": 4, "warmup_steps": 2}}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def image_run(tmp_path):
+    """A tiny image codec run directory, 7 images of two sizes and one corrupt file, and a tiny prior config."""
+    q = QuantizerConfig(codebook_size=32)
+    m = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=q))
+    m(torch.rand(2, 3, 32, 32))
+    codec.save_model(tmp_path / "codec", m.eval())
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(7):
+        write_image(data / f"img{i}.png", torch.rand(3 if i % 3 else 1, 32, 40 if i % 2 else 48))
+    (data / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    return tmp_path
+
+
+def run(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def test_tokenize_train_sample_images(image_run, capsys):
+    d = image_run
+    with pytest.warns(UserWarning, match="broken.png"):
+        assert run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens") == 0
+    out = capsys.readouterr().out
+    assert "tokenized 7 files" in out and "1 unreadable files skipped" in out
+    index = json.loads((d / "tokens" / "index.json").read_text())
+    assert index["codec_hash"] == codec.model_hash(codec.load(d / "codec"))
+    args = ("train-prior", "--tokens", d / "tokens", "--out", d / "prior", "--config", d / "tiny.json")
+    assert run(*args, "--steps", "4") == 0
+    assert "held-out" in capsys.readouterr().out
+    log = [json.loads(line) for line in (d / "prior" / "train_log.jsonl").read_text().splitlines()]
+    assert any("val_bits" in r for r in log)
+    cfg = json.loads((d / "prior" / "config.json").read_text())
+    assert cfg["sample_shape"] == [4, 6] and cfg["codec_hash"] == index["codec_hash"]  # 4 of 7 are 32 x 48
+    samples = d / "samples"
+    assert run("sample", "--codec", d / "codec", "--prior", d / "prior", "-n", 3, "-o", samples, "--seed", 1) == 0
+    names = sorted(p.name for p in samples.iterdir())
+    assert names == ["grid.png", "sample_000.png", "sample_001.png", "sample_002.png"]
+    assert read_image(samples / "sample_000.png").pixels.shape == (3, 32, 48)
+    first = read_image(samples / "sample_000.png").pixels
+    assert run("sample", "--codec", d / "codec", "--prior", d / "prior", "-n", 1, "-o", d / "again", "--seed", 1) == 0
+    assert torch.equal(read_image(d / "again" / "sample_000.png").pixels, first)  # same seed, same image
+    assert run("sample", "--codec", d / "codec", "--prior", d / "prior", "-n", 2, "-o", samples, "--size", "17x30") == 0
+    assert read_image(samples / "sample_000.png").pixels.shape == (3, 24, 32)  # whole tokens: ceil(17/8) x ceil(30/8)
+
+
+def test_tokenize_resumes_after_an_interruption(image_run, monkeypatch, capsys):
+    d = image_run
+    args = ("tokenize", "--codec", d / "codec", "--data", d / "data", "--out")
+    real, calls = prior.data._load_item, []  # files in plan order: broken.png, img0.png, ..., img6.png
+
+    def flaky(model, path):
+        calls.append(path)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real(model, path)
+
+    monkeypatch.setattr(prior.data, "_load_item", flaky)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning):
+        run(*args, d / "tokens", "--shard-size", 2)
+    assert sorted(p.name for p in (d / "tokens").glob("shard_*")) == [
+        "shard_00000.safetensors",
+        "shard_00001.safetensors",
+    ]
+    monkeypatch.setattr(prior.data, "_load_item", real)
+    assert run(*args, d / "tokens", "--shard-size", 2) == 0  # broken.png was in a finished shard: no warning
+    out = capsys.readouterr().out
+    assert "2 shards already done" in out and "1 unreadable files skipped" in out
+    with pytest.warns(UserWarning):
+        assert run(*args, d / "clean", "--shard-size", 2) == 0
+    for shard in sorted(p.name for p in (d / "clean").glob("shard_*")):
+        a, b = load_file(d / "tokens" / shard), load_file(d / "clean" / shard)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(prior.data.load_tokens(d / "tokens").names) == 7
+    other = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8))
+    codec.save_model(d / "other", other.eval())
+    assert run("tokenize", "--codec", d / "other", "--data", d / "data", "--out", d / "tokens") == 2
+    assert "another codec" in capsys.readouterr().err
+
+
+def test_train_prior_resume_matches_an_uninterrupted_run(image_run, monkeypatch, capsys):
+    d = image_run
+    with pytest.warns(UserWarning):
+        run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens")
+    cfg = {"prior": TINY["prior"], "train": {**TINY["train"], "save_every": 2, "eval_every": 3}}
+    (d / "cfg.json").write_text(json.dumps(cfg))
+    base = ("train-prior", "--tokens", d / "tokens", "--config", d / "cfg.json", "--steps", 6, "--out")
+    assert run(*base, d / "straight") == 0
+
+    real = prior.train._save_checkpoint
+
+    def crash_at_4(out, model, optimizer, step, *rest):
+        real(out, model, optimizer, step, *rest)
+        if step == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(prior.train, "_save_checkpoint", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        run(*base, d / "resumed")
+    monkeypatch.setattr(prior.train, "_save_checkpoint", real)
+    assert run(*base, d / "resumed") == 2  # not without --resume
+    assert "--resume" in capsys.readouterr().err
+    assert run(*base, d / "resumed", "--resume") == 0
+    a, b = load_file(d / "straight" / "model.safetensors"), load_file(d / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sample_refuses_another_codec(image_run, capsys):
+    d = image_run
+    with pytest.warns(UserWarning):
+        run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens")
+    run("train-prior", "--tokens", d / "tokens", "--out", d / "prior", "--config", d / "tiny.json", "--steps", 1)
+    other = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=QuantizerConfig(32)))
+    codec.save_model(d / "other", other.eval())
+    capsys.readouterr()
+    assert run("sample", "--codec", d / "other", "--prior", d / "prior", "-n", 1, "-o", d / "s") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("codec: error:") and "trained on codec" in err and err.count("\n") == 1
+
+
+def test_tokenize_train_sample_audio(tmp_path):
+    q = QuantizerConfig(codebook_size=32, num_quantizers=4, quantizer_dropout=1.0)
+    m = Codec(AudioCodecConfig(base_channels=8, latent_dim=8, sample_rate=16000, quantizer=q))
+    m(torch.rand(2, 1, 320 * 8) * 2 - 1)
+    codec.save_model(tmp_path / "codec", m.eval())
+    (tmp_path / "data").mkdir()
+    for i in range(3):
+        write_audio(tmp_path / "data" / f"a{i}.wav", torch.rand(2 if i else 1, 16000 // (i + 2)) - 0.5, 16000)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    assert run("tokenize", "--codec", tmp_path / "codec", "--data", tmp_path / "data", "--out", tmp_path / "tok") == 0
+    items = prior.data.load_tokens(tmp_path / "tok")
+    assert [t.shape for t in items.tokens] == [(4, 25), (4, 17), (4, 13)]  # ceil(T / 320) frames
+    args = ("train-prior", "--tokens", tmp_path / "tok", "--out", tmp_path / "p", "--config", tmp_path / "tiny.json")
+    assert run(*args, "--steps", 2) == 0
+    out = tmp_path / "s"
+    assert (
+        run("sample", "--codec", tmp_path / "codec", "--prior", tmp_path / "p", "-n", 2, "-o", out, "--seconds", 0.1)
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["sample_000.wav", "sample_001.wav"]
