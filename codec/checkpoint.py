@@ -1,11 +1,13 @@
-"""Model run directories: ``config.json`` + ``model.safetensors``, written atomically, loaded safely.
+"""Run directories: ``config.json`` + ``model.safetensors``, written atomically, loaded safely.
 
-Weights are read with safetensors only (never pickle). A model's identity is ``model_hash``: a SHA-256 over
-its config and every tensor (name, dtype, shape, bytes), so two models hash equal only if they decode alike.
+Shared by codecs and priors. Weights are read with safetensors only (never pickle). A model's identity is
+a SHA-256 over its config and every tensor (name, dtype, shape, bytes), so two models hash equal only if
+they compute alike.
 """
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,46 +28,46 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
-def model_hash(model: Codec) -> str:
-    """Hex SHA-256 of the model's config and tensors; independent of device and of how it was saved."""
+def state_hash(config: dict, model: torch.nn.Module) -> str:
+    """Hex SHA-256 of a config dict and a module's tensors; independent of device and of how it was saved."""
     h = hashlib.sha256()
-    h.update(json.dumps(config_to_dict(model.config), sort_keys=True).encode())
+    h.update(json.dumps(config, sort_keys=True).encode())
     for name, t in sorted(model_state(model).items()):
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
-def save_model(run_dir: str | Path, model: Codec) -> None:
+def save_run(run_dir: str | Path, model: torch.nn.Module, config: dict, fmt: str) -> None:
     """Write ``config.json`` and ``model.safetensors`` into ``run_dir`` (created if needed), atomically."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / WEIGHTS_NAME, save(model_state(model), metadata={"format": "vqcodec"}))
-    atomic_write_text(run_dir / CONFIG_NAME, json.dumps(config_to_dict(model.config), indent=2) + "\n")
+    atomic_write_bytes(run_dir / WEIGHTS_NAME, save(model_state(model), metadata={"format": fmt}))
+    atomic_write_text(run_dir / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
 
 
-def load_model(path: str | Path, device: str | torch.device | None = None) -> Codec:
-    """Load a codec from a run directory.
+def load_run(path: str | Path, kind: str, build: Callable[[dict], torch.nn.Module]) -> torch.nn.Module:
+    """Build a module from a run directory's config and load its weights, on the CPU.
 
     Args:
         path: a directory holding ``config.json`` and ``model.safetensors``.
-        device: where to put the model; None picks CUDA when available, else CPU.
+        kind: what it should hold ("codec", "prior"), for messages.
+        build: config dict -> module; raises ValueError / TypeError on a bad config.
 
     Raises:
         CheckpointError: missing directory or files, unreadable JSON, or weights that do not fit the config.
     """
     run_dir = Path(path)
     if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: not a model directory (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
+        raise CheckpointError(f"{run_dir}: not a {kind} directory (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
     cfg_path, w_path = run_dir / CONFIG_NAME, run_dir / WEIGHTS_NAME
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise CheckpointError(f"{run_dir}: missing {p.name}")
     try:
-        config = config_from_dict(json.loads(cfg_path.read_text()))
+        model = build(json.loads(cfg_path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{cfg_path}: invalid codec config: {e}") from None
-    model = Codec(config)
+        raise CheckpointError(f"{cfg_path}: invalid {kind} config: {e}") from None
     try:
         state = load_file(w_path)
     except (SafetensorError, OSError, ValueError) as e:
@@ -83,6 +85,24 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Co
             f"config expects {tuple(expected[wrong[0]].shape)}"
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device).eval()
+    return model
+
+
+def default_device(device: str | torch.device | None) -> str | torch.device:
+    return device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_hash(model: Codec) -> str:
+    """Hex SHA-256 identity of a codec (config + weights + codebooks)."""
+    return state_hash(config_to_dict(model.config), model)
+
+
+def save_model(run_dir: str | Path, model: Codec) -> None:
+    """Write a codec's ``config.json`` and ``model.safetensors`` into ``run_dir``, atomically."""
+    save_run(run_dir, model, config_to_dict(model.config), "vqcodec")
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None) -> Codec:
+    """Load a codec from a run directory (see ``load_run``); device None picks CUDA when available."""
+    model = load_run(path, "codec", lambda cfg: Codec(config_from_dict(cfg)))
+    return model.to(default_device(device)).eval()
