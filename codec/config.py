@@ -53,7 +53,7 @@ class AudioCodecConfig:
     channels: int = 1  # 1 (mono) or 2 (stereo)
     sample_rate: int = 24000
     ratios: tuple[int, ...] = (2, 4, 5, 8)  # encoder strides; hop = product = 320 (75 frames/s at 24 kHz)
-    base_channels: int = 32
+    base_channels: int = 16  # doubled at each level; 16 runs >2x EnCodec's speed on CPU (tools/bench_codec.py)
     dilations: tuple[int, ...] = (1, 3, 9)  # residual units per level
     latent_dim: int = 128
     quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(num_quantizers=8, quantizer_dropout=1.0))

@@ -7,7 +7,8 @@
 
 Weights are random (training does not change speed). Each quantizer first sees one training-mode forward,
 so its codebooks are k-means initialised as after training, then runs in eval mode. Times are medians of
-``--reps`` runs after one warm-up. The target: our audio RTF <= EnCodec's RTF / 2 on the same device, in the
+``--reps`` runs after one warm-up; our audio codec and EnCodec alternate run by run, so a shared machine's
+changing load hits both alike. The target: our audio RTF <= EnCodec's RTF / 2 on the same device, in the
 same run.
 
     python tools/bench_codec.py                      # CPU with 2 threads, plus CUDA when present
@@ -28,6 +29,8 @@ import sys
 import time
 import types
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,6 +39,8 @@ from codec import AudioCodecConfig, Codec, ImageCodecConfig
 
 IMAGE_SIZE = 512
 ENCODEC_KBPS = 6.0
+OURS, PEER = "vqcodec audio", "EnCodec 24 kHz"
+BUSY_SHARE = 0.1  # above this share of the CPUs used by other processes, the timings are flagged
 
 
 def fatal(msg: str) -> None:
@@ -48,30 +53,52 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_codec(encode, decode, x: torch.Tensor, reps: int) -> dict:
-    """Median seconds of encode, decode and their sum over ``reps`` runs, after one warm-up run."""
-    device = x.device
-    decode(encode(x))
-    _sync(device)
-    enc, dec, total = [], [], []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        tokens = encode(x)
-        _sync(device)
-        t1 = time.perf_counter()
-        decode(tokens)
-        _sync(device)
-        t2 = time.perf_counter()
-        enc.append(t1 - t0)
-        dec.append(t2 - t1)
-        total.append(t2 - t0)
-    return {
-        "encode_s": statistics.median(enc),
-        "decode_s": statistics.median(dec),
-        "total_s": statistics.median(total),
-        "total_min_s": min(total),
-        "total_max_s": max(total),
-    }
+@dataclass
+class Case:
+    """One codec to time: ``decode(encode(x))``; ``info`` goes into its result row."""
+
+    name: str
+    encode: Callable
+    decode: Callable
+    x: torch.Tensor
+    info: dict
+
+
+def time_cases(cases: list[Case], reps: int) -> list[dict]:
+    """Median seconds of encode, decode and their sum per case over ``reps`` runs, after one warm-up each.
+
+    The cases are interleaved (every rep runs each case once, in reversed order on odd reps), so a change in
+    the load of a shared machine hits every case alike.
+    """
+    for case in cases:
+        case.decode(case.encode(case.x))
+        _sync(case.x.device)
+    enc = {c.name: [] for c in cases}
+    dec = {c.name: [] for c in cases}
+    for rep in range(reps):
+        for case in cases if rep % 2 == 0 else cases[::-1]:
+            device = case.x.device
+            t0 = time.perf_counter()
+            tokens = case.encode(case.x)
+            _sync(device)
+            t1 = time.perf_counter()
+            case.decode(tokens)
+            _sync(device)
+            t2 = time.perf_counter()
+            enc[case.name].append(t1 - t0)
+            dec[case.name].append(t2 - t1)
+    rows = []
+    for case in cases:
+        total = [e + d for e, d in zip(enc[case.name], dec[case.name], strict=True)]
+        times = {
+            "encode_s": statistics.median(enc[case.name]),
+            "decode_s": statistics.median(dec[case.name]),
+            "total_s": statistics.median(total),
+            "total_min_s": min(total),
+            "total_max_s": max(total),
+        }
+        rows.append({"name": case.name, "device": case.x.device.type, **case.info, **times})
+    return rows
 
 
 def _params(module: torch.nn.Module) -> int:
@@ -99,17 +126,16 @@ def _kmeans_init(model: Codec, x: torch.Tensor) -> None:
         quantizer.quantizer_dropout = dropout
 
 
-def bench_our_audio(config: AudioCodecConfig, seconds: float, device: torch.device, reps: int) -> dict:
-    """RTF of ``Codec(config)`` on a ``seconds`` mono clip; the row for the table and the JSON."""
+def our_audio_case(config: AudioCodecConfig, seconds: float, device: torch.device, name: str = OURS) -> Case:
+    """``Codec(config)`` on a ``seconds`` mono clip, random weights, codebooks k-means initialised."""
     torch.manual_seed(0)
     model = Codec(config).to(device)
     x = _audio_clip(seconds, config.sample_rate, device)
-    hop = config.hop
-    _kmeans_init(model, x[..., : x.shape[-1] // hop * hop])
-    times = _time_codec(model.encode, lambda tokens: model.decode(tokens, shape=x.shape[1:]), x, reps)
+    _kmeans_init(model, x[..., : x.shape[-1] // config.hop * config.hop])
     q = config.quantizer
-    kbps = q.num_quantizers * math.log2(q.codebook_size) * config.sample_rate / hop / 1000
-    return _audio_row("vqcodec audio", device, seconds, _params(model), kbps, times)
+    kbps = q.num_quantizers * math.log2(q.codebook_size) * config.sample_rate / config.hop / 1000
+    info = {"seconds": seconds, "params": _params(model), "kbps": kbps}
+    return Case(name, model.encode, lambda tokens: model.decode(tokens, shape=x.shape[1:]), x, info)
 
 
 def _import_encodec():
@@ -122,8 +148,8 @@ def _import_encodec():
     return EncodecModel
 
 
-def bench_encodec(seconds: float, device: torch.device, reps: int) -> dict:
-    """RTF of EnCodec's 24 kHz architecture at 6 kbps, random weights, codebooks k-means initialised."""
+def encodec_case(seconds: float, device: torch.device) -> Case:
+    """EnCodec's 24 kHz architecture at 6 kbps (8 codebooks of 1024), random weights."""
     encodec_model = _import_encodec()
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -131,7 +157,12 @@ def bench_encodec(seconds: float, device: torch.device, reps: int) -> dict:
         model = encodec_model.encodec_model_24khz(pretrained=False).to(device)
     model.set_target_bandwidth(ENCODEC_KBPS)
     x = _audio_clip(seconds, model.sample_rate, device)
-    with torch.no_grad():  # its k-means init runs in the quantizer's training forward
+    # Its codebooks start at zero and k-means-initialise in the quantizer's training forward. Its k-means
+    # materialises an (N, K, D) difference tensor (400 MB for 10 s), so one Lloyd iteration instead of 10:
+    # the codebook values do not change the speed of its search.
+    for layer in model.quantizer.vq.layers:
+        layer._codebook.kmeans_iters = 1
+    with torch.no_grad():
         model.train()
         model.quantizer(model.encoder(x), model.frame_rate, ENCODEC_KBPS)
         model.eval()
@@ -144,42 +175,49 @@ def bench_encodec(seconds: float, device: torch.device, reps: int) -> dict:
         with torch.inference_mode():
             return model.decode(frames)[..., : x.shape[-1]]
 
-    times = _time_codec(encode, decode, x, reps)
-    return _audio_row("EnCodec 24 kHz", device, seconds, _params(model), ENCODEC_KBPS, times)
+    info = {"seconds": seconds, "params": _params(model), "kbps": ENCODEC_KBPS}
+    return Case(PEER, encode, decode, x, info)
 
 
-def _audio_row(name, device, seconds, params, kbps, times) -> dict:
-    rtf = times["total_s"] / seconds
-    return {
-        "name": name,
-        "device": device.type,
-        "seconds": seconds,
-        "params": params,
-        "kbps": kbps,
-        **times,
-        "encode_rtf": times["encode_s"] / seconds,
-        "decode_rtf": times["decode_s"] / seconds,
-        "rtf": rtf,
-        "x_real_time": 1.0 / rtf,
-    }
+def audio_rtf(row: dict) -> dict:
+    """Add real-time factors to an audio row of ``time_cases``."""
+    seconds = row["seconds"]
+    row["encode_rtf"] = row["encode_s"] / seconds
+    row["decode_rtf"] = row["decode_s"] / seconds
+    row["rtf"] = row["total_s"] / seconds
+    row["x_real_time"] = 1.0 / row["rtf"]
+    return row
 
 
-def bench_our_image(device: torch.device, reps: int) -> dict:
-    """Images/s of ``Codec(ImageCodecConfig())`` on one 512 x 512 RGB image (encode + decode)."""
+def our_image_case(device: torch.device) -> Case:
+    """``Codec(ImageCodecConfig())`` on one 512 x 512 RGB image."""
     torch.manual_seed(0)
     model = Codec(ImageCodecConfig()).to(device)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g).to(device)
     _kmeans_init(model, x[..., :256, :256])  # 32 x 32 = 1024 latent vectors feed the k-means
-    times = _time_codec(model.encode, lambda tokens: model.decode(tokens, shape=x.shape[1:]), x, reps)
-    return {
-        "name": "vqcodec image",
-        "device": device.type,
-        "size": IMAGE_SIZE,
-        "params": _params(model),
-        **times,
-        "images_per_s": 1.0 / times["total_s"],
-    }
+    info = {"size": IMAGE_SIZE, "params": _params(model)}
+    return Case("vqcodec image", model.encode, lambda tokens: model.decode(tokens, shape=x.shape[1:]), x, info)
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            jiffies = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    busy = sum(jiffies) - jiffies[3] - jiffies[4]  # all but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def _others_share(start, end, wall: float) -> float | None:
+    """Fraction of the machine's CPU time that other processes used between two ``_cpu_seconds``."""
+    if start is None or end is None or wall <= 0:
+        return None
+    others = (end[0] - start[0]) - (end[1] - start[1])
+    return max(0.0, others) / ((os.cpu_count() or 1) * wall)
 
 
 def _devices(choice: str) -> list[torch.device]:
@@ -221,8 +259,8 @@ def _targets(audio_rows) -> dict:
     """Per device: our RTF <= EnCodec's RTF / 2."""
     targets = {}
     for dev in dict.fromkeys(r["device"] for r in audio_rows):
-        ours = next((r for r in audio_rows if r["device"] == dev and r["name"] == "vqcodec audio"), None)
-        peer = next((r for r in audio_rows if r["device"] == dev and r["name"] == "EnCodec 24 kHz"), None)
+        ours = next((r for r in audio_rows if r["device"] == dev and r["name"] == OURS), None)
+        peer = next((r for r in audio_rows if r["device"] == dev and r["name"] == PEER), None)
         if ours is None or peer is None or "error" in peer:
             continue
         speedup = peer["rtf"] / ours["rtf"]
@@ -251,22 +289,33 @@ def main(argv=None):
         fatal("--threads and --reps must be >= 1 and --seconds > 0")
     torch.set_num_threads(args.threads)
 
-    load_before = os.getloadavg()
+    load_before, cpu_before, wall_before = os.getloadavg(), _cpu_seconds(), time.perf_counter()
     audio_rows, image_rows = [], []
     for device in _devices(args.device):
-        audio_rows.append(bench_our_audio(AudioCodecConfig(), args.seconds, device, args.reps))
+        cases, missing = [our_audio_case(AudioCodecConfig(), args.seconds, device)], []
         if not args.skip_encodec:
             try:
-                audio_rows.append(bench_encodec(args.seconds, device, args.reps))
+                cases.append(encodec_case(args.seconds, device))
             except ImportError as e:
-                audio_rows.append({"name": "EnCodec 24 kHz", "device": device.type, "error": f"unavailable: {e}"})
+                missing.append({"name": PEER, "device": device.type, "error": f"unavailable: {e}"})
+        audio_rows += [audio_rtf(row) for row in time_cases(cases, args.reps)] + missing
         if not args.skip_image:
-            image_rows.append(bench_our_image(device, args.reps))
-    load_after = os.getloadavg()
+            row = time_cases([our_image_case(device)], args.reps)[0]
+            image_rows.append({**row, "images_per_s": 1.0 / row["total_s"]})
+    load_after, cpu_after = os.getloadavg(), _cpu_seconds()
+    others = _others_share(cpu_before, cpu_after, time.perf_counter() - wall_before)
 
     _print_tables(audio_rows, image_rows, args)
     targets = _targets(audio_rows)
-    print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}; {args.threads} torch threads")
+    loads = f"before {' '.join(f'{v:.2f}' for v in load_before)}, after {' '.join(f'{v:.2f}' for v in load_after)}"
+    print(f"load average (1, 5, 15 min): {loads}; {os.cpu_count()} CPUs, {args.threads} torch threads")
+    if others is not None:
+        print(f"other processes used {100 * others:.0f}% of the CPUs during the run")
+        if others > BUSY_SHARE:
+            print(
+                "warning: the machine was busy; multi-threaded timings are then unreliable (each parallel op waits "
+                "for a descheduled thread), EnCodec's LSTM of many small ops the most: rerun on an idle machine"
+            )
 
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +326,7 @@ def main(argv=None):
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "load_average_before": load_before,
         "load_average_after": load_after,
+        "other_processes_cpu_share": others,
         "args": vars(args),
     }
     result = {"meta": meta, "audio": audio_rows, "image": image_rows, "targets": targets}
