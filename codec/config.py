@@ -31,7 +31,7 @@ class ImageCodecConfig:
     latent_dim: int = 64  # code vector size
     norm_groups: int = 8
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
-    tile: int = 32  # tokens per tile side when encoding/decoding large images
+    tile: int = 64  # tokens per tile side when encoding/decoding large images (512 px at f = 8)
     tile_overlap: int = 6  # tokens of context on each side of a tile (covers the receptive field)
 
     def __post_init__(self):
