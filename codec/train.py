@@ -22,9 +22,7 @@ the commit record that says which step is complete (see ``read_checkpoint_meta``
 """
 
 import json
-import math
 import os
-import random
 import warnings
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from functools import partial
@@ -50,6 +48,7 @@ from codec.image_io import write_image
 from codec.losses import CodecLoss, mel_distance
 from codec.metrics import psnr, si_snr
 from codec.model import Codec
+from codec.train_state import load_optimizer_tensors, lr_factor, optimizer_tensors, rng_state, set_rng_state
 
 STATE_NAME = "train_state.safetensors"
 STATE_JSON = "train_state.json"
@@ -259,70 +258,6 @@ def restore_model(model: Codec, tensors: dict[str, torch.Tensor], where: str) ->
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
 
 
-def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state -> (named tensors "optim.<param>.<key>", JSON part: param groups and scalars)."""
-    sd = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, entry in sd["state"].items():
-        for key, v in entry.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{pid}.{key}"] = v.detach().to("cpu").contiguous()
-            else:
-                scalars.setdefault(str(pid), {})[key] = v
-    return tensors, {"param_groups": _plain(sd["param_groups"]), "scalars": scalars}
-
-
-def _load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict, saved: dict) -> None:
-    state: dict[int, dict] = {}
-    for name, v in tensors.items():
-        if name.startswith("optim."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = v
-    for pid, entry in saved["scalars"].items():
-        state.setdefault(int(pid), {}).update(entry)
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in saved["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _as_bytes(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array).view(np.uint8).copy())
-
-
-def _rng_state() -> dict[str, torch.Tensor]:
-    """This process's torch / numpy / python (/ CUDA) RNG states as uint8 tensors of fixed sizes."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    out = {
-        "torch": torch.get_rng_state(),
-        "numpy": _as_bytes(np.asarray(keys, dtype="<u4")),
-        "numpy_extra": _as_bytes(np.array([pos, has_gauss, cached], dtype="<f8")),
-        "python": _as_bytes(np.asarray(internal, dtype="<u4")),
-        "python_extra": _as_bytes(np.array([version, gauss is not None, gauss or 0.0], dtype="<f8")),
-    }
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state()
-    return out
-
-
-def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(state["torch"])
-    pos, has_gauss, cached = state["numpy_extra"].numpy().view("<f8")
-    np.random.set_state(("MT19937", state["numpy"].numpy().view("<u4").copy(), int(pos), int(has_gauss), cached))
-    version, has, gauss = state["python_extra"].numpy().view("<f8")
-    internal = tuple(int(v) for v in state["python"].numpy().view("<u4"))
-    random.setstate((int(version), internal, float(gauss) if has else None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay from 1 to ``min_ratio`` at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 # ------------------------------------------------------------------------------------------ the trainer
 class Trainer:
     """One training run; ``train()`` is the public entry point."""
@@ -352,13 +287,13 @@ class Trainer:
         ).to(acc.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: _lr_factor(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+            optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
         )
         self.step, self.position = 0, 0  # optimizer steps done, items consumed from the stream
         if saved is not None:
             meta, tensors = saved
             restore_model(model, tensors, str(out_dir / STATE_NAME))
-            _load_optimizer_state(optimizer, tensors, meta["optimizer"])
+            load_optimizer_tensors(optimizer, tensors, meta["optimizer"])
             self.scheduler.load_state_dict(meta["scheduler"])
             self.step, self.position = meta["step"], meta["stream_position"]
         self.train_ds, self.eval_ds, self.eval_on = self._datasets(model)
@@ -396,7 +331,7 @@ class Trainer:
         acc = self.accelerator
         if meta["world_size"] == acc.num_processes:
             prefix = f"rng.{acc.process_index}."
-            _set_rng_state({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+            set_rng_state({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         else:
             if self.main:
                 warnings.warn(
@@ -563,7 +498,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Model + training state, atomically, by the main process; every process takes part."""
         acc = self.accelerator
-        rng = _rng_state()
+        rng = rng_state()
         if acc.num_processes > 1:  # gather every process's RNG (fixed-size uint8 tensors, no pickling)
             rng = {k: acc.gather(v.to(acc.device)[None]).cpu() for k, v in rng.items()}
         else:
@@ -571,7 +506,7 @@ class Trainer:
         acc.wait_for_everyone()
         if self.main:
             model = acc.unwrap_model(self.model)
-            opt_tensors, opt_meta = _optimizer_state(self.optimizer)
+            opt_tensors, opt_meta = optimizer_tensors(self.optimizer)
             meta = {
                 "format": STATE_FORMAT,
                 "step": self.step,

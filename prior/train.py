@@ -33,6 +33,7 @@ from tqdm import tqdm
 from codec.data import split_files
 from codec.errors import CheckpointError, ModelMismatchError
 from codec.fileio import atomic_write_bytes
+from codec.train_state import load_optimizer_tensors, lr_factor, optimizer_tensors
 from prior.checkpoint import save_prior
 from prior.config import PriorConfig, config_from_dict, config_to_dict
 from prior.data import load_tokens
@@ -93,10 +94,7 @@ def _check_prior_overrides(overrides: dict) -> dict:
 
 def lr_at(step: int, cfg: TrainPriorConfig) -> float:
     """Learning rate for (0-based) step: linear warmup, then cosine down to lr * min_lr_ratio."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    return cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
 
 
 def _seed(*values: int) -> int:
@@ -140,16 +138,14 @@ def _sequences(prior: TokenPrior, tokens: list[torch.Tensor]):
 # ------------------------------------------------------------------------------------------- checkpoint
 def _save_checkpoint(out: Path, model: TokenPrior, optimizer, step: int, prior_cfg, train_cfg) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    for idx, st in opt["state"].items():
-        for key, value in st.items():
-            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    opt_tensors, opt_json = optimizer_tensors(optimizer)
+    tensors.update(opt_tensors)
     meta = dict(
         format="vqcodec-prior-train",
         step=str(step),
         prior_config=json.dumps(config_to_dict(prior_cfg)),
         train_config=json.dumps(asdict(train_cfg)),
-        param_groups=json.dumps(opt["param_groups"]),
+        optimizer=json.dumps(opt_json),
     )
     atomic_write_bytes(out / CHECKPOINT_NAME, save(tensors, metadata=meta))
     save_prior(out, model)
@@ -168,15 +164,6 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict]:
     if meta.get("format") != "vqcodec-prior-train":
         raise CheckpointError(f"{path}: not a prior training checkpoint")
     return tensors, meta
-
-
-def _optimizer_state(tensors: dict, meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = value
-    return {"state": state, "param_groups": json.loads(meta["param_groups"])}
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -272,7 +259,7 @@ def train_prior(
     if ckpt is not None:
         tensors, ckpt_meta = ckpt
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        optimizer.load_state_dict(_optimizer_state(tensors, ckpt_meta))
+        load_optimizer_tensors(optimizer, tensors, json.loads(ckpt_meta["optimizer"]))
         step = int(ckpt_meta["step"])
     model, optimizer = accelerator.prepare(model, optimizer)
     out.mkdir(parents=True, exist_ok=True)
