@@ -26,15 +26,6 @@ LAYOUTS = {  # name: (config fields, token shape of one item: longer than the co
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight over a shared machine's cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_prior(layout="image", context=8, **kw) -> TokenPrior:
     fields = dict(LAYOUTS[layout][0], codebook_size=K, context=context, dim=32, depth=2, heads=2, **kw)
     p = TokenPrior(PriorConfig(**fields)).eval()

@@ -20,14 +20,6 @@ from prior.cli import main
 TINY = {"prior": {"dim": 32, "depth": 2, "heads": 2, "context": 16}, "train": {"batch_size": 4, "warmup_steps": 2}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def image_run(tmp_path):
     """A tiny image codec run directory, 7 images of two sizes and one corrupt file, and a tiny prior config."""
