@@ -35,6 +35,20 @@ checkpoint_every, log_every, num_workers and mixed_precision may change.
 """
 
 
+MAIN_EPILOG = f"""\
+examples:
+  {PROG} encode photo.png -o photo.vqc && {PROG} decode photo.vqc -o restored.png
+  {PROG} info photo.vqc
+  {PROG} train --modality image --data photos/ --out runs/img
+  {PROG} tokenize --codec runs/img --data photos/ --out tokens/img
+  {PROG} train-prior --tokens tokens/img --out runs/img/prior    # stored with the codec: used by default
+  {PROG} sample --codec runs/img --prior runs/img/prior -n 8 -o samples/
+
+Run '{PROG} COMMAND --help' for a command's options and more examples.
+Errors print one line and exit with status 2.
+"""
+
+
 def fatal(msg: str) -> NoReturn:
     """Print ``codec: error: msg`` on one line to stderr and exit with status 2."""
     print(f"{PROG}: error: {' '.join(str(msg).split())}", file=sys.stderr)
@@ -125,9 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="vqcodec: VQ-VAE neural codecs for images and audio.",
-        epilog=f"Run '{PROG} COMMAND --help' for a command's options and examples.",
+        epilog=MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from codec.cli_files import add_subcommands as add_file_subcommands  # encode, decode, info
+
+    add_file_subcommands(subparsers)
     add_train(subparsers)
     from prior.cli import add_subcommands as add_prior_subcommands  # tokenize, train-prior, sample
 

@@ -1,0 +1,271 @@
+"""The ``.vqc`` container: a checked header, JSON metadata, then CRC-protected chunks (see docs/format.md).
+
+Layout (all integers little-endian)::
+
+    magic        4 bytes   b"VQC\\x1a"
+    version      u16       FORMAT_VERSION
+    meta_length  u32       bytes of JSON metadata, <= MAX_META_BYTES
+    header_crc   u32       CRC-32 of magic, version, meta_length and the JSON bytes
+    metadata     JSON      UTF-8, keys sorted (see ``Metadata``)
+    chunk * num_chunks:
+        payload_length  u32   <= the bound its token count allows
+        token_crc       u32   CRC-32 of the chunk's tokens as little-endian u32, checked after decoding
+        chunk_crc       u32   CRC-32 of payload_length, token_crc and the payload
+        payload         payload_length bytes
+    (end of file: nothing may follow the last chunk)
+
+Every field is checked against bounds before anything is allocated from it; any failure is ``CorruptFileError``.
+"""
+
+import io
+import json
+import math
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+
+from codec.entropy import MAX_CODEBOOK, bits_per_token, max_prior_payload, packed_size
+from codec.errors import CorruptFileError
+
+MAGIC = b"VQC\x1a"
+FORMAT_VERSION = 1
+_FIXED = struct.Struct("<4sHII")  # magic, version, meta_length, header_crc
+_CHUNK = struct.Struct("<III")  # payload_length, token_crc, chunk_crc
+MAX_META_BYTES = 1 << 16
+MAX_TOKENS = 1 << 28  # per file: 2^27-pixel images at f = 4 with 4 levels; 9 days of 75 Hz audio at 8 levels
+MAX_CHUNK_TOKENS = 1 << 16
+MAX_GROUP = 256
+MAX_IMAGE_SIDE = 1 << 16
+MAX_IMAGE_PIXELS = 1 << 27  # as codec.image_io.MAX_PIXELS
+MAX_AUDIO_FRAMES = 1 << 36
+MAX_CHANNELS = 64
+MAX_SAMPLE_RATE = 1 << 20
+MODES = ("packed", "prior")
+
+
+@dataclass
+class Metadata:
+    """What a ``.vqc`` file says about its content (the JSON part of the header).
+
+    Attributes:
+        modality: "image" or "audio".
+        codec: {"name": how the codec was named when encoding, "hash": its ``codec.model_hash``}.
+        prior: the same for the prior in "prior" mode; None in "packed" mode.
+        mode: "packed" or "prior".
+        token_shape: one item's tokens: [h, w], [n_q, h, w] (images) or [n_q, t] (audio).
+        residual: whether token_shape has a level axis first.
+        codebook_size: K; tokens lie in [0, K).
+        chunk_tokens: tokens per chunk (the last may be shorter), in raster order with the level innermost.
+        group: chunks range-decoded together ("prior" mode; part of what makes decoding reproducible).
+        media: the original: images {"channels", "height", "width", "format"}; audio {"channels",
+            "sample_rate" (the codec's), "frames" (at the codec's rate), "orig_sample_rate", "orig_frames",
+            "orig_channels", "format", "subtype"}. "format" / "subtype" may be null (a tensor was encoded).
+    """
+
+    modality: str
+    codec: dict
+    mode: str
+    token_shape: list[int]
+    residual: bool
+    codebook_size: int
+    chunk_tokens: int
+    media: dict
+    prior: dict | None = None
+    group: int = 1
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return math.prod(self.token_shape)
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.num_tokens // self.chunk_tokens)
+
+    def chunk_range(self, i: int) -> tuple[int, int]:
+        """Flat positions [start, stop) of chunk i."""
+        start = i * self.chunk_tokens
+        return start, min(self.num_tokens, start + self.chunk_tokens)
+
+    def max_payload(self, n: int) -> int:
+        return packed_size(n, bits_per_token(self.codebook_size)) if self.mode == "packed" else max_prior_payload(n)
+
+
+# ------------------------------------------------------------------------------------------ validation
+def _int(d: dict, key: str, lo: int, hi: int, where: str) -> int:
+    v = d.get(key)
+    if type(v) is not int or not lo <= v <= hi:
+        raise CorruptFileError(f"{where}{key} = {v!r} is not an integer in [{lo}, {hi}]")
+    return v
+
+
+def _model_ref(v, what: str) -> dict:
+    ok = isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("hash"), str)
+    if not ok or len(v["hash"]) != 64 or len(v["name"]) > 4096 or set(v) != {"name", "hash"}:
+        raise CorruptFileError(f"metadata field {what} is not a {{name, hash}} model reference")
+    return {"name": v["name"], "hash": v["hash"]}
+
+
+def _opt_str(media: dict, key: str) -> None:
+    v = media.get(key)
+    if v is not None and (not isinstance(v, str) or len(v) > 64):
+        raise CorruptFileError(f"metadata field media.{key} = {v!r} is not a short string or null")
+
+
+def validate(d) -> Metadata:
+    """Check parsed JSON metadata against the format's bounds; returns it as ``Metadata``.
+
+    Raises:
+        CorruptFileError: a missing or unknown field, a wrong type, or a value out of bounds.
+    """
+    if not isinstance(d, dict):
+        raise CorruptFileError("metadata is not a JSON object")
+    known = {"modality", "codec", "prior", "mode", "token_shape", "residual", "codebook_size", "chunk_tokens"}
+    known |= {"media", "group", "extra"}
+    if set(d) - known:
+        raise CorruptFileError(f"unknown metadata fields {sorted(set(d) - known)}")
+    modality, mode = d.get("modality"), d.get("mode")
+    if modality not in ("image", "audio"):
+        raise CorruptFileError(f"metadata modality {modality!r} is not 'image' or 'audio'")
+    if mode not in MODES:
+        raise CorruptFileError(f"metadata mode {mode!r} is not one of {MODES}")
+    codec_ref = _model_ref(d.get("codec"), "codec")
+    prior_ref = _model_ref(d.get("prior"), "prior") if mode == "prior" else None
+    if mode == "packed" and d.get("prior") is not None:
+        raise CorruptFileError("a packed file names a prior")
+    residual = d.get("residual")
+    if type(residual) is not bool or (modality == "audio" and not residual):
+        raise CorruptFileError(f"metadata residual = {residual!r} is not valid for {modality}")
+    shape = d.get("token_shape")
+    ndim = (2 if modality == "audio" else 2 + int(residual))
+    if not isinstance(shape, list) or len(shape) != ndim or any(type(s) is not int or s < 1 for s in shape):
+        raise CorruptFileError(f"metadata token_shape {shape!r} is not {ndim} positive integers")
+    if residual and shape[0] > 64:
+        raise CorruptFileError(f"metadata token_shape has {shape[0]} levels (at most 64)")
+    if math.prod(shape) > MAX_TOKENS:
+        raise CorruptFileError(f"metadata token_shape {shape} holds more than {MAX_TOKENS} tokens")
+    extra = d.get("extra", {})
+    if not isinstance(extra, dict):
+        raise CorruptFileError("metadata extra is not an object")
+    meta = Metadata(
+        modality=modality,
+        codec=codec_ref,
+        prior=prior_ref,
+        mode=mode,
+        token_shape=shape,
+        residual=residual,
+        codebook_size=_int(d, "codebook_size", 2, MAX_CODEBOOK, "metadata "),
+        chunk_tokens=_int(d, "chunk_tokens", 1, MAX_CHUNK_TOKENS, "metadata "),
+        group=_int(d, "group", 1, MAX_GROUP, "metadata "),
+        media=_validate_media(d.get("media"), modality),
+        extra=extra,
+    )
+    return meta
+
+
+def _validate_media(media, modality: str) -> dict:
+    if not isinstance(media, dict):
+        raise CorruptFileError("metadata media is not an object")
+    w = "metadata media."
+    if modality == "image":
+        allowed = {"channels", "height", "width", "format"}
+        _int(media, "channels", 1, 3, w)
+        h, wd = _int(media, "height", 1, MAX_IMAGE_SIDE, w), _int(media, "width", 1, MAX_IMAGE_SIDE, w)
+        if h * wd > MAX_IMAGE_PIXELS:
+            raise CorruptFileError(f"metadata image size {h}x{wd} exceeds {MAX_IMAGE_PIXELS} pixels")
+        _opt_str(media, "format")
+    else:
+        allowed = {"channels", "sample_rate", "frames", "orig_sample_rate", "orig_frames", "orig_channels"}
+        allowed |= {"format", "subtype"}
+        for key in ("channels", "orig_channels"):
+            _int(media, key, 1, MAX_CHANNELS, w)
+        for key in ("sample_rate", "orig_sample_rate"):
+            _int(media, key, 1, MAX_SAMPLE_RATE, w)
+        for key in ("frames", "orig_frames"):
+            _int(media, key, 1, MAX_AUDIO_FRAMES, w)
+        _opt_str(media, "format")
+        _opt_str(media, "subtype")
+    if set(media) != allowed:
+        raise CorruptFileError(f"metadata media fields {sorted(media)} are not {sorted(allowed)}")
+    return dict(media)
+
+
+# ------------------------------------------------------------------------------------------ writing
+def token_crc(tokens: np.ndarray) -> int:
+    """CRC-32 of tokens as little-endian u32."""
+    return zlib.crc32(np.ascontiguousarray(tokens, dtype="<u4").tobytes())
+
+
+def metadata_bytes(meta: Metadata) -> bytes:
+    d = asdict(meta)
+    if not d["extra"]:
+        del d["extra"]
+    return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+
+def header_bytes(meta: Metadata) -> bytes:
+    body = metadata_bytes(meta)
+    if len(body) > MAX_META_BYTES:
+        raise ValueError(f"metadata of {len(body)} bytes exceeds {MAX_META_BYTES}")
+    fixed = struct.pack("<4sHI", MAGIC, FORMAT_VERSION, len(body))
+    return fixed + struct.pack("<I", zlib.crc32(fixed + body)) + body
+
+
+def chunk_bytes(payload: bytes, tokens: np.ndarray) -> bytes:
+    head = struct.pack("<II", len(payload), token_crc(tokens))
+    return head + struct.pack("<I", zlib.crc32(head + payload)) + payload
+
+
+# ------------------------------------------------------------------------------------------ reading
+def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise CorruptFileError(f"file is truncated: {what} needs {n} bytes, {len(data)} left")
+    return data
+
+
+def read_header(f: BinaryIO) -> Metadata:
+    """Read and check the fixed header and the metadata; leaves ``f`` at the first chunk."""
+    fixed = f.read(_FIXED.size)
+    if len(fixed) < 4 or fixed[:4] != MAGIC:
+        raise CorruptFileError("not a .vqc file (bad magic bytes)")
+    if len(fixed) < _FIXED.size:
+        raise CorruptFileError("file is truncated inside its header")
+    _, version, length, crc = _FIXED.unpack(fixed)
+    if version != FORMAT_VERSION:
+        raise CorruptFileError(f".vqc format version {version} is not supported (this vqcodec reads {FORMAT_VERSION})")
+    if not 2 <= length <= MAX_META_BYTES:
+        raise CorruptFileError(f"metadata length {length} is outside [2, {MAX_META_BYTES}]")
+    body = _read_exact(f, length, "the metadata")
+    if zlib.crc32(fixed[:10] + body) != crc:
+        raise CorruptFileError("header checksum mismatch (the header is damaged)")
+    try:
+        d = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CorruptFileError(f"metadata is not valid JSON ({e})") from None
+    return validate(d)
+
+
+def iter_chunks(f: BinaryIO, meta: Metadata) -> Iterator[tuple[bytes, int]]:
+    """Yield (payload, token_crc) of every chunk, each checked against its CRC and bounds; then check the end."""
+    for i in range(meta.num_chunks):
+        start, stop = meta.chunk_range(i)
+        head = _read_exact(f, _CHUNK.size, f"chunk {i} header")
+        length, tcrc, crc = _CHUNK.unpack(head)
+        bound = meta.max_payload(stop - start)
+        if length > bound or (meta.mode == "packed" and length != bound):
+            raise CorruptFileError(f"chunk {i} claims {length} bytes; {stop - start} tokens allow at most {bound}")
+        payload = _read_exact(f, length, f"chunk {i}")
+        if zlib.crc32(head[:8] + payload) != crc:
+            raise CorruptFileError(f"chunk {i} checksum mismatch (the data is damaged)")
+        yield payload, tcrc
+    if f.read(1):
+        raise CorruptFileError("unexpected data after the last chunk")
+
+
+def read_header_bytes(data: bytes) -> Metadata:
+    return read_header(io.BytesIO(data))

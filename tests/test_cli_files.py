@@ -1,0 +1,164 @@
+"""``codec encode`` / ``decode`` / ``info`` end to end: files and folders, both coding modes, and the one-line
+errors (exit status 2) for every user mistake."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import codec
+from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
+from codec.audio_io import read_audio, write_audio
+from codec.cli import main
+from codec.image_io import read_image, write_image
+from prior.checkpoint import save_prior
+from prior.config import PriorConfig
+from prior.model import TokenPrior
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Tiny image and audio codecs with priors beside them, and a few media files."""
+    tmp = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    img = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=QuantizerConfig(32)))
+    img(torch.rand(2, 3, 32, 32))
+    codec.save_model(tmp / "img", img.eval())
+    q = QuantizerConfig(codebook_size=32, num_quantizers=4, quantizer_dropout=1.0)
+    aud = Codec(AudioCodecConfig(base_channels=8, latent_dim=8, sample_rate=16000, quantizer=q))
+    aud(torch.rand(2, 1, 320 * 8) * 2 - 1)
+    codec.save_model(tmp / "aud", aud.eval())
+    for name in ("img", "aud"):
+        m = codec.load(tmp / name)
+        save_prior(tmp / name / "prior", TokenPrior(PriorConfig.for_codec(m, dim=32, depth=2, heads=2, context=16)))
+    media = tmp / "media"
+    (media / "sub").mkdir(parents=True)
+    write_image(media / "a.png", torch.rand(3, 40, 56))
+    write_image(media / "sub" / "b.jpg", torch.rand(1, 24, 33))
+    write_audio(media / "c.wav", torch.rand(2, 5000) - 0.5, 22050)
+    return tmp
+
+
+def run(*argv) -> int:
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("codec: error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("mode", ["prior", "packed"])
+def test_image_encode_decode_info(runs, tmp_path, capsys, mode):
+    src = runs / "media" / "a.png"
+    out = tmp_path / "a.vqc"
+    extra = ["--no-prior"] if mode == "packed" else []
+    assert run("encode", src, "-o", out, "--model", runs / "img", *extra) == 0
+    assert run("decode", out, "-o", tmp_path / "a.png") == 0  # codec and prior found from the file
+    m = codec.load(runs / "img")
+    x = read_image(src).pixels
+    want = m.decode(m.encode(x[None]), shape=x.shape)[0]
+    got = read_image(tmp_path / "a.png").pixels
+    assert (got - want).abs().max() <= 0.5 / 255 + 1e-6  # only 8-bit rounding
+    capsys.readouterr()
+    assert run("info", out, "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["metadata"]["mode"] == mode and info["bytes"] == out.stat().st_size
+    assert info["bpp"] == pytest.approx(out.stat().st_size * 8 / (40 * 56))
+    assert run("info", out) == 0
+    text = capsys.readouterr().out
+    assert f"coding:   {mode}" in text and "image 3x40x56 (PNG)" in text and "bpp" in text
+
+
+def test_audio_encode_decode_keeps_rate_channels_and_length(runs, tmp_path):
+    out = tmp_path / "c.vqc"
+    assert run("encode", runs / "media" / "c.wav", "-o", out, "--model", runs / "aud", "--quantizers", 2) == 0
+    assert run("decode", out, "-o", tmp_path / "c.flac") == 0
+    back = read_audio(tmp_path / "c.flac")
+    assert (back.sample_rate, back.channels, back.samples.shape[1], back.format) == (22050, 2, 5000, "FLAC")
+    assert codec.read_info(out.read_bytes()).token_shape[0] == 2
+
+
+def test_same_input_same_bytes_and_no_silent_overwrite(runs, tmp_path, capsys):
+    a, b = tmp_path / "1.vqc", tmp_path / "2.vqc"
+    for out in (a, b):
+        assert run("encode", runs / "media" / "a.png", "-o", out, "--model", runs / "img") == 0
+    assert a.read_bytes() == b.read_bytes()
+    capsys.readouterr()
+    assert run("encode", runs / "media" / "a.png", "-o", a, "--model", runs / "img") == 2
+    assert "exists" in error_line(capsys)
+    assert run("encode", runs / "media" / "a.png", "-o", a, "--model", runs / "img", "--force") == 0
+
+
+def test_folders_round_trip_with_one_progress_bar(runs, tmp_path, capsys):
+    enc, dec = tmp_path / "enc", tmp_path / "dec"
+    # two modalities in one folder: each file gets the codec of its kind through the default lookup, so
+    # name them explicitly here (no bundled models in the test environment): images only
+    shutil.copytree(runs / "media", tmp_path / "in", ignore=shutil.ignore_patterns("*.wav"))
+    assert run("encode", tmp_path / "in", "-o", enc, "--model", runs / "img") == 0
+    assert sorted(p.relative_to(enc).as_posix() for p in enc.rglob("*.vqc")) == ["a.png.vqc", "sub/b.jpg.vqc"]
+    assert run("decode", enc, "-o", dec) == 0
+    assert sorted(p.relative_to(dec).as_posix() for p in dec.rglob("*") if p.is_file()) == ["a.png", "sub/b.jpg"]
+    assert read_image(dec / "sub" / "b.jpg").pixels.shape == (1, 24, 33)
+
+
+def test_folder_with_a_bad_file_reports_it_and_exits_2(runs, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "ok.png", torch.rand(3, 16, 16))
+    (tmp_path / "in" / "bad.png").write_bytes(b"not a png")
+    capsys.readouterr()
+    assert run("encode", tmp_path / "in", "-o", tmp_path / "out", "--model", runs / "img") == 2
+    err = capsys.readouterr().err
+    assert "bad.png" in err and "1 of 2 files failed" in err and "Traceback" not in err
+    assert (tmp_path / "out" / "ok.png.vqc").is_file() and not (tmp_path / "out" / "bad.png.vqc").exists()
+
+
+def test_user_errors_are_one_line_and_status_2(runs, tmp_path, capsys):
+    good = tmp_path / "good.vqc"
+    assert run("encode", runs / "media" / "a.png", "-o", good, "--model", runs / "img") == 0
+    data = good.read_bytes()
+    (tmp_path / "trunc.vqc").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.vqc").write_bytes(np.random.default_rng(0).bytes(300))
+    (tmp_path / "notes.txt").write_text("hello")
+    other = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=QuantizerConfig(32)))
+    codec.save_model(tmp_path / "other", other.eval())
+    shutil.copytree(runs / "img", tmp_path / "moved")
+    moved = tmp_path / "moved.vqc"
+    assert run("encode", runs / "media" / "a.png", "-o", moved, "--model", tmp_path / "moved", "--no-prior") == 0
+    shutil.rmtree(tmp_path / "moved")
+    capsys.readouterr()
+    cases = [
+        (("encode", tmp_path / "missing.png", "-o", tmp_path / "x.vqc"), "no such file"),
+        (("encode", tmp_path / "notes.txt", "-o", tmp_path / "x.vqc", "--model", runs / "img"), "not a supported"),
+        (("encode", runs / "media" / "a.png", "-o", tmp_path / "x.vqc"), "bundled"),  # no bundled models here
+        (("encode", runs / "media" / "a.png", "-o", tmp_path / "x.vqc", "--model", runs / "aud"), "input is image"),
+        (("decode", tmp_path / "trunc.vqc", "-o", tmp_path / "t.png"), "truncated"),
+        (("decode", tmp_path / "junk.vqc", "-o", tmp_path / "j.png"), "not a .vqc file"),
+        (("decode", good, "-o", tmp_path / "o.png", "--model", tmp_path / "other"), "encoded with codec"),
+        (("decode", moved, "-o", tmp_path / "m.png"), "cannot be loaded"),
+        (("decode", good, "-o", tmp_path / "o.wav"), "extension"),
+        (("info", tmp_path / "junk.vqc"), "not a .vqc file"),
+        (("info", tmp_path / "nothing.vqc"), "no such file"),
+    ]
+    for argv, needle in cases:
+        assert run(*argv) == 2, argv
+        line = error_line(capsys)
+        assert needle in line, (argv, line)
+    assert not (tmp_path / "t.png").exists() and not (tmp_path / "o.png").exists()
+
+
+def test_help_is_complete_with_examples():
+    for sub in ("encode", "decode", "info"):
+        out = subprocess.run([sys.executable, "-m", "codec", sub, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "examples:" in out.stdout and f"codec {sub} " in out.stdout
+    out = subprocess.run([sys.executable, "-m", "codec", "--help"], capture_output=True, text=True)
+    for sub in ("encode", "decode", "info", "train", "train-prior", "tokenize", "sample"):
+        assert sub in out.stdout
