@@ -9,11 +9,10 @@
 from pathlib import Path
 
 from codec.checkpoint import load_model, model_hash, save_model
+from codec.compress import Decompressed, compress, decompress, read_info
 from codec.config import AudioCodecConfig, ImageCodecConfig, QuantizerConfig
 from codec.errors import CheckpointError, CorruptFileError, MediaError, ModelMismatchError, VQCodecError
-from codec.compress import Decompressed, compress, decompress, read_info
 from codec.model import Codec
-
 
 BUNDLED_DIR = Path(__file__).parent / "models"  # bundled models: BUNDLED_DIR/NAME (config, weights, prior/)
 
@@ -37,7 +36,7 @@ def model_dir(name_or_path) -> Path:
     if isinstance(name_or_path, str) and name_or_path in bundled_models():
         return BUNDLED_DIR / name_or_path
     names = ", ".join(bundled_models()) or "none installed"
-    raise CheckpointError(f"no codec directory or bundled model named {str(name_or_path)!r} (bundled: {names})")
+    raise CheckpointError(f"{name_or_path}: not a codec directory, nor a bundled model name (bundled: {names})")
 
 
 def load(name_or_path, device=None) -> Codec:

@@ -52,10 +52,17 @@ def add_subcommands(subparsers) -> None:
         formatter_class=raw,
     )
     p.add_argument("input", metavar="INPUT", help="an image or audio file, or a folder (scanned recursively)")
-    p.add_argument("-o", "--output", metavar="OUT", help="output .vqc file, or folder for a folder input "
-                   "(default: INPUT.vqc beside a file input)")
-    p.add_argument("--model", metavar="NAME_OR_DIR", help="codec run directory or bundled model name (default: the "
-                   "bundled model for the input's modality)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="output .vqc file, or folder for a folder input (default: INPUT.vqc beside a file input)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="NAME_OR_DIR",
+        help="codec run directory or bundled model name (default: the bundled model for the input's modality)",
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prior", metavar="DIR", help="prior run directory (default: the one stored with the codec)")
     group.add_argument("--no-prior", action="store_true", help="bit-pack the tokens; no prior needed to decode")
@@ -74,8 +81,13 @@ def add_subcommands(subparsers) -> None:
         formatter_class=raw,
     )
     p.add_argument("input", metavar="IN", help="a .vqc file, or a folder of them (scanned recursively)")
-    p.add_argument("-o", "--output", metavar="OUTPUT", help="output file (its extension picks the format) or "
-                   "folder (default: IN without .vqc, with the original's extension)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTPUT",
+        help="output file (its extension picks the format) or "
+        "folder (default: IN without .vqc, with the original's extension)",
+    )
     p.add_argument("--model", metavar="NAME_OR_DIR", help="the codec the file was made with (default: as recorded)")
     p.add_argument("--prior", metavar="DIR", help="the prior the file was made with (default: as recorded)")
     p.add_argument("--device", help="cpu or cuda for the codec (default: cuda when available)")

@@ -141,7 +141,7 @@ def validate(d) -> Metadata:
     if type(residual) is not bool or (modality == "audio" and not residual):
         raise CorruptFileError(f"metadata residual = {residual!r} is not valid for {modality}")
     shape = d.get("token_shape")
-    ndim = (2 if modality == "audio" else 2 + int(residual))
+    ndim = 2 if modality == "audio" else 2 + int(residual)
     if not isinstance(shape, list) or len(shape) != ndim or any(type(s) is not int or s < 1 for s in shape):
         raise CorruptFileError(f"metadata token_shape {shape!r} is not {ndim} positive integers")
     if residual and shape[0] > 64:

@@ -20,7 +20,7 @@ class PriorConfig:
     codebook_size: int = 1024  # K: token values are 0..K-1
     levels: int = 1  # residual levels per position (n_q); 1 for single-quantizer images
     residual: bool = False  # tokens carry a level axis: (n_q, h, w) images, (n_q, t) audio
-    context: int = 1024  # attention window in tokens: position i sees positions i-context+1 .. i
+    context: int = 256  # attention window: position i sees i-context+1 .. i (256: entropy coding >2000 tok/s)
     dim: int = 256
     depth: int = 6
     heads: int = 8

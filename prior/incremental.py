@@ -130,4 +130,3 @@ def window_logits(prior: TokenPrior, layout, start: int, inputs: torch.Tensor) -
     with torch.inference_mode():
         logits, _ = prior(inputs, pos)
     return logits.float()
-

@@ -124,7 +124,10 @@ class WindowSampler:
             s = int(torch.randint(max(0, n - T) + 1, (1,), generator=generator))
             m = min(T, n - s)
             targets[b, :m] = seq[s : s + m]
-            inputs[b, 0] = self.start_id if s == 0 else seq[s - 1]
+            # Half the windows that start inside an item begin with the start token, as the entropy coder's
+            # chunks do (codec.entropy); the others with the token before them, as sampling continues.
+            fresh = s == 0 or bool(torch.randint(2, (1,), generator=generator))
+            inputs[b, 0] = self.start_id if fresh else seq[s - 1]
             inputs[b, 1:m] = seq[s : s + m - 1]
             pos[b] = positions(self.layouts[i], s, s + T).clamp(min=0)  # padding positions may run off the grid
         return inputs, targets, pos

@@ -14,8 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import codec
-from codec import AudioCodecConfig, Codec, CorruptFileError, ImageCodecConfig, ModelMismatchError, QuantizerConfig
-from codec import container, entropy
+from codec import (
+    AudioCodecConfig,
+    Codec,
+    CorruptFileError,
+    ImageCodecConfig,
+    ModelMismatchError,
+    QuantizerConfig,
+    container,
+    entropy,
+)
 from prior.checkpoint import save_prior
 from prior.config import PriorConfig
 from prior.incremental import StepDecoder, window_logits
@@ -89,7 +97,8 @@ def test_raster_is_the_priors_order(residual):
     shape = (3, 4, 5) if residual else (4, 5)
     t = torch.arange(int(np.prod(shape))).reshape(shape)
     flat = entropy.raster(t, residual)
-    p = TokenPrior(PriorConfig(codebook_size=64, dim=8, depth=1, heads=2, levels=3 if residual else 1, residual=residual))
+    levels = 3 if residual else 1
+    p = TokenPrior(PriorConfig(codebook_size=64, dim=8, depth=1, heads=2, levels=levels, residual=residual))
     torch.testing.assert_close(flat, p.flatten(t[None])[0], rtol=0, atol=0)
     if residual:
         assert flat[:4].tolist() == [0, 20, 40, 1]  # the level innermost
@@ -181,6 +190,7 @@ def test_prior_mode_is_smaller_on_predictable_tokens(tmp_path):
     p.eval()
     packed = codec.compress(x, m, prior=None)
     coded = codec.compress(x, m, prior=p)
+
     def payload(data):
         return len(data) - len(container.header_bytes(codec.read_info(data))) - 12
 

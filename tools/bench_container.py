@@ -1,0 +1,134 @@
+"""File size of ``prior`` against ``packed`` coding, and entropy-coding throughput, on held-out files.
+
+    python tools/bench_container.py --model runs/img --data data/images/heldout
+    python tools/bench_container.py --model runs/audio --prior runs/audio/prior --data data/audio/heldout --quantizers 8
+
+For every file: real ``.vqc`` sizes from ``codec.compress`` in both modes (whole files: header and chunk heads
+included), checked to decode to the same tokens; then the range coder alone, timed: encode and decode of the
+file's tokens with the prior (``codec.entropy.prior_encode`` / ``prior_decode`` over the same chunks and groups
+as the file), in tokens per second. Targets (issue 5): prior files at most 75% of packed ones; at least 2,000
+tokens/s each way on the CPU with the default prior.
+
+Prints a table and writes JSON (``--out``, default bench_results/container.json).
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import codec
+from codec import entropy
+from codec.audio_io import is_audio_file
+from codec.compress import DEFAULT_CHUNK_TOKENS, DEFAULT_GROUP, default_prior_dir
+from codec.image_io import is_image_file
+from prior.checkpoint import load_prior
+
+
+def time_entropy(prior, meta, tokens: torch.Tensor) -> tuple[float, float]:
+    """Seconds to range-encode and to range-decode one file's tokens, as compress / decompress chunk them."""
+    flat = entropy.raster(tokens, meta.residual).numpy()
+    layout = entropy.layout_of(tuple(meta.token_shape), meta.modality, meta.residual)
+    enc = dec = 0.0
+    for first in range(0, meta.num_chunks, meta.group):
+        ids = range(first, min(meta.num_chunks, first + meta.group))
+        ranges = [meta.chunk_range(i) for i in ids]
+        chunks = [flat[a:b] for a, b in ranges]
+        t0 = time.perf_counter()
+        payloads = entropy.prior_encode(prior, layout, [a for a, _ in ranges], chunks)
+        t1 = time.perf_counter()
+        back = entropy.prior_decode(prior, layout, [a for a, _ in ranges], [len(c) for c in chunks], payloads)
+        t2 = time.perf_counter()
+        assert all(np.array_equal(x, y) for x, y in zip(back, chunks)), "range coder round trip failed"
+        enc, dec = enc + t1 - t0, dec + t2 - t1
+    return enc, dec
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="codec run directory or bundled name")
+    ap.add_argument("--prior", help="prior run directory (default: MODEL/prior)")
+    ap.add_argument("--data", required=True, help="folder of held-out images or audio")
+    ap.add_argument("--quantizers", type=int, help="residual levels to keep (default all)")
+    ap.add_argument("--chunk-tokens", type=int, default=DEFAULT_CHUNK_TOKENS)
+    ap.add_argument("--group", type=int, default=DEFAULT_GROUP)
+    ap.add_argument("--limit", type=int, help="at most this many files")
+    ap.add_argument("--out", default="bench_results/container.json")
+    args = ap.parse_args(argv)
+
+    model = codec.load(args.model, device="cpu")
+    prior_dir = args.prior or default_prior_dir(model)
+    if prior_dir is None:
+        ap.error("no prior: pass --prior or store one in MODEL/prior")
+    prior = load_prior(prior_dir, codec=model, device="cpu")
+    wanted = is_image_file if model.modality == "image" else is_audio_file
+    files = sorted(p for p in Path(args.data).rglob("*") if p.is_file() and wanted(p))[: args.limit]
+    if not files:
+        ap.error(f"no {model.modality} files under {args.data}")
+    opts = dict(num_quantizers=args.quantizers, chunk_tokens=args.chunk_tokens, group=args.group)
+    rows = []
+    head = f"{'file':32s} {'tokens':>8s} {'packed B':>9s} {'prior B':>9s} {'ratio':>6s} {'bits/tok':>8s} "
+    head += f"{'enc tok/s':>9s} {'dec tok/s':>9s}"
+    print(f"codec {args.model}, prior {prior_dir}, torch threads for coding: 1, {platform.processor() or ''}")
+    print(head)
+    for path in files:
+        packed = codec.compress(path, model, prior=None, **opts)
+        coded = codec.compress(path, model, prior=prior, **opts)
+        out_p, out_c = codec.decompress(packed, model), codec.decompress(coded, model, prior)
+        assert torch.equal(out_p.tokens, out_c.tokens), f"{path}: modes decode to different tokens"
+        meta = out_c.metadata
+        enc, dec = time_entropy(prior, meta, out_c.tokens)
+        n = meta.num_tokens
+        row = dict(
+            file=path.name,
+            tokens=n,
+            packed_bytes=len(packed),
+            prior_bytes=len(coded),
+            ratio=len(coded) / len(packed),
+            bits_per_token=len(coded) * 8 / n,
+            packed_bits_per_token=entropy.bits_per_token(meta.codebook_size),
+            encode_tokens_per_s=n / enc,
+            decode_tokens_per_s=n / dec,
+            chunks=meta.num_chunks,
+        )
+        if model.modality == "image":
+            row["prior_bpp"] = len(coded) * 8 / (meta.media["height"] * meta.media["width"])
+        rows.append(row)
+        print(
+            f"{path.name[:32]:32s} {n:8d} {len(packed):9d} {len(coded):9d} {row['ratio']:6.3f} "
+            f"{row['bits_per_token']:8.3f} {row['encode_tokens_per_s']:9.0f} {row['decode_tokens_per_s']:9.0f}",
+            flush=True,
+        )
+    total_tokens = sum(r["tokens"] for r in rows)
+    summary = dict(
+        files=len(rows),
+        tokens=total_tokens,
+        ratio=sum(r["prior_bytes"] for r in rows) / sum(r["packed_bytes"] for r in rows),
+        encode_tokens_per_s=total_tokens / sum(r["tokens"] / r["encode_tokens_per_s"] for r in rows),
+        decode_tokens_per_s=total_tokens / sum(r["tokens"] / r["decode_tokens_per_s"] for r in rows),
+        targets=dict(ratio_max=0.75, tokens_per_s_min=2000),
+    )
+    print(
+        f"{'TOTAL':32s} {total_tokens:8d} {'':9s} {'':9s} {summary['ratio']:6.3f} {'':8s} "
+        f"{summary['encode_tokens_per_s']:9.0f} {summary['decode_tokens_per_s']:9.0f}"
+    )
+    cfg = prior.config
+    result = dict(
+        summary=summary,
+        rows=rows,
+        prior=dict(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, context=cfg.context, K=cfg.codebook_size),
+        settings=dict(vars(args)),
+        torch=torch.__version__,
+    )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
