@@ -338,7 +338,7 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
             )
         if prior_model.config.codec_hash != meta.codec["hash"]:
             raise ModelMismatchError("the file's prior was not trained on the file's codec")
-    flat = np.empty(meta.num_tokens, dtype=np.int64)
+    parts = []  # decoded chunks: memory grows with the data actually present, never with the header's claims
     chunks = container.iter_chunks(f, meta)
     layout = entropy.layout_of(tuple(meta.token_shape), meta.modality, meta.residual)
     bits = entropy.bits_per_token(meta.codebook_size)
@@ -358,7 +358,7 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
                     )
                 except ValueError as e:
                     raise CorruptFileError(f"chunks {ids[0]}..{ids[-1]}: {e}") from None
-            for i, (a, b), tokens, (_, tcrc) in zip(ids, ranges, decoded, got_chunks):
+            for i, tokens, (_, tcrc) in zip(ids, decoded, got_chunks):
                 if tokens.size and (tokens.min() < 0 or tokens.max() >= meta.codebook_size):
                     raise CorruptFileError(f"chunk {i} holds token values outside [0, {meta.codebook_size})")
                 if container.token_crc(tokens) != tcrc:
@@ -366,10 +366,11 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
                         f"chunk {i} decoded to tokens that fail their checksum (damaged data, or a prior computing "
                         "differently from the encoder's)"
                     )
-                flat[a:b] = tokens
+                parts.append(tokens)
             bar.update(sum(lengths))
     next(chunks, None)  # runs the end-of-file check
-    tokens = entropy.unraster(torch.from_numpy(flat), tuple(meta.token_shape), meta.residual)
+    flat = torch.from_numpy(np.concatenate(parts))
+    tokens = entropy.unraster(flat, tuple(meta.token_shape), meta.residual)
     return _reconstruct(model, meta, tokens)
 
 

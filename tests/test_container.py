@@ -360,3 +360,21 @@ def test_not_a_vqc_file(tmp_path):
             codec.decompress(blob)
     with pytest.raises(CorruptFileError, match="no such file"):
         codec.decompress(tmp_path / "missing.vqc")
+
+
+def test_a_header_claiming_many_tokens_allocates_nothing_for_them(models):
+    """A consistent header for 2^24 tokens (an 11-hour recording) over a short file: refused, in little memory."""
+    a = models["audio"]
+    data = codec.compress(torch.rand(1, 3000) - 0.5, a, prior=None)
+    meta = codec.read_info(data)
+    frames = 320 * (1 << 22)
+    media = {**meta.media, "frames": frames, "orig_frames": frames}
+    forged = _with_meta(data, token_shape=[4, 1 << 22], media=media)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptFileError, match="chunk 0 claims"):  # 1024 packed tokens need 640 bytes
+            codec.decompress(forged, a)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
