@@ -25,8 +25,18 @@ from codec.container import Metadata
 from codec.errors import CheckpointError, CorruptFileError, MediaError, ModelMismatchError
 from codec.model import Codec
 
-DEFAULT_CHUNK_TOKENS = 1024  # tokens per chunk: 16 rows of a 512-pixel-wide image, 128 frames of 8-level audio
+MAX_AUTO_CHUNK = 1024  # tokens per chunk at most when chosen automatically (128 frames of 8-level audio)
+MIN_AUTO_CHUNK = 256  # and at least (one prior context); see auto_chunk_tokens
 DEFAULT_GROUP = 32  # chunks range-coded in lockstep (speed; see codec.entropy)
+
+
+def auto_chunk_tokens(num_tokens: int, group: int = DEFAULT_GROUP) -> int:
+    """Tokens per chunk: enough chunks to fill a group (chunks in lockstep are what makes range coding fast),
+    but no fewer than MIN_AUTO_CHUNK tokens (each chunk restarts the prior's context) nor more than MAX_AUTO_CHUNK.
+    """
+    return int(min(MAX_AUTO_CHUNK, max(MIN_AUTO_CHUNK, -(-num_tokens // group))))
+
+
 PRIOR_DIR_NAME = "prior"  # a codec run directory may hold its default prior in this subdirectory
 
 
@@ -152,7 +162,7 @@ def compress(
     *,
     num_quantizers: int | None = None,
     sample_rate: int | None = None,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    chunk_tokens: int | None = None,
     group: int = DEFAULT_GROUP,
     device=None,
     progress: bool = False,
@@ -167,7 +177,8 @@ def compress(
         prior: a ``TokenPrior`` or a prior run directory for "prior" mode; None: "packed" mode; "auto": the
             prior stored with the codec (``RUN_DIR/prior``, as bundled models have) if there is one, else packed.
         num_quantizers: residual levels to keep (fewer = lower bitrate); None = all.
-        chunk_tokens: tokens per chunk (each independently checked and entropy coded).
+        chunk_tokens: tokens per chunk (each independently checked and entropy coded); None chooses with
+            ``auto_chunk_tokens``.
         group: chunks range-coded in lockstep in "prior" mode (recorded in the file).
         device: where the codec runs (default: CUDA when available). The prior always runs on the CPU, so
             files decode the same on any machine of the same kind.
@@ -180,7 +191,7 @@ def compress(
         MediaError: unreadable or unsupported input file. ValueError: bad tensors or settings.
         CheckpointError: a model that cannot be loaded. ModelMismatchError: a prior from another codec.
     """
-    if not 1 <= chunk_tokens <= container.MAX_CHUNK_TOKENS:
+    if chunk_tokens is not None and not 1 <= chunk_tokens <= container.MAX_CHUNK_TOKENS:
         raise ValueError(f"chunk_tokens must be in [1, {container.MAX_CHUNK_TOKENS}], got {chunk_tokens}")
     if not 1 <= group <= container.MAX_GROUP:
         raise ValueError(f"group must be in [1, {container.MAX_GROUP}], got {group}")
@@ -202,7 +213,7 @@ def compress(
         token_shape=list(tokens.shape),
         residual=model.residual,
         codebook_size=model.codebook_size,
-        chunk_tokens=chunk_tokens,
+        chunk_tokens=chunk_tokens or auto_chunk_tokens(tokens.numel(), group),
         media=media,
         group=group if prior_model is not None else 1,
     )

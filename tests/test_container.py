@@ -378,3 +378,12 @@ def test_a_header_claiming_many_tokens_allocates_nothing_for_them(models):
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20
+
+
+def test_auto_chunk_size():
+    from codec.compress import auto_chunk_tokens
+
+    assert auto_chunk_tokens(100) == 256  # never below one prior context
+    assert auto_chunk_tokens(4096) == 256  # a 512 x 512 image: 16 chunks
+    assert auto_chunk_tokens(32 * 500) == 500  # exactly one full group
+    assert auto_chunk_tokens(10**6) == 1024  # long files: the largest chunks, many groups

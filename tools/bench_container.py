@@ -24,7 +24,7 @@ import torch
 import codec
 from codec import entropy
 from codec.audio_io import is_audio_file
-from codec.compress import DEFAULT_CHUNK_TOKENS, DEFAULT_GROUP, default_prior_dir
+from codec.compress import DEFAULT_GROUP, default_prior_dir
 from codec.image_io import is_image_file
 from prior.checkpoint import load_prior
 
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prior", help="prior run directory (default: MODEL/prior)")
     ap.add_argument("--data", required=True, help="folder of held-out images or audio")
     ap.add_argument("--quantizers", type=int, help="residual levels to keep (default all)")
-    ap.add_argument("--chunk-tokens", type=int, default=DEFAULT_CHUNK_TOKENS)
+    ap.add_argument("--chunk-tokens", type=int, help="tokens per chunk (default: chosen per file)")
     ap.add_argument("--group", type=int, default=DEFAULT_GROUP)
     ap.add_argument("--limit", type=int, help="at most this many files")
     ap.add_argument("--out", default="bench_results/container.json")
