@@ -208,7 +208,7 @@ def compress(
     c_hash = model_hash(model)
     meta = Metadata(
         modality=modality,
-        codec={"name": codec_name, "hash": c_hash},
+        codec={"name": codec_name, "hash": c_hash[: container.HASH_CHARS]},
         mode="prior" if prior_model is not None else "packed",
         token_shape=list(tokens.shape),
         residual=model.residual,
@@ -220,7 +220,7 @@ def compress(
     if prior_model is not None:
         from prior.checkpoint import prior_hash
 
-        meta.prior = {"name": prior_name, "hash": prior_hash(prior_model)}
+        meta.prior = {"name": prior_name, "hash": prior_hash(prior_model)[: container.HASH_CHARS]}
     flat = entropy.raster(tokens, model.residual).numpy()
     out = io.BytesIO()
     out.write(container.header_bytes(meta))
@@ -321,7 +321,7 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
         model = _load_named("codec", meta.codec, lambda name: load(name, device=device))
     elif not isinstance(model, Codec):
         model = load(model, device=device)
-    got = model_hash(model)
+    got = model_hash(model)[: container.HASH_CHARS]
     if got != meta.codec["hash"]:
         raise ModelMismatchError(
             f"this file was encoded with codec {meta.codec['name']!r} ({meta.codec['hash'][:12]}), "
@@ -335,19 +335,19 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
         beside = default_prior_dir(model)
         if prior is None and beside is not None:  # the prior stored with the codec, if it is the file's
             candidate = load_prior(beside, device="cpu")
-            if prior_hash(candidate) == meta.prior["hash"]:
+            if prior_hash(candidate)[: container.HASH_CHARS] == meta.prior["hash"]:
                 prior = candidate
         if prior is None:
             prior_model = _load_named("prior", meta.prior, lambda name: load_prior(name, device="cpu"))
         else:
             prior_model, _ = resolve_prior(prior, model, device="cpu")
-        got = prior_hash(prior_model)
+        got = prior_hash(prior_model)[: container.HASH_CHARS]
         if got != meta.prior["hash"]:
             raise ModelMismatchError(
                 f"this file was encoded with prior {meta.prior['name']!r} ({meta.prior['hash'][:12]}), "
                 f"not with the given prior ({got[:12]})"
             )
-        if prior_model.config.codec_hash != meta.codec["hash"]:
+        if prior_model.config.codec_hash[: container.HASH_CHARS] != meta.codec["hash"]:
             raise ModelMismatchError("the file's prior was not trained on the file's codec")
     parts = []  # decoded chunks: memory grows with the data actually present, never with the header's claims
     chunks = container.iter_chunks(f, meta)

@@ -45,6 +45,7 @@ MAX_AUDIO_FRAMES = 1 << 36
 MAX_CHANNELS = 64
 MAX_SAMPLE_RATE = 1 << 20
 MODES = ("packed", "prior")
+HASH_CHARS = 32  # model hashes are stored as the first 128 bits of their SHA-256, in hex
 
 
 @dataclass
@@ -53,7 +54,8 @@ class Metadata:
 
     Attributes:
         modality: "image" or "audio".
-        codec: {"name": how the codec was named when encoding, "hash": its ``codec.model_hash``}.
+        codec: {"name": how the codec was named when encoding, "hash": the first HASH_CHARS hex digits of its
+            ``codec.model_hash``}.
         prior: the same for the prior in "prior" mode; None in "packed" mode.
         mode: "packed" or "prior".
         token_shape: one item's tokens: [h, w], [n_q, h, w] (images) or [n_q, t] (audio).
@@ -105,7 +107,7 @@ def _int(d: dict, key: str, lo: int, hi: int, where: str) -> int:
 
 def _model_ref(v, what: str) -> dict:
     ok = isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("hash"), str)
-    if not ok or len(v["hash"]) != 64 or len(v["name"]) > 4096 or set(v) != {"name", "hash"}:
+    if not ok or len(v["hash"]) != HASH_CHARS or len(v["name"]) > 4096 or set(v) != {"name", "hash"}:
         raise CorruptFileError(f"metadata field {what} is not a {{name, hash}} model reference")
     return {"name": v["name"], "hash": v["hash"]}
 
