@@ -6,6 +6,7 @@ and the command then exits with status 2.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -116,10 +117,14 @@ def _check_output(path: Path, force: bool) -> None:
 
 
 def _media_files(root: Path) -> list[Path]:
-    from codec.audio_io import is_audio_file
-    from codec.image_io import is_image_file
+    """Image and audio files under ``root`` (recursively, hidden ones left out, as training finds them)."""
+    from codec.data import find_files
 
-    return sorted(p for p in root.rglob("*") if p.is_file() and (is_image_file(p) or is_audio_file(p)))
+    found = []
+    for modality in ("image", "audio"):
+        with contextlib.suppress(ValueError):  # none of this kind
+            found += find_files(root, modality)
+    return [root / name for name in sorted(found)]
 
 
 def _run_many(jobs: list[tuple[Path, Path]], work, desc: str) -> int:
@@ -153,14 +158,14 @@ class _Models:
             self.codecs[name] = codec.load(name, device=self.device)
         return self.codecs[name]
 
-    def prior(self, name, model):
+    def prior(self, name):
+        """A prior by directory, on the CPU (compress / decompress check that it fits the codec and the file)."""
         from prior.checkpoint import load_prior
 
-        key = (name, id(model))
-        if key not in self.priors:
-            self.priors[key] = load_prior(name, codec=model, device="cpu")
-            self.priors[key].name = str(Path(name).resolve())
-        return self.priors[key]
+        if name not in self.priors:
+            self.priors[name] = load_prior(name, device="cpu")
+            self.priors[name].name = str(Path(name).resolve())
+        return self.priors[name]
 
 
 # -------------------------------------------------------------------------------------------- encode
@@ -178,7 +183,7 @@ def cmd_encode(args) -> int:
         _check_output(out, args.force)
         modality = "audio" if is_audio_file(path) else "image"
         model = models.codec(args.model or modality)
-        prior = None if args.no_prior else models.prior(args.prior, model) if args.prior else "auto"
+        prior = None if args.no_prior else models.prior(args.prior) if args.prior else "auto"
         data = compress(path, model, prior, num_quantizers=args.quantizers, progress=single)
         atomic_write_bytes(out, data)
         if single:
@@ -228,14 +233,15 @@ def cmd_decode(args) -> int:
         raise FileNotFoundError(f"{src}: no such file or directory")
     models = _Models(args.device)
 
-    def work(path: Path, out: Path | None) -> None:
+    def work(path: Path, out: Path | None, default_base: Path | None = None) -> None:
+        """Decode ``path`` to ``out``, or to ``default_output(default_base or path)`` when out is None."""
         meta = read_info(path)
-        out = out or default_output(path, meta)
+        out = out or default_output(default_base or path, meta)
         if meta.modality == "image" and not is_image_file(out) or meta.modality == "audio" and not is_audio_file(out):
             raise ValueError(f"{out}: the extension is not a supported {meta.modality} format for this {meta.modality}")
         _check_output(out, args.force)
         model = models.codec(args.model) if args.model else None
-        prior = models.prior(args.prior, model or models.codec(meta.codec["name"])) if args.prior else None
+        prior = models.prior(args.prior) if args.prior else None
         result = decompress(path, model, prior, device=args.device, progress=single)
         if meta.modality == "image":
             write_image(out, result.data)
@@ -252,11 +258,9 @@ def cmd_decode(args) -> int:
             raise ValueError(f"{src}: no .vqc files inside")
         single = False
         out_root = Path(args.output)
-
-        def work_in_folder(path: Path, _) -> None:
-            work(path, default_output(out_root / path.relative_to(src), read_info(path)))
-
-        return _run_many([(f, None) for f in files], work_in_folder, "decode")
+        return _run_many(
+            [(f, None) for f in files], lambda path, _: work(path, None, out_root / path.relative_to(src)), "decode"
+        )
     single = True
     work(src, Path(args.output) if args.output else None)
     return 0

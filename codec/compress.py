@@ -83,8 +83,9 @@ def default_prior_dir(model: Codec):
     return p if (p / "config.json").is_file() else None
 
 
-def resolve_prior(prior, model: Codec, device=None):
-    """(prior, name) or (None, None); checks that the prior belongs to ``model``. "auto": ``default_prior_dir``."""
+def resolve_prior(prior, model: Codec, codec_hash: str):
+    """(prior on the CPU, name) or (None, None); checks that the prior belongs to ``model`` (whose ``model_hash`` is
+    ``codec_hash``). "auto": ``default_prior_dir``."""
     from prior.checkpoint import check_codec, load_prior
     from prior.model import TokenPrior
 
@@ -93,9 +94,11 @@ def resolve_prior(prior, model: Codec, device=None):
     if prior is None:
         return None, None
     if isinstance(prior, TokenPrior):
-        check_codec(prior, model, where="the prior")
-        return prior, getattr(prior, "name", "") or ""
-    return load_prior(prior, codec=model, device=device), _model_name(prior)
+        name = getattr(prior, "name", "") or ""
+    else:
+        prior, name = load_prior(prior, device="cpu"), _model_name(prior)
+    check_codec(prior, model, where=f"the prior {name}".strip(), codec_hash=codec_hash)
+    return prior, name
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -202,10 +205,10 @@ def compress(
         raise ModelMismatchError(f"the input is {modality} but the codec is a {model.modality} model")
     if model.codebook_size > entropy.MAX_CODEBOOK:
         raise ValueError(f"codebook size {model.codebook_size} exceeds the format's {entropy.MAX_CODEBOOK}")
-    prior_model, prior_name = resolve_prior(prior, model)
+    c_hash = model_hash(model)
+    prior_model, prior_name = resolve_prior(prior, model, c_hash)
     x, media = _prepare(x, model, src)
     tokens = model.encode(x[None].to(model.device), num_quantizers=num_quantizers)[0].cpu()
-    c_hash = model_hash(model)
     meta = Metadata(
         modality=modality,
         codec={"name": codec_name, "hash": c_hash[: container.HASH_CHARS]},
@@ -222,19 +225,18 @@ def compress(
 
         meta.prior = {"name": prior_name, "hash": prior_hash(prior_model)[: container.HASH_CHARS]}
     flat = entropy.raster(tokens, model.residual).numpy()
+    layout = prior_model.layout(tokens.shape) if prior_model is not None else None
+    bits = entropy.bits_per_token(meta.codebook_size)
     out = io.BytesIO()
     out.write(container.header_bytes(meta))
     bar = tqdm(total=meta.num_tokens, unit="tok", desc="encode", disable=not progress, leave=False)
     with bar:
-        for first in range(0, meta.num_chunks, meta.group):
-            ids = range(first, min(meta.num_chunks, first + meta.group))
-            chunks = [flat[slice(*meta.chunk_range(i))] for i in ids]
+        for group_chunks in meta.groups():
+            chunks = [flat[a:b] for _, a, b in group_chunks]
             if prior_model is None:
-                payloads = [entropy.pack_bits(c, entropy.bits_per_token(meta.codebook_size)) for c in chunks]
+                payloads = [entropy.pack_bits(c, bits) for c in chunks]
             else:
-                layout = entropy.layout_of(tuple(meta.token_shape), modality, meta.residual)
-                starts = [meta.chunk_range(i)[0] for i in ids]
-                payloads = entropy.prior_encode(prior_model, layout, starts, chunks)
+                payloads = entropy.prior_encode(prior_model, layout, [a for _, a, _ in group_chunks], chunks)
             for payload, chunk in zip(payloads, chunks):
                 out.write(container.chunk_bytes(payload, chunk))
             bar.update(sum(len(c) for c in chunks))
@@ -328,48 +330,26 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
             f"not with the given codec ({got[:12]})"
         )
     _check_tokens_fit(meta, model)
-    prior_model = None
-    if meta.mode == "prior":
-        from prior.checkpoint import load_prior, prior_hash
-
-        beside = default_prior_dir(model)
-        if prior is None and beside is not None:  # the prior stored with the codec, if it is the file's
-            candidate = load_prior(beside, device="cpu")
-            if prior_hash(candidate)[: container.HASH_CHARS] == meta.prior["hash"]:
-                prior = candidate
-        if prior is None:
-            prior_model = _load_named("prior", meta.prior, lambda name: load_prior(name, device="cpu"))
-        else:
-            prior_model, _ = resolve_prior(prior, model, device="cpu")
-        got = prior_hash(prior_model)[: container.HASH_CHARS]
-        if got != meta.prior["hash"]:
-            raise ModelMismatchError(
-                f"this file was encoded with prior {meta.prior['name']!r} ({meta.prior['hash'][:12]}), "
-                f"not with the given prior ({got[:12]})"
-            )
-        if prior_model.config.codec_hash[: container.HASH_CHARS] != meta.codec["hash"]:
-            raise ModelMismatchError("the file's prior was not trained on the file's codec")
+    prior_model = _file_prior(meta, model, prior) if meta.mode == "prior" else None
     parts = []  # decoded chunks: memory grows with the data actually present, never with the header's claims
     chunks = container.iter_chunks(f, meta)
-    layout = entropy.layout_of(tuple(meta.token_shape), meta.modality, meta.residual)
+    layout = prior_model.layout(meta.token_shape) if prior_model is not None else None
     bits = entropy.bits_per_token(meta.codebook_size)
     bar = tqdm(total=meta.num_tokens, unit="tok", desc="decode", disable=not progress, leave=False)
     with bar:
-        for first in range(0, meta.num_chunks, meta.group):
-            ids = list(range(first, min(meta.num_chunks, first + meta.group)))
-            got_chunks = [next(chunks) for _ in ids]
-            ranges = [meta.chunk_range(i) for i in ids]
-            lengths = [b - a for a, b in ranges]
+        for group_chunks in meta.groups():
+            got_chunks = [next(chunks) for _ in group_chunks]
+            lengths = [b - a for _, a, b in group_chunks]
             if prior_model is None:
                 decoded = [entropy.unpack_bits(p, n, bits) for (p, _), n in zip(got_chunks, lengths)]
             else:
+                starts, payloads = [a for _, a, _ in group_chunks], [p for p, _ in got_chunks]
                 try:
-                    decoded = entropy.prior_decode(
-                        prior_model, layout, [a for a, _ in ranges], lengths, [p for p, _ in got_chunks]
-                    )
+                    decoded = entropy.prior_decode(prior_model, layout, starts, lengths, payloads)
                 except ValueError as e:
-                    raise CorruptFileError(f"chunks {ids[0]}..{ids[-1]}: {e}") from None
-            for i, tokens, (_, tcrc) in zip(ids, decoded, got_chunks):
+                    first, last = group_chunks[0][0], group_chunks[-1][0]
+                    raise CorruptFileError(f"chunks {first}..{last}: {e}") from None
+            for (i, _, _), tokens, (_, tcrc) in zip(group_chunks, decoded, got_chunks):
                 if tokens.size and (tokens.min() < 0 or tokens.max() >= meta.codebook_size):
                     raise CorruptFileError(f"chunk {i} holds token values outside [0, {meta.codebook_size})")
                 if container.token_crc(tokens) != tcrc:
@@ -383,6 +363,38 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
     flat = torch.from_numpy(np.concatenate(parts))
     tokens = entropy.unraster(flat, tuple(meta.token_shape), meta.residual)
     return _reconstruct(model, meta, tokens)
+
+
+def _file_prior(meta: Metadata, model: Codec, prior):
+    """The prior a "prior"-mode file was made with: ``prior`` (an object or a directory) if given, else the one
+    stored with the codec if its hash is the file's, else the one the file names. Each candidate is hashed once.
+
+    Raises:
+        ModelMismatchError: not the file's prior (by hash), or not trained on the file's codec.
+    """
+    from prior.checkpoint import load_prior, prior_hash
+    from prior.model import TokenPrior
+
+    def hashed(p):
+        return p, prior_hash(p)[: container.HASH_CHARS]
+
+    candidate = got = None
+    if prior is not None:
+        candidate, got = hashed(prior if isinstance(prior, TokenPrior) else load_prior(prior, device="cpu"))
+    elif (beside := default_prior_dir(model)) is not None:
+        candidate, got = hashed(load_prior(beside, device="cpu"))
+        if got != meta.prior["hash"]:
+            candidate = None
+    if candidate is None:
+        candidate, got = hashed(_load_named("prior", meta.prior, lambda name: load_prior(name, device="cpu")))
+    if got != meta.prior["hash"]:
+        raise ModelMismatchError(
+            f"this file was encoded with prior {meta.prior['name']!r} ({meta.prior['hash'][:12]}), "
+            f"not with the given prior ({got[:12]})"
+        )
+    if candidate.config.codec_hash[: container.HASH_CHARS] != meta.codec["hash"]:
+        raise ModelMismatchError("the file's prior was not trained on the file's codec")
+    return candidate
 
 
 def _reconstruct(model: Codec, meta: Metadata, tokens: torch.Tensor) -> Decompressed:

@@ -17,7 +17,6 @@ Layout (all integers little-endian)::
 Every field is checked against bounds before anything is allocated from it; any failure is ``CorruptFileError``.
 """
 
-import io
 import json
 import math
 import struct
@@ -92,6 +91,11 @@ class Metadata:
         """Flat positions [start, stop) of chunk i."""
         start = i * self.chunk_tokens
         return start, min(self.num_tokens, start + self.chunk_tokens)
+
+    def groups(self) -> Iterator[list[tuple[int, int, int]]]:
+        """The chunks, ``group`` at a time, as lists of (index, start, stop): the coder's unit of work."""
+        for first in range(0, self.num_chunks, self.group):
+            yield [(i, *self.chunk_range(i)) for i in range(first, min(self.num_chunks, first + self.group))]
 
     def max_payload(self, n: int) -> int:
         return packed_size(n, bits_per_token(self.codebook_size)) if self.mode == "packed" else max_prior_payload(n)
@@ -267,7 +271,3 @@ def iter_chunks(f: BinaryIO, meta: Metadata) -> Iterator[tuple[bytes, int]]:
         yield payload, tcrc
     if f.read(1):
         raise CorruptFileError("unexpected data after the last chunk")
-
-
-def read_header_bytes(data: bytes) -> Metadata:
-    return read_header(io.BytesIO(data))

@@ -47,13 +47,6 @@ def unraster(flat: torch.Tensor, shape: tuple[int, ...], residual: bool) -> torc
     return flat.reshape(*shape[1:], shape[0]).movedim(-1, 0)
 
 
-def layout_of(shape: tuple[int, ...], modality: str, residual: bool) -> tuple[int, int, int]:
-    """(L, H, W) grid of a token shape (as ``TokenPrior.layout``)."""
-    if modality == "audio":
-        return (shape[0], 1, shape[1])
-    return tuple(shape) if residual else (1, *shape)
-
-
 # --------------------------------------------------------------------------------------------- packed
 def pack_bits(values: np.ndarray, bits: int) -> bytes:
     """(n,) non-negative integers < 2**bits -> ceil(n * bits / 8) bytes, least significant bit first."""

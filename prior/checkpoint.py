@@ -24,11 +24,14 @@ def save_prior(run_dir: str | Path, prior: TokenPrior) -> None:
     save_run(run_dir, prior, config_to_dict(prior.config), "vqcodec-prior")
 
 
-def check_codec(prior: TokenPrior, codec_model, where: str = "prior") -> None:
-    """Raise ModelMismatchError unless ``codec_model`` is the codec the prior was trained on."""
+def check_codec(prior: TokenPrior, codec_model, where: str = "prior", codec_hash: str | None = None) -> None:
+    """Raise ModelMismatchError unless ``codec_model`` is the codec the prior was trained on.
+
+    ``codec_hash``: the codec's ``model_hash`` when the caller already has it (it is not computed again).
+    """
     from codec import model_hash
 
-    got = model_hash(codec_model)
+    got = codec_hash or model_hash(codec_model)
     if got != prior.config.codec_hash:
         raise ModelMismatchError(
             f"{where} was trained on codec {prior.config.codec_hash[:12] or '(none recorded)'}, "

@@ -20,15 +20,7 @@ up to float rounding (the tests check both).
 import torch
 import torch.nn.functional as F
 
-from prior.model import EDGES, TokenPrior, positions
-
-
-def flat_positions(layout: tuple[int, int, int], flat: torch.Tensor) -> torch.Tensor:
-    """Position features (..., 5) int64 (row, col, level, down, right) of flat raster positions ``flat`` (...)."""
-    levels, height, width = layout
-    level, cell = flat % levels, flat // levels
-    row, col = cell // width, cell % width
-    return torch.stack([row, col, level, height - 1 - row, width - 1 - col], dim=-1)
+from prior.model import EDGES, TokenPrior, flat_positions, positions
 
 
 class StepDecoder:

@@ -76,9 +76,13 @@ def positions(layout: tuple[int, int, int], start: int, stop: int, device=None) 
 
     ``down`` and ``right`` count the rows below and the columns to the right of the position.
     """
+    return flat_positions(layout, torch.arange(start, stop, device=device))
+
+
+def flat_positions(layout: tuple[int, int, int], flat: torch.Tensor) -> torch.Tensor:
+    """Position features (..., 5) int64 (row, col, level, down, right) of flat raster positions ``flat`` (...)."""
     levels, height, width = layout
-    p = torch.arange(start, stop, device=device)
-    level, cell = p % levels, p // levels
+    level, cell = flat % levels, flat // levels
     row, col = cell // width, cell % width
     return torch.stack([row, col, level, height - 1 - row, width - 1 - col], dim=-1)
 

@@ -32,16 +32,14 @@ from prior.checkpoint import load_prior
 def time_entropy(prior, meta, tokens: torch.Tensor) -> tuple[float, float]:
     """Seconds to range-encode and to range-decode one file's tokens, as compress / decompress chunk them."""
     flat = entropy.raster(tokens, meta.residual).numpy()
-    layout = entropy.layout_of(tuple(meta.token_shape), meta.modality, meta.residual)
+    layout = prior.layout(meta.token_shape)
     enc = dec = 0.0
-    for first in range(0, meta.num_chunks, meta.group):
-        ids = range(first, min(meta.num_chunks, first + meta.group))
-        ranges = [meta.chunk_range(i) for i in ids]
-        chunks = [flat[a:b] for a, b in ranges]
+    for group_chunks in meta.groups():
+        starts, chunks = [a for _, a, _ in group_chunks], [flat[a:b] for _, a, b in group_chunks]
         t0 = time.perf_counter()
-        payloads = entropy.prior_encode(prior, layout, [a for a, _ in ranges], chunks)
+        payloads = entropy.prior_encode(prior, layout, starts, chunks)
         t1 = time.perf_counter()
-        back = entropy.prior_decode(prior, layout, [a for a, _ in ranges], [len(c) for c in chunks], payloads)
+        back = entropy.prior_decode(prior, layout, starts, [len(c) for c in chunks], payloads)
         t2 = time.perf_counter()
         assert all(np.array_equal(x, y) for x, y in zip(back, chunks)), "range coder round trip failed"
         enc, dec = enc + t1 - t0, dec + t2 - t1
