@@ -33,6 +33,21 @@ class Upsample1d(nn.Module):
         return y[..., self.trim[0] : y.shape[-1] - self.trim[1]]
 
 
+def init_conv_weights(net: nn.Module) -> None:
+    """Kaiming-normal convolution weights (He gain for the SiLUs), zero biases.
+
+    PyTorch's default init shrinks the signal by about 3x per layer: at init the default encoder's output varied
+    over time 13x less than its per-channel constant (the biases), so k-means and the EMA codebook saw almost one
+    point and the codebook collapsed (perplexity 1.4 of 1024 codes after 50 steps on real speech and music).
+    With this init the output's variation over time is 4x its constant part.
+    """
+    for m in net.modules():
+        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class AudioEncoder(nn.Module):
     """(B, C, T) with T a multiple of the hop -> (B, latent_dim, T / hop)."""
 
@@ -46,6 +61,7 @@ class AudioEncoder(nn.Module):
             ch *= 2
         layers += [nn.SiLU(), nn.Conv1d(ch, cfg.latent_dim, 3, padding=1)]
         self.net = nn.Sequential(*layers)
+        init_conv_weights(self.net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -64,6 +80,9 @@ class AudioDecoder(nn.Module):
             layers += [ResUnit1d(ch, d) for d in cfg.dilations]
         layers += [nn.SiLU(), nn.Conv1d(ch, cfg.channels, 7, padding=3)]
         self.net = nn.Sequential(*layers)
+        init_conv_weights(self.net)
+        with torch.no_grad():
+            layers[-1].weight.mul_(0.1)  # start near the scale of audio (std ~0.1) rather than 1
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)

@@ -134,6 +134,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_eval(subparsers) -> None:
+    from codec.evaluate import build_parser as build_eval_parser
+
+    p = subparsers.add_parser(
+        "eval",
+        help="rate-distortion evaluation against JPEG/WebP or Opus/Vorbis",
+        description="Compress a folder of held-out images or audio at each bitrate of a codec and compare with "
+        "JPEG and WebP (images, matched bpp) or Opus and Vorbis (audio): PSNR / MS-SSIM, or SI-SNR, mel distance, "
+        "PESQ and STOI. Writes OUT.json and OUT.png and prints a table.",
+        epilog=f"examples:\n  {PROG} eval --model image --data photos/ --out results/rd_image\n"
+        f"  {PROG} eval --model audio --data speech/ --speech --out results/rd_audio",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    build_eval_parser(p)
+
+    def cmd_eval(args):
+        from codec.evaluate import run
+
+        try:
+            return run(args)
+        except SystemExit as e:  # the tool's own one-line errors
+            if isinstance(e.code, str):
+                fatal(e.code)
+            raise
+
+    p.set_defaults(func=cmd_eval)
+
+
 # ------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -150,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     from prior.cli import add_subcommands as add_prior_subcommands  # tokenize, train-prior, sample
 
     add_prior_subcommands(subparsers)
+    add_eval(subparsers)
     return parser
 
 

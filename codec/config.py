@@ -56,7 +56,11 @@ class AudioCodecConfig:
     base_channels: int = 16  # doubled at each level; 16 runs >2x EnCodec's speed on CPU (tools/bench_codec.py)
     dilations: tuple[int, ...] = (1, 3, 9)  # residual units per level
     latent_dim: int = 128
-    quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(num_quantizers=8, quantizer_dropout=1.0))
+    # 75 frames/s: a batch of 16 one-second segments gives ~1.2 vectors per code per step, so the dead-code
+    # threshold must sit well below that (see codec.train._check_dead_code_threshold)
+    quantizer: QuantizerConfig = field(
+        default_factory=lambda: QuantizerConfig(num_quantizers=8, quantizer_dropout=1.0, dead_code_threshold=0.2)
+    )
     chunk_frames: int = 750  # frames per chunk for long signals (10 s at 75 frames/s)
     chunk_context: int = 8  # frames of context on each side of a chunk (covers the receptive field)
 

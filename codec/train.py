@@ -301,6 +301,8 @@ class Trainer:
         self.model, self.optimizer, loader = acc.prepare(model, optimizer, loader)
         self.batches = iter(loader)
         self.per_step = cfg.grad_accum * cfg.batch_size * acc.num_processes
+        if self.main:
+            _check_dead_code_threshold(codec_config, cfg, acc.num_processes)
         if saved is not None:
             self._restore_rng_and_scaler(saved[0], saved[1])
         else:
@@ -576,6 +578,21 @@ def _make_accelerator(cfg: TrainConfig) -> Accelerator:
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.grad_accum, sync_with_dataloader=False),
         step_scheduler_with_optimizer=False,
     )
+
+
+def _check_dead_code_threshold(codec_config: CodecConfig, cfg: TrainConfig, processes: int) -> None:
+    """Warn when codes cannot stay alive: a code's EMA count settles near (vectors per update) / K when every
+    code is used equally, so a dead-code threshold above that resets healthy codes at every step."""
+    q, f = codec_config.quantizer, (codec_config.downsample if codec_config.modality == "image" else None)
+    per_item = (cfg.crop // f) ** 2 if f else cfg.segment_samples // codec_config.hop
+    mean_count = cfg.batch_size * processes * per_item / q.codebook_size
+    if q.dead_code_threshold > 0.5 * mean_count:
+        warnings.warn(
+            f"dead_code_threshold {q.dead_code_threshold} is high for {cfg.batch_size * processes * per_item} "
+            f"vectors per update and {q.codebook_size} codes (about {mean_count:.2f} per code): healthy codes will "
+            f"be reset as dead; use at most {0.2 * mean_count:.2g} or a larger batch",
+            stacklevel=3,
+        )
 
 
 def train(

@@ -3,18 +3,16 @@ exhaustive scan of the peer's qualities, and the whole tool on a tiny codec (JSO
 
 import json
 import math
-import sys
-from pathlib import Path
+import shutil
 
 import pytest
 import torch
 
 import codec
-from codec import Codec, ImageCodecConfig, QuantizerConfig
+from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
+from codec import evaluate as eval_rd
+from codec.audio_io import read_audio, write_audio
 from codec.image_io import write_image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import eval_rd  # noqa: E402
 
 
 def test_psnr_matches_a_hand_computation():
@@ -62,3 +60,72 @@ def test_the_tool_writes_json_and_a_plot(tmp_path, capsys):
     ours = [r for r in result["rows"] if r["codec"] == "vqcodec"]
     assert all(r["bpp"] == pytest.approx(r["bytes"] * 8 / (40 * 48)) for r in ours)
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def _speechlike(seconds: float, rate: int, seed: int) -> torch.Tensor:
+    """(1, T): a gliding harmonic tone with syllable-like amplitude bursts, enough for PESQ and STOI."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * rate)) / rate
+    f0 = 140 + 30 * torch.sin(2 * math.pi * 0.7 * t)
+    phase = 2 * math.pi * torch.cumsum(f0, 0) / rate
+    voice = sum(torch.sin(k * phase) / k for k in range(1, 8))
+    env = (torch.sin(2 * math.pi * 3 * t).clamp_min(0)) ** 2
+    return (0.3 * voice * env + 0.01 * torch.randn(t.shape, generator=g))[None]
+
+
+def test_audio_metrics_rank_clean_above_noisy():
+    pytest.importorskip("pesq")
+    rate = 24000
+    ref = _speechlike(3.0, rate, 0)
+    clean = eval_rd.audio_metrics(ref, ref, rate, speech=True)
+    noisy = eval_rd.audio_metrics(ref, ref + 0.05 * torch.randn(ref.shape), rate, speech=True)
+    assert clean["mel"] == pytest.approx(0.0, abs=1e-6) and clean["si_snr"] > 60
+    assert clean["pesq"] > 4.0 and clean["stoi"] > 0.99
+    assert noisy["pesq"] < clean["pesq"] - 1 and noisy["stoi"] < clean["stoi"] and noisy["mel"] > 0.1
+    music = eval_rd.audio_metrics(ref, ref, rate, speech=False)
+    assert music["pesq"] is None and music["stoi"] is None
+
+
+def test_default_audio_levels_are_the_nominal_bitrates():
+    q = QuantizerConfig(codebook_size=1024, num_quantizers=8)
+    m = Codec(AudioCodecConfig(base_channels=4, latent_dim=8, quantizer=q))  # 75 frames/s x 10 bits = 0.75 kbps
+    assert eval_rd.default_audio_levels(m) == [2, 4, 8]
+
+
+HAVE_OGG_TOOLS = bool(shutil.which("opusenc") and shutil.which("oggenc"))
+
+
+@pytest.mark.skipif(not HAVE_OGG_TOOLS, reason="apt-get install opus-tools vorbis-tools")
+def test_the_tool_compares_audio_with_opus_and_vorbis(tmp_path):
+    pytest.importorskip("pesq")
+
+    torch.manual_seed(0)
+    q = QuantizerConfig(codebook_size=64, num_quantizers=4)
+    m = Codec(AudioCodecConfig(base_channels=4, latent_dim=8, quantizer=q))
+    m(torch.randn(2, 1, 3200) * 0.1)
+    codec.save_model(tmp_path / "aud", m.eval())
+    (tmp_path / "data" / "speech").mkdir(parents=True)
+    (tmp_path / "data" / "music").mkdir()
+    write_audio(tmp_path / "data" / "speech" / "a.wav", _speechlike(2.0, 16000, 1), 16000)  # resampled to 24 kHz
+    stereo = torch.cat([_speechlike(1.5, 24000, 2), _speechlike(1.5, 24000, 3)])
+    write_audio(tmp_path / "data" / "music" / "b.flac", stereo, 24000)
+    out = tmp_path / "rd"
+    args = ["--model", str(tmp_path / "aud"), "--data", str(tmp_path / "data"), "--out", str(out)]
+    assert eval_rd.main([*args, "--quantizers", "1", "4", "--opus-kbps", "6", "12"]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert {(r["codec"], r["level"]) for r in rows} == {
+        ("vqcodec", 1), ("vqcodec", 4), ("Opus", 0), ("Opus", 1), ("Vorbis", 0)
+    }  # fmt: skip
+    for r in rows:
+        assert r["kbps"] == pytest.approx(r["bytes"] * 8 / r["seconds"] / 1000)
+        assert (r["pesq"] is not None) == (r["stoi"] is not None) == r["speech"] == (r["file"] == "a.wav")
+    ours = {(r["file"], r["level"]): r for r in rows if r["codec"] == "vqcodec"}
+    # the bytes are those of a real .vqc file of the 24 kHz mono evaluation signal
+    ref = read_audio(tmp_path / "data" / "music" / "b.flac", sample_rate=24000).samples.mean(0, keepdim=True)
+    write_audio(tmp_path / "ref.wav", ref, 24000, subtype="FLOAT")
+    loaded = codec.load(tmp_path / "aud", device="cpu")  # as the tool loads it (its name goes in the header)
+    assert ours[("b.flac", 4)]["bytes"] == len(codec.compress(tmp_path / "ref.wav", loaded, num_quantizers=4))
+    assert ours[("b.flac", 4)]["bytes"] > ours[("b.flac", 1)]["bytes"]
+    opus = sorted((r["nominal_kbps"], r["kbps"]) for r in rows if r["codec"] == "Opus" and r["file"] == "a.wav")
+    assert opus[0][1] >= 6.0 and opus[1][1] > opus[0][1]  # hard CBR: the file grows with the bitrate

@@ -299,3 +299,21 @@ def test_two_cpu_processes_keep_identical_weights_and_codebooks(tmp_path):
     assert state["stream_position"] == 4 * 2 * 2 * 4  # steps * grad_accum * processes * batch
     rng = load_file(tmp_path / "run" / STATE_NAME)
     assert not torch.equal(rng["rng.0.torch"], rng["rng.1.torch"])  # each process's own RNG is saved
+
+
+def test_a_dead_code_threshold_above_the_mean_code_count_is_warned():
+
+    from codec.train import _check_dead_code_threshold
+
+    audio = AudioCodecConfig(quantizer=QuantizerConfig(codebook_size=1024, dead_code_threshold=2.0))
+    cfg = TrainConfig(batch_size=8, segment_samples=24000)  # 8 x 75 frames = 600 vectors: 0.59 per code
+    with pytest.warns(UserWarning, match="600 vectors per update and 1024 codes"):
+        _check_dead_code_threshold(audio, cfg, processes=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        audio.quantizer.dead_code_threshold = 0.1
+        _check_dead_code_threshold(audio, cfg, processes=1)
+        image = ImageCodecConfig(quantizer=QuantizerConfig(codebook_size=1024, dead_code_threshold=2.0))
+        _check_dead_code_threshold(image, TrainConfig(batch_size=16, crop=128), processes=1)  # 4096: 4 per code
+    with pytest.warns(UserWarning):
+        _check_dead_code_threshold(image, TrainConfig(batch_size=4, crop=128), processes=1)  # 1 per code

@@ -3,13 +3,15 @@
     apt-get install gnome-backgrounds mate-backgrounds plasma-workspace-wallpapers ukui-wallpapers
     python tools/make_image_corpus.py --out data/images
 
-Every raster image (JPEG, PNG, WebP) under the packages' folders is a source; SVG drawings are skipped. Sources
-are split into train and held-out by a hash of their path (``--heldout-fraction``), so no crop of a held-out
-photograph is ever trained on. For each source:
+Every raster image (JPEG, PNG, WebP) under the packages' folders is a file of some photograph; SVG drawings and
+Plasma's ``screenshot.*`` previews are skipped. Files of one photograph (the sizes and light/dark variants of a
+Plasma wallpaper folder, ``Name_3840x2160.jpg`` beside ``Name.jpg``, GNOME's ``name-l``/``name-d``) form one
+source. Sources are split into train and held-out by a hash of their key (``--heldout-fraction``), so no crop of
+a held-out photograph, at any size, is ever trained on. For each source:
 
-- train/: ``--crops`` random crops of ``--crop`` pixels, each from the image downscaled so its short side is one
-  of ``--scales`` (random crops at several scales), as PNG;
-- heldout/: one centre crop of ``--heldout-size`` pixels from the image downscaled to that short side, as PNG.
+- train/: ``--crops`` random crops of ``--crop`` pixels, each from a random file of the source downscaled so its
+  short side is one of ``--scales`` (random crops at several scales), as PNG;
+- heldout/: one centre crop of ``--heldout-size`` pixels from its largest file downscaled to that short side.
 
 The crops are deterministic (``--seed``). Licences: see each package's /usr/share/doc/PKG/copyright (GPL-2+,
 CC-BY-SA and similar open licences); the corpus builder writes the list of sources and packages to
@@ -19,7 +21,9 @@ CC-BY-SA and similar open licences); the corpus builder writes the list of sourc
 import argparse
 import hashlib
 import json
+import re
 import subprocess
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +41,17 @@ def package_of(path: Path) -> str | None:
     return out.split(":", 1)[0] if out else None
 
 
-def is_heldout(path: Path, fraction: float) -> bool:
-    h = int.from_bytes(hashlib.sha256(str(path).encode()).digest()[:8], "little")
+def photo_key(path: Path) -> str:
+    """The photograph a file shows: a Plasma wallpaper's folder, else the stem without size or light/dark tags."""
+    parts = path.parts
+    if "contents" in parts:  # /usr/share/wallpapers/NAME/contents/images*/WxH.ext
+        return parts[parts.index("contents") - 1]
+    stem = re.sub(r"[_-]?\d{3,5}x\d{3,5}$", "", path.stem)
+    return re.sub(r"-[ld]$", "", stem)
+
+
+def is_heldout(key: str, fraction: float) -> bool:
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
     return h / 2**64 < fraction
 
 
@@ -60,36 +73,50 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    sources = sorted(
-        p for root in args.roots if Path(root).is_dir() for p in Path(root).rglob("*") if p.suffix.lower() in EXTENSIONS
+    files = sorted(
+        p
+        for root in args.roots
+        if Path(root).is_dir()
+        for p in Path(root).rglob("*")
+        if p.suffix.lower() in EXTENSIONS and p.stem != "screenshot"
     )
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for p in files:
+        groups[photo_key(p)].append(p)
     out = Path(args.out)
     (out / "train").mkdir(parents=True, exist_ok=True)
     (out / "heldout").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     record = []
-    for i, src in enumerate(sources):
-        try:
-            with Image.open(src) as im:
-                img = im.convert("RGB")
-        except OSError as e:
-            print(f"skip {src}: {e}")
+    for i, key in enumerate(sorted(groups)):
+        images = {}
+        for src in groups[key]:
+            try:
+                with Image.open(src) as im:
+                    images[src] = im.convert("RGB")
+            except OSError as e:
+                print(f"skip {src}: {e}")
+        if not images:
             continue
-        held = is_heldout(src, args.heldout_fraction)
-        name = f"{i:04d}_{src.stem[:40]}"
+        held = is_heldout(key, args.heldout_fraction)
+        name = f"{i:04d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', key)[:40]}"
+        paths = sorted(images)
         if held:
+            img = max(images.values(), key=lambda im: im.size[0] * im.size[1])
             small = resize_short(img, args.heldout_size)
             w, h = small.size
             x0, y0 = (w - args.heldout_size) // 2, (h - args.heldout_size) // 2
             small.crop((x0, y0, x0 + args.heldout_size, y0 + args.heldout_size)).save(out / "heldout" / f"{name}.png")
         else:
             for c in range(args.crops):
+                img = images[paths[int(rng.integers(len(paths)))]]
                 small = resize_short(img, int(rng.choice(args.scales)))
                 w, h = small.size
                 x0, y0 = int(rng.integers(0, w - args.crop + 1)), int(rng.integers(0, h - args.crop + 1))
                 small.crop((x0, y0, x0 + args.crop, y0 + args.crop)).save(out / "train" / f"{name}_{c:02d}.png")
-        record.append({"source": str(src), "package": package_of(src), "split": "heldout" if held else "train"})
-        print(f"[{i + 1}/{len(sources)}] {'heldout' if held else 'train  '} {src}", flush=True)
+        split = "heldout" if held else "train"
+        record.append({"photo": key, "files": [str(p) for p in paths], "package": package_of(paths[0]), "split": split})
+        print(f"[{i + 1}/{len(groups)}] {split:7s} {key} ({len(paths)} files)", flush=True)
     (out / "sources.json").write_text(json.dumps(record, indent=1) + "\n")
     n_held = sum(r["split"] == "heldout" for r in record)
     print(f"{len(record)} sources: {len(record) - n_held} train, {n_held} held out -> {out}")

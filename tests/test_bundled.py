@@ -1,0 +1,88 @@
+"""Bundled models: the packaging tool (fp16 weights, the prior re-paired with the rounded codec) on tiny models,
+and the models shipped in codec/models (load by name, sizes, the examples through the CLI in both directions)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import codec
+from codec import Codec, ImageCodecConfig, QuantizerConfig
+from codec.audio_io import read_audio
+from codec.cli import main as cli_main
+from codec.errors import ModelMismatchError
+from codec.image_io import read_image
+from prior.checkpoint import load_prior, save_prior
+from prior.config import PriorConfig
+from prior.model import TokenPrior
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import bundle_models  # noqa: E402
+
+
+def test_bundle_rounds_to_fp16_and_repairs_the_prior(tmp_path):
+    torch.manual_seed(0)
+    q = QuantizerConfig(codebook_size=32, num_quantizers=2)
+    m = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=q))
+    m(torch.rand(2, 3, 32, 32))
+    codec.save_model(tmp_path / "run", m.eval())
+    m = codec.load(tmp_path / "run", device="cpu")
+    p = TokenPrior(PriorConfig.for_codec(m, dim=32, depth=1, heads=2, context=8)).eval()
+    save_prior(tmp_path / "run" / "prior", p)
+    dest = tmp_path / "models"
+    args = ["--codec", str(tmp_path / "run"), "--prior", str(tmp_path / "run" / "prior"), "--name", "tiny"]
+    assert bundle_models.main([*args, "--dest", str(dest)]) == 0
+    for rel in ("model.safetensors", "prior/model.safetensors"):
+        state = load_file(dest / "tiny" / rel)
+        assert all(t.dtype == torch.float16 for t in state.values() if t.is_floating_point())
+    bundled = codec.load_model(dest / "tiny", device="cpu")
+    for name, t in m.state_dict().items():  # weights are the fp16 rounding of the originals
+        assert torch.equal(bundled.state_dict()[name], t.half().to(t.dtype)), name
+    assert codec.model_hash(bundled) != codec.model_hash(m)
+    with pytest.raises(ModelMismatchError):  # the original prior belongs to the unrounded codec
+        load_prior(tmp_path / "run" / "prior", codec=bundled, device="cpu")
+    prior = load_prior(dest / "tiny" / "prior", codec=bundled, device="cpu")
+    assert json.loads((dest / "tiny" / "prior" / "config.json").read_text())["codec_hash"] == codec.model_hash(bundled)
+    assert prior.config.codec_hash == codec.model_hash(bundled)
+    assert bundle_models.main([*args, "--dest", str(dest), "--max-mb", "0.001"]) == 1  # over the size limit
+
+
+# ----------------------------------------------------------------------------------- shipped models
+SHIPPED = codec.bundled_models()
+needs_shipped = pytest.mark.skipif(SHIPPED != ["audio", "image"], reason="bundled models not in this checkout")
+
+
+@needs_shipped
+def test_shipped_models_fit_the_size_limit_and_pair_with_their_priors():
+    total = sum(p.stat().st_size for p in (ROOT / "codec" / "models").rglob("*.safetensors"))
+    assert total <= 40e6
+    image, audio = codec.load("image", device="cpu"), codec.load("audio", device="cpu")
+    assert image.modality == "image" and image.residual and image.num_quantizers >= 3
+    assert audio.modality == "audio" and audio.sample_rate == 24000 and audio.num_quantizers == 8
+    for m in (image, audio):
+        prior = load_prior(codec.model_dir(m.name) / "prior", codec=m, device="cpu")
+        assert prior.config.levels == m.num_quantizers
+
+
+@needs_shipped
+def test_examples_round_trip_through_the_cli_with_the_bundled_models(tmp_path, capsys):
+    assert cli_main(["encode", str(ROOT / "examples"), "-o", str(tmp_path / "vqc")]) == 0
+    assert sorted(p.name for p in (tmp_path / "vqc").iterdir()) == ["meadow.vqc", "speech.vqc"]
+    meta = codec.read_info(tmp_path / "vqc" / "meadow.vqc")
+    assert meta.codec["name"] == "image" and meta.mode == "prior" and meta.prior is not None
+    assert codec.read_info(tmp_path / "vqc" / "speech.vqc").codec["name"] == "audio"
+    assert cli_main(["decode", str(tmp_path / "vqc"), "-o", str(tmp_path / "out")]) == 0
+    x = read_image(ROOT / "examples" / "meadow.png").pixels
+    y = read_image(tmp_path / "out" / "meadow.png").pixels
+    assert y.shape == x.shape
+    mse = float(((x - y) ** 2).mean())
+    assert mse < 0.01  # > 20 dB: a real reconstruction, not noise or a blank image
+    ref = read_audio(ROOT / "examples" / "speech.flac").samples
+    out = sorted((tmp_path / "out").glob("speech.*"))
+    assert len(out) == 1
+    got = read_audio(out[0]).samples
+    assert got.shape == ref.shape

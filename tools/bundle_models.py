@@ -1,0 +1,72 @@
+"""Package a trained codec and its prior as a bundled model inside the package (codec/models/NAME), in fp16.
+
+    python tools/bundle_models.py --codec runs/image --prior runs/image/prior --name image
+    python tools/bundle_models.py --codec runs/audio --prior runs/audio/prior --name audio
+
+Weights are stored as float16 safetensors (loading casts them back to the model's float32). Rounding the codec
+changes its hash, so the prior's ``codec_hash`` is rewritten to the rounded codec's: the prior is then accepted by
+``codec.load(NAME)``'s model and by ``compress``/``decompress``. The script checks the round trip (load both,
+check the pairing) and prints the sizes; ``--max-mb`` guards the total of every bundled model.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = REPO / "codec" / "models"
+
+
+def to_fp16(src: Path, dst: Path) -> None:
+    state = load_file(src / "model.safetensors")
+    half = {k: v.half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
+    dst.mkdir(parents=True, exist_ok=True)
+    save_file(half, dst / "model.safetensors")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--codec", required=True, help="codec run directory")
+    ap.add_argument("--prior", required=True, help="prior run directory trained on that codec's tokens")
+    ap.add_argument("--name", required=True, help="bundled name: codec/models/NAME")
+    ap.add_argument("--max-mb", type=float, default=40.0, help="limit on all bundled weights together")
+    ap.add_argument("--dest", default=str(BUNDLED), help="folder of the bundled models (default codec/models)")
+    args = ap.parse_args(argv)
+
+    sys.path.insert(0, str(REPO))
+    import codec
+    from prior.checkpoint import load_prior
+
+    dest = Path(args.dest)
+    out = dest / args.name
+    tmp = dest / f".{args.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    to_fp16(Path(args.codec), tmp)
+    shutil.copy(Path(args.codec) / "config.json", tmp / "config.json")
+    rounded = codec.load_model(tmp, device="cpu")
+    new_hash = codec.model_hash(rounded)
+    to_fp16(Path(args.prior), tmp / "prior")
+    prior_config = json.loads((Path(args.prior) / "config.json").read_text())
+    target = prior_config.get("prior", prior_config)
+    target["codec_hash"] = new_hash
+    (tmp / "prior" / "config.json").write_text(json.dumps(prior_config, indent=2) + "\n")
+    load_prior(tmp / "prior", codec=rounded, device="cpu")  # raises if the pairing is wrong
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+    total = sum(p.stat().st_size for p in dest.rglob("*.safetensors"))
+    for p in sorted(out.rglob("*.safetensors")):
+        print(f"{p}: {p.stat().st_size / 2**20:.2f} MiB")
+    print(f"codec hash {new_hash[:12]}; all bundled weights: {total / 2**20:.2f} MiB (limit {args.max_mb} MB)")
+    if total > args.max_mb * 1e6:
+        print("over the limit", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
