@@ -64,6 +64,9 @@ class TrainPriorConfig:
     save_every: int = 500
     log_every: int = 50
     seed: int = 0
+    # Residual tokens: also train on each item cut to its first 1..L-1 levels, the sequences that files coded at
+    # lower bitrates (``--quantizers``) present to the coder.
+    level_subsets: bool = True
 
     def __post_init__(self):
         if min(self.steps, self.batch_size, self.seq_len, self.eval_every, self.save_every, self.log_every) < 1:
@@ -133,7 +136,11 @@ class WindowSampler:
         return inputs, targets, pos
 
 
-def _sequences(prior: TokenPrior, tokens: list[torch.Tensor]):
+def _sequences(prior: TokenPrior, tokens: list[torch.Tensor], level_subsets: bool = False):
+    """Flat sequences and layouts of items; with ``level_subsets`` (residual tokens only) also every item cut to
+    its first 1..L-1 levels."""
+    if level_subsets and prior.config.residual:
+        tokens = [t[:n] for t in tokens for n in range(1, t.shape[0] + 1)]
     seqs = [prior.flatten(t[None])[0] for t in tokens]
     return seqs, [prior.layout(t.shape) for t in tokens]
 
@@ -244,7 +251,7 @@ def train_prior(
     model = TokenPrior(prior_cfg)
     train_names, val_names = split_files(items.names, train_cfg.val_fraction)
     by_name = dict(zip(items.names, items.tokens))
-    seqs, layouts = _sequences(model, [by_name[n] for n in train_names])
+    seqs, layouts = _sequences(model, [by_name[n] for n in train_names], train_cfg.level_subsets)
     start_id = prior_cfg.codebook_size
     train_sampler = WindowSampler(seqs, layouts, start_id, train_cfg.seq_len)
     val_sampler = train_sampler

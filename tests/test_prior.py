@@ -255,3 +255,18 @@ def test_samples_decode_with_the_codec(kind):
     y = m.decode(tokens, shape=x.shape[1:])
     assert y.shape == (2, *x.shape[1:])
     assert p.bits_per_token(tokens) > 0
+
+
+def test_level_subsets_add_each_item_cut_to_fewer_levels():
+    from prior.train import _sequences
+
+    cfg = PriorConfig(modality="image", codebook_size=16, levels=3, residual=True, dim=16, depth=1, heads=2, context=8)
+    prior = TokenPrior(cfg)
+    t = torch.arange(3 * 2 * 5).reshape(3, 2, 5) % 16
+    seqs, layouts = _sequences(prior, [t], level_subsets=True)
+    assert [len(s) for s in seqs] == [10, 20, 30] and layouts == [(1, 2, 5), (2, 2, 5), (3, 2, 5)]
+    # level innermost: the two-level sequence interleaves levels 0 and 1 of each position
+    assert seqs[1][:4].tolist() == [t[0, 0, 0], t[1, 0, 0], t[0, 0, 1], t[1, 0, 1]]
+    assert torch.equal(seqs[0], t[0].flatten())
+    plain, _ = _sequences(prior, [t])
+    assert len(plain) == 1 and torch.equal(plain[0], seqs[2])
