@@ -139,17 +139,23 @@ LABELS = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "si_snr": "SI-SNR (dB)", "m
           "pesq": "PESQ (wideband, speech)", "stoi": "STOI (speech)"}  # fmt: skip
 
 
+PSNR_CAP = 60.0  # dB: an image that comes back identical after 8-bit rounding counts as this in the means
+
+
 def summarize(rows: list[dict], metrics=IMAGE_METRICS) -> list[dict]:
     """Mean of each metric per (codec, level); a metric missing from some rows (PESQ on music) is averaged over
-    the rows that have it, and ``None`` where none has it."""
+    the rows that have it, and ``None`` where none has it. PSNR is capped at ``PSNR_CAP`` before averaging (a
+    lossless result is infinite), and ``lossless`` counts those rows."""
     keys = sorted({(r["codec"], r["level"]) for r in rows}, key=lambda k: (k[1], k[0]))
     out = []
     for name, level in keys:
         sel = [r for r in rows if r["codec"] == name and r["level"] == level]
         mean = {}
         for m in metrics:
-            vals = [r[m] for r in sel if r.get(m) is not None]
+            vals = [min(r[m], PSNR_CAP) if m == "psnr" else r[m] for r in sel if r.get(m) is not None]
             mean[m] = sum(vals) / len(vals) if vals else None
+        if "psnr" in metrics:
+            mean["lossless"] = sum(r["psnr"] == float("inf") for r in sel)
         out.append({"codec": name, "level": level, "items": len(sel), **mean})
     return out
 

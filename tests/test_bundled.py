@@ -71,13 +71,13 @@ def test_shipped_models_fit_the_size_limit_and_pair_with_their_priors():
 @needs_shipped
 def test_examples_round_trip_through_the_cli_with_the_bundled_models(tmp_path, capsys):
     assert cli_main(["encode", str(ROOT / "examples"), "-o", str(tmp_path / "vqc")]) == 0
-    assert sorted(p.name for p in (tmp_path / "vqc").iterdir()) == ["meadow.vqc", "speech.vqc"]
-    meta = codec.read_info(tmp_path / "vqc" / "meadow.vqc")
+    assert sorted(p.name for p in (tmp_path / "vqc").iterdir()) == ["icecold.png.vqc", "speech.flac.vqc"]
+    meta = codec.read_info(tmp_path / "vqc" / "icecold.png.vqc")
     assert meta.codec["name"] == "image" and meta.mode == "prior" and meta.prior is not None
-    assert codec.read_info(tmp_path / "vqc" / "speech.vqc").codec["name"] == "audio"
+    assert codec.read_info(tmp_path / "vqc" / "speech.flac.vqc").codec["name"] == "audio"
     assert cli_main(["decode", str(tmp_path / "vqc"), "-o", str(tmp_path / "out")]) == 0
-    x = read_image(ROOT / "examples" / "meadow.png").pixels
-    y = read_image(tmp_path / "out" / "meadow.png").pixels
+    x = read_image(ROOT / "examples" / "icecold.png").pixels
+    y = read_image(tmp_path / "out" / "icecold.png").pixels
     assert y.shape == x.shape
     mse = float(((x - y) ** 2).mean())
     assert mse < 0.01  # > 20 dB: a real reconstruction, not noise or a blank image

@@ -100,8 +100,8 @@ def test_same_input_same_bytes_and_no_silent_overwrite(runs, tmp_path, capsys):
 
 def test_folders_round_trip_with_one_progress_bar(runs, tmp_path, capsys):
     enc, dec = tmp_path / "enc", tmp_path / "dec"
-    # two modalities in one folder: each file gets the codec of its kind through the default lookup, so
-    # name them explicitly here (no bundled models in the test environment): images only
+    # two modalities in one folder: each file gets the codec of its kind through the default lookup (the
+    # bundled models; tests/test_bundled.py covers that), so name the tiny test codec here: images only
     shutil.copytree(runs / "media", tmp_path / "in", ignore=shutil.ignore_patterns("*.wav"))
     assert run("encode", tmp_path / "in", "-o", enc, "--model", runs / "img") == 0
     assert sorted(p.relative_to(enc).as_posix() for p in enc.rglob("*.vqc")) == ["a.png.vqc", "sub/b.jpg.vqc"]
@@ -121,7 +121,8 @@ def test_folder_with_a_bad_file_reports_it_and_exits_2(runs, tmp_path, capsys):
     assert (tmp_path / "out" / "ok.png.vqc").is_file() and not (tmp_path / "out" / "bad.png.vqc").exists()
 
 
-def test_user_errors_are_one_line_and_status_2(runs, tmp_path, capsys):
+def test_user_errors_are_one_line_and_status_2(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(codec, "BUNDLED_DIR", tmp_path / "no-models")  # an install without bundled models
     good = tmp_path / "good.vqc"
     assert run("encode", runs / "media" / "a.png", "-o", good, "--model", runs / "img") == 0
     data = good.read_bytes()
@@ -138,7 +139,7 @@ def test_user_errors_are_one_line_and_status_2(runs, tmp_path, capsys):
     cases = [
         (("encode", tmp_path / "missing.png", "-o", tmp_path / "x.vqc"), "no such file"),
         (("encode", tmp_path / "notes.txt", "-o", tmp_path / "x.vqc", "--model", runs / "img"), "not a supported"),
-        (("encode", runs / "media" / "a.png", "-o", tmp_path / "x.vqc"), "bundled"),  # no bundled models here
+        (("encode", runs / "media" / "a.png", "-o", tmp_path / "x.vqc"), "none installed"),  # no default model
         (("encode", runs / "media" / "a.png", "-o", tmp_path / "x.vqc", "--model", runs / "aud"), "input is image"),
         (("decode", tmp_path / "trunc.vqc", "-o", tmp_path / "t.png"), "truncated"),
         (("decode", tmp_path / "junk.vqc", "-o", tmp_path / "j.png"), "not a .vqc file"),

@@ -129,3 +129,13 @@ def test_the_tool_compares_audio_with_opus_and_vorbis(tmp_path):
     assert ours[("b.flac", 4)]["bytes"] > ours[("b.flac", 1)]["bytes"]
     opus = sorted((r["nominal_kbps"], r["kbps"]) for r in rows if r["codec"] == "Opus" and r["file"] == "a.wav")
     assert opus[0][1] >= 6.0 and opus[1][1] > opus[0][1]  # hard CBR: the file grows with the bitrate
+
+
+def test_summary_caps_lossless_psnr():
+    rows = [
+        {"codec": "JPEG", "level": 1, "bpp": 0.2, "psnr": float("inf"), "ms_ssim": 1.0},
+        {"codec": "JPEG", "level": 1, "bpp": 0.4, "psnr": 30.0, "ms_ssim": 0.9},
+    ]
+    (s,) = eval_rd.summarize(rows)
+    assert s["psnr"] == pytest.approx((eval_rd.PSNR_CAP + 30.0) / 2) and s["lossless"] == 1
+    assert s["bpp"] == pytest.approx(0.3) and s["ms_ssim"] == pytest.approx(0.95)
