@@ -24,19 +24,40 @@ def bundled_models() -> list[str]:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "config.json").is_file())
 
 
+def portable_name(path) -> str:
+    """How a ``.vqc`` file records a model directory: a bundled model as its name ("image", "image/prior"), so
+    files made with bundled models do not carry (or depend on) where the package is installed; any other
+    directory as its absolute path."""
+    p = Path(path).resolve()
+    for name in _bundled_names():
+        if p == (BUNDLED_DIR / name).resolve():
+            return name
+    return str(p)
+
+
+def _bundled_names() -> set[str]:
+    """The names ``model_dir`` resolves inside the package: each bundled codec and the prior shipped with it."""
+    names = set(bundled_models())
+    return names | {f"{m}/prior" for m in names if (BUNDLED_DIR / m / "prior" / "config.json").is_file()}
+
+
 def model_dir(name_or_path) -> Path:
-    """The run directory of a codec given as a directory or a bundled model name.
+    """The run directory of a model given as a directory or a bundled name: "image", "audio", or the prior
+    shipped with one ("image/prior").
 
     Raises:
         CheckpointError: neither an existing directory nor a bundled name.
     """
     path = Path(name_or_path)
-    if path.is_dir():
+    if (path / "config.json").is_file():
         return path
-    if isinstance(name_or_path, str) and name_or_path in bundled_models():
+    # a bundled name wins over a directory of that name that holds no model (say ./image/ of photos)
+    if isinstance(name_or_path, str) and name_or_path in _bundled_names():
         return BUNDLED_DIR / name_or_path
-    names = ", ".join(bundled_models()) or "none installed"
-    raise CheckpointError(f"{name_or_path}: not a codec directory, nor a bundled model name (bundled: {names})")
+    if path.is_dir():
+        return path  # the loader says what is missing
+    names = ", ".join(sorted(_bundled_names())) or "none installed"
+    raise CheckpointError(f"{name_or_path}: not a model directory, nor a bundled model name (bundled: {names})")
 
 
 def load(name_or_path, device=None) -> Codec:
@@ -47,7 +68,7 @@ def load(name_or_path, device=None) -> Codec:
     """
     path = model_dir(name_or_path)
     model = load_model(path, device=device)
-    model.name = str(path.resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
+    model.name = portable_name(path)
     model.source = str(path)
     return model
 
@@ -64,6 +85,7 @@ __all__ = [
     "QuantizerConfig",
     "VQCodecError",
     "bundled_models",
+    "portable_name",
     "compress",
     "decompress",
     "load",

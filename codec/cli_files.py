@@ -160,11 +160,13 @@ class _Models:
 
     def prior(self, name):
         """A prior by directory, on the CPU (compress / decompress check that it fits the codec and the file)."""
+        from codec import model_dir, portable_name
         from prior.checkpoint import load_prior
 
         if name not in self.priors:
-            self.priors[name] = load_prior(name, device="cpu")
-            self.priors[name].name = str(Path(name).resolve())
+            path = model_dir(name)
+            self.priors[name] = load_prior(path, device="cpu")
+            self.priors[name].name = portable_name(path)
         return self.priors[name]
 
 

@@ -59,11 +59,6 @@ class Decompressed:
 
 
 # ------------------------------------------------------------------------------------------ models
-def _model_name(name_or_path) -> str:
-    p = Path(name_or_path)
-    return str(p.resolve()) if p.exists() else str(name_or_path)
-
-
 def resolve_codec(model, device=None) -> tuple[Codec, str]:
     """(codec, name) from a Codec, a run directory or a bundled name."""
     from codec import load
@@ -96,7 +91,10 @@ def resolve_prior(prior, model: Codec, codec_hash: str):
     if isinstance(prior, TokenPrior):
         name = getattr(prior, "name", "") or ""
     else:
-        prior, name = load_prior(prior, device="cpu"), _model_name(prior)
+        from codec import model_dir, portable_name
+
+        path = model_dir(prior)
+        prior, name = load_prior(path, device="cpu"), portable_name(path)
     check_codec(prior, model, where=f"the prior {name}".strip(), codec_hash=codec_hash)
     return prior, name
 
@@ -386,7 +384,10 @@ def _file_prior(meta: Metadata, model: Codec, prior):
         if got != meta.prior["hash"]:
             candidate = None
     if candidate is None:
-        candidate, got = hashed(_load_named("prior", meta.prior, lambda name: load_prior(name, device="cpu")))
+        from codec import model_dir
+
+        named = _load_named("prior", meta.prior, lambda name: load_prior(model_dir(name), device="cpu"))
+        candidate, got = hashed(named)
     if got != meta.prior["hash"]:
         raise ModelMismatchError(
             f"this file was encoded with prior {meta.prior['name']!r} ({meta.prior['hash'][:12]}), "

@@ -20,21 +20,28 @@ Audio
 Every file is first brought to the evaluation signal: the codec's sample rate (24 kHz), mixed down to the codec's
 channel count (mono for the bundled model), so every codec codes the same samples. For each bitrate of our model
 (``--quantizers``, default the levels of 1.5, 3 and 6 kbps): kbps of the real ``.vqc`` file (header included).
-Opus: Debian's ``opusenc --hard-cbr --bitrate B`` at ``--opus-kbps`` (libopus codes no less than 6 kbps), decoded by
-``opusdec`` at 24 kHz; Vorbis: ``oggenc -q -1``, its lowest setting, decoded by libsndfile. The peers' kbps are
-measured from their Ogg files, like ours. Metrics against the evaluation signal: SI-SNR (dB), multi-resolution
+Opus: Debian's ``opusenc --hard-cbr --bitrate B --padding 0 --discard-comments`` at ``--opus-kbps`` (libopus codes
+no less than 6 kbps), decoded by ``opusdec`` at 24 kHz; Vorbis: ``oggenc -q -1``, its lowest setting, decoded by
+libsndfile. The peers' kbps are measured from their Ogg files, like ours from ours: every format's fixed overhead
+counts (about 0.4 KB for a ``.vqc`` header, 0.1 KB of Opus headers plus Ogg pages, 3-4 KB of Vorbis setup headers,
+which dominate a clip of a few seconds). Metrics against the evaluation signal: SI-SNR (dB), multi-resolution
 log-mel L1 distance (``codec.losses.mel_distance``), and on speech (a file with a folder named ``speech`` in its
 path, or every file with ``--speech``) wideband PESQ (``pesq``, at 16 kHz) and STOI (``pystoi``) where those
 packages import.
 
-Writes ``OUT.json`` (every measurement, plus per-bitrate means) and ``OUT.png`` (one panel per metric against the
-rate, one curve per codec); prints a table.
+A file that cannot be read is reported and skipped (listed under ``skipped`` in the JSON); the run stops early with
+a one-line message if the ``eval`` extra or the peers' tools are missing.
+
+Writes ``OUT.json`` (every measurement, plus per-bitrate means; a lossless PSNR is written as null) and
+``OUT.png`` (one panel per metric against the rate, one curve per codec); prints a table.
 """
 
 import argparse
+import importlib.util
 import io
 import json
 import math
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -44,7 +51,16 @@ from PIL import Image
 
 import codec
 from codec.audio_io import is_audio_file, read_audio, resample, write_audio
+from codec.errors import VQCodecError
+from codec.fileio import atomic_write_text
 from codec.image_io import is_image_file, read_image
+
+
+def _skip(path: Path, err: Exception, skipped: list | None) -> None:
+    print(f"skipped {path}: {err}", flush=True)
+    if skipped is not None:
+        skipped.append((str(path), str(err)))
+
 
 PEERS = {"JPEG": dict(format="JPEG"), "WebP": dict(format="WEBP", method=6)}
 
@@ -56,15 +72,39 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
+def ms_ssim_params(side: int) -> tuple[int, int] | None:
+    """(scales, kernel size) for MS-SSIM of an image whose short side is ``side``: the standard 5 scales and
+    11-tap window when it fits, else the largest window, then the most scales, that torchmetrics accepts (side at
+    least 2**scales and side // (scales - 1)**2 above the window) and whose window fits the coarsest scale. None
+    below 3 pixels."""
+    for k in (11, 9, 7, 5, 3):
+        for scales in range(5, 0, -1):
+            if side >= 2**scales and side // max(1, scales - 1) ** 2 > k - 1 and side >> (scales - 1) >= k:
+                return scales, k
+    return None
+
+
 def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> float:
-    """MS-SSIM (torchmetrics, 5 scales) of (C, H, W) images in [0, 1]; fewer scales for small images."""
+    """MS-SSIM (torchmetrics) of (C, H, W) images in [0, 1]: 5 scales for images of 176 px and more, fewer (their
+    weights renormalised to sum to 1), then a smaller window, below (``ms_ssim_params``); NaN under 3 px."""
     from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as msssim
 
-    side = min(x.shape[-2:])
-    scales = max(1, min(5, int(math.log2(side / 11)) + 1 if side >= 11 else 1))
-    weights = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)[:scales]
-    k = 11 if side >= 11 * 2 ** (scales - 1) else max(3, (side >> (scales - 1)) | 1)
-    return float(msssim(y[None].clamp(0, 1), x[None], data_range=1.0, kernel_size=k, betas=weights))
+    params = ms_ssim_params(min(x.shape[-2:]))
+    if params is None:
+        return float("nan")
+    scales, k = params
+    weights = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+    if scales < 5:  # the first weights renormalised: one scale is plain SSIM (not SSIM ** 0.0448)
+        weights = tuple(w / sum(weights[:scales]) for w in weights[:scales])
+    # torchmetrics sizes its Gaussian window from sigma (2 int(3.5 sigma + 0.5) + 1 taps), kernel_size only
+    # validates: the standard sigma 1.5 for 11 taps, a sigma giving exactly k taps below
+    sigma = 1.5 if k == 11 else (k - 1) / 7
+    return float(msssim(y[None].clamp(0, 1), x[None], data_range=1.0, kernel_size=k, sigma=sigma, betas=weights))
+
+
+def to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """x in [0, 1] rounded to the 256 levels an image file holds (what the user of a decoded file sees)."""
+    return (x.clamp(0, 1) * 255).round() / 255
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:
@@ -104,14 +144,20 @@ def match_bpp(x: torch.Tensor, peer: str, target_bytes: float) -> tuple[int, int
 
 
 # ---------------------------------------------------------------------------------------------- images
-def evaluate(model, files: list[Path], levels: list[int | None], prior="auto") -> list[dict]:
+def evaluate(model, files: list[Path], levels: list[int | None], prior="auto", skipped=None) -> list[dict]:
+    """Rows of measurements (see the module docstring); a file that cannot be read is reported, added to
+    ``skipped`` as (path, reason), and left out."""
     rows = []
     for path in files:
-        x = read_image(path).pixels
+        try:
+            x = read_image(path).pixels
+        except (VQCodecError, OSError) as e:
+            _skip(path, e, skipped)
+            continue
         pixels = x.shape[1] * x.shape[2]
         for n in levels:
             data = codec.compress(path, model, prior=prior, num_quantizers=n)
-            y = codec.decompress(data, model).data
+            y = to_8bit(codec.decompress(data, model).data)
             level = n or model.num_quantizers
             row = {"file": path.name, "codec": "vqcodec", "level": level, "bytes": len(data)}
             row.update(bpp=len(data) * 8 / pixels, psnr=psnr(x, y), ms_ssim=ms_ssim(x, y))
@@ -234,7 +280,9 @@ def run_tool(cmd: list[str]) -> None:
 def opus_roundtrip(wav: Path, kbps: float, tmp: Path, rate: int) -> tuple[int, torch.Tensor]:
     """(bytes, decoded (C, T) at ``rate``) of an Opus file at a hard CBR bitrate."""
     ogg, out = tmp / "peer.opus", tmp / "peer_dec.wav"
-    run_tool(["opusenc", "--quiet", "--hard-cbr", "--bitrate", f"{kbps:g}", str(wav), str(ogg)])
+    # no comment padding and no tags: the Ogg file holds little beyond the codec's own headers and pages
+    cmd = ["opusenc", "--quiet", "--hard-cbr", "--bitrate", f"{kbps:g}", "--padding", "0", "--discard-comments"]
+    run_tool([*cmd, str(wav), str(ogg)])
     run_tool(["opusdec", "--quiet", "--rate", str(rate), str(ogg), str(out)])
     return ogg.stat().st_size, read_audio(out, sample_rate=rate).samples
 
@@ -246,11 +294,18 @@ def vorbis_roundtrip(wav: Path, tmp: Path, rate: int) -> tuple[int, torch.Tensor
     return ogg.stat().st_size, read_audio(ogg, sample_rate=rate).samples
 
 
-def is_speech(path: Path) -> bool:
-    return "speech" in path.parts[:-1]
+def is_speech(path: Path, root: Path | None = None) -> bool:
+    """Whether a folder named ``speech`` holds ``path``: ``root`` (the evaluated folder) itself or one below it,
+    when ``root`` is given; the folders above ``root`` do not count."""
+    parts = path.relative_to(root.parent).parts if root is not None else path.parts
+    return "speech" in parts[:-1]
 
 
-def evaluate_audio(model, files, levels, prior="auto", opus_kbps=(6.0, 9.0, 12.0), all_speech=False) -> list[dict]:
+def evaluate_audio(
+    model, files, levels, prior="auto", opus_kbps=(6.0, 9.0, 12.0), all_speech=False, root=None, skipped=None
+) -> list[dict]:
+    """Rows of measurements (see the module docstring). A file is speech if ``all_speech`` or a folder named
+    ``speech`` holds it below ``root``; a file that cannot be read is reported, added to ``skipped``, left out."""
     from codec.data import to_audio_channels
 
     rate = model.sample_rate
@@ -258,9 +313,13 @@ def evaluate_audio(model, files, levels, prior="auto", opus_kbps=(6.0, 9.0, 12.0
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for path in files:
-            ref = to_audio_channels(read_audio(path, sample_rate=rate).samples, model.channels)
+            try:
+                ref = to_audio_channels(read_audio(path, sample_rate=rate).samples, model.channels)
+            except (VQCodecError, OSError) as e:
+                _skip(path, e, skipped)
+                continue
             seconds = ref.shape[-1] / rate
-            speech = all_speech or is_speech(path)
+            speech = all_speech or is_speech(path, root)
             wav = tmp / "ref.wav"
             write_audio(wav, ref, rate, subtype="FLOAT")
             base = {"file": str(path.name), "speech": speech, "seconds": seconds}
@@ -298,6 +357,29 @@ def build_parser(ap: argparse.ArgumentParser | None = None) -> argparse.Argument
     return ap
 
 
+def check_eval_dependencies(audio: bool) -> None:
+    """Fail early, before any coding, when the ``eval`` extra or the audio peers' tools are missing."""
+    needed = ["matplotlib"] + ([] if audio else ["torchmetrics"])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"codec eval needs {', '.join(missing)}: pip install 'vqcodec[eval]'")
+    if audio:
+        tools = [t for t in ("opusenc", "opusdec", "oggenc") if shutil.which(t) is None]
+        if tools:
+            raise SystemExit(f"{', '.join(tools)} not found: apt-get install opus-tools vorbis-tools")
+
+
+def json_safe(value):
+    """``value`` with infinite and NaN floats (a lossless PSNR, an MS-SSIM too small to measure) as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     model = codec.load(args.model, device="cpu")
     audio = model.modality == "audio"
@@ -305,15 +387,19 @@ def run(args: argparse.Namespace) -> int:
     files = sorted(p for p in Path(args.data).rglob("*") if p.is_file() and wanted(p))[: args.limit]
     if not files:
         raise SystemExit(f"no {model.modality} files under {args.data}")
+    check_eval_dependencies(audio)
     prior = None if args.prior == "none" else args.prior
+    skipped = []
     if audio:
         levels = args.quantizers or default_audio_levels(model)
-        rows = evaluate_audio(model, files, levels, prior, args.opus_kbps, args.speech)
+        rows = evaluate_audio(model, files, levels, prior, args.opus_kbps, args.speech, Path(args.data), skipped)
         metrics = AUDIO_METRICS
     else:
         levels = args.quantizers or (list(range(1, model.num_quantizers + 1)) if model.residual else [None])
-        rows = evaluate(model, files, levels, prior=prior)
+        rows = evaluate(model, files, levels, prior=prior, skipped=skipped)
         metrics = IMAGE_METRICS
+    if not rows:
+        raise SystemExit(f"none of the {len(files)} files under {args.data} could be read")
     summary = summarize(rows, metrics)
     print(f"{'codec':8s} {'level':>5s} {'items':>5s} " + " ".join(f"{m:>8s}" for m in metrics))
     for s in summary:
@@ -321,9 +407,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{s['codec']:8s} {s['level']:5d} {s['items']:5d} {vals}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
+    result = json_safe({"summary": summary, "rows": rows, "skipped": skipped})
+    atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2, allow_nan=False) + "\n")
     plot(summary, out.with_suffix(".png"), metrics)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    if skipped:
+        print(f"{len(skipped)} of {len(files)} files skipped (unreadable); see 'skipped' in the JSON")
     return 0
 
 

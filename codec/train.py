@@ -590,7 +590,8 @@ def _check_dead_code_threshold(codec_config: CodecConfig, cfg: TrainConfig, proc
         warnings.warn(
             f"dead_code_threshold {q.dead_code_threshold} is high for {cfg.batch_size * processes * per_item} "
             f"vectors per update and {q.codebook_size} codes (about {mean_count:.2f} per code): healthy codes will "
-            f"be reset as dead; use at most {0.2 * mean_count:.2g} or a larger batch",
+            f"be reset as dead; keep it under {0.5 * mean_count:.2g} (about {0.2 * mean_count:.2g} leaves a margin) "
+            "or use a larger batch",
             stacklevel=3,
         )
 

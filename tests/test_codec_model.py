@@ -147,7 +147,7 @@ def test_save_load_round_trip_and_hash(tmp_path):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(codec.CheckpointError, match="not a codec directory"):
+    with pytest.raises(codec.CheckpointError, match="not a model directory"):
         codec.load(tmp_path / "missing")
     codec.save_model(tmp_path, tiny_image())
     (tmp_path / "model.safetensors").write_bytes(b"\x00garbage" * 10)

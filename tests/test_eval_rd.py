@@ -4,6 +4,7 @@ exhaustive scan of the peer's qualities, and the whole tool on a tiny codec (JSO
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +31,34 @@ def test_ms_ssim_is_one_for_identical_images_and_lower_for_noise():
     assert eval_rd.ms_ssim(x, noisy) < 0.99
 
 
+SIZES = [(3, 5), (8, 9), (10, 31), (21, 22), (88, 90), (90, 173), (95, 96), (98, 120), (175, 176)]
+
+
+@pytest.mark.parametrize("hw", SIZES)
+def test_ms_ssim_handles_awkward_sizes(hw):
+    """Every size picks parameters torchmetrics accepts (88-98 px used to crash the tool)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, *hw, generator=g)
+    assert eval_rd.ms_ssim(x, x) == pytest.approx(1.0, abs=1e-5)
+    noisy = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    assert eval_rd.ms_ssim(x, noisy) < 0.95
+    assert math.isnan(eval_rd.ms_ssim(x[:, :2], x[:, :2]))  # too small to measure: NaN, not a crash
+
+
+def test_ms_ssim_uses_the_standard_parameters_on_large_images():
+    assert eval_rd.ms_ssim_params(176) == (5, 11) and eval_rd.ms_ssim_params(512) == (5, 11)
+
+
+def test_ms_ssim_on_one_scale_is_plain_ssim():
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(3, 21, 30, generator=g)  # short side 21: one scale, 11-tap window
+    y = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    assert eval_rd.ms_ssim_params(21) == (1, 11)
+    assert eval_rd.ms_ssim(x, y) == pytest.approx(float(ssim(y[None], x[None], data_range=1.0)), abs=1e-6)
+
+
 @pytest.mark.parametrize("peer", ["JPEG", "WebP"])
 def test_match_bpp_finds_the_closest_quality(peer):
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 40), indexing="ij")
@@ -51,9 +80,12 @@ def test_the_tool_writes_json_and_a_plot(tmp_path, capsys):
     (tmp_path / "data").mkdir()
     for i in range(2):
         write_image(tmp_path / "data" / f"{i}.png", torch.rand(3, 40, 48))
+    (tmp_path / "data" / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "rd"
     assert eval_rd.main(["--model", str(tmp_path / "img"), "--data", str(tmp_path / "data"), "--out", str(out)]) == 0
     result = json.loads(out.with_suffix(".json").read_text())
+    assert [Path(p).name for p, _ in result["skipped"]] == ["broken.png"]  # reported, the others measured
+    assert "skipped" in capsys.readouterr().out
     assert {(s["codec"], s["level"]) for s in result["summary"]} == {
         (c, lvl) for c in ("vqcodec", "JPEG", "WebP") for lvl in (1, 2)
     }
@@ -78,7 +110,8 @@ def test_audio_metrics_rank_clean_above_noisy():
     rate = 24000
     ref = _speechlike(3.0, rate, 0)
     clean = eval_rd.audio_metrics(ref, ref, rate, speech=True)
-    noisy = eval_rd.audio_metrics(ref, ref + 0.05 * torch.randn(ref.shape), rate, speech=True)
+    g = torch.Generator().manual_seed(5)
+    noisy = eval_rd.audio_metrics(ref, ref + 0.05 * torch.randn(ref.shape, generator=g), rate, speech=True)
     assert clean["mel"] == pytest.approx(0.0, abs=1e-6) and clean["si_snr"] > 60
     assert clean["pesq"] > 4.0 and clean["stoi"] > 0.99
     assert noisy["pesq"] < clean["pesq"] - 1 and noisy["stoi"] < clean["stoi"] and noisy["mel"] > 0.1
@@ -129,6 +162,32 @@ def test_the_tool_compares_audio_with_opus_and_vorbis(tmp_path):
     assert ours[("b.flac", 4)]["bytes"] > ours[("b.flac", 1)]["bytes"]
     opus = sorted((r["nominal_kbps"], r["kbps"]) for r in rows if r["codec"] == "Opus" and r["file"] == "a.wav")
     assert opus[0][1] >= 6.0 and opus[1][1] > opus[0][1]  # hard CBR: the file grows with the bitrate
+
+
+def test_si_snr_matches_a_float64_formula_at_a_known_snr():
+    g = torch.Generator().manual_seed(3)
+    ref = _speechlike(1.0, 16000, 4).double()
+    noise = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    noise = noise * (ref.norm() / noise.norm()) / math.sqrt(10.0)  # 10 dB below the signal
+    est = 0.5 * (ref + noise)  # SI-SNR ignores the gain
+    r, e = ref[0] - ref.mean(), est[0] - est.mean()
+    target = (e @ r) / (r @ r) * r
+    expected = 10 * math.log10(float(target @ target) / float((e - target) @ (e - target)))
+    got = eval_rd.audio_metrics(ref.float(), est.float(), 16000, speech=False)["si_snr"]
+    assert got == pytest.approx(expected, abs=0.01) and got == pytest.approx(10.0, abs=0.5)
+
+
+def test_speech_is_decided_below_the_evaluated_folder():
+    root = Path("/corpora/speech/heldout")
+    assert not eval_rd.is_speech(root / "music" / "a.wav", root)
+    assert eval_rd.is_speech(root / "speech" / "b.wav", root)
+    assert eval_rd.is_speech(Path("/corpora/heldout/speech/c.wav"), Path("/corpora/heldout/speech"))
+
+
+def test_json_output_has_no_infinities():
+    out = eval_rd.json_safe({"rows": [{"psnr": float("inf"), "ms_ssim": float("nan"), "bpp": 0.25}]})
+    assert out == {"rows": [{"psnr": None, "ms_ssim": None, "bpp": 0.25}]}
+    json.dumps(out, allow_nan=False)
 
 
 def test_summary_caps_lossless_psnr():

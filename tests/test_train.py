@@ -314,6 +314,6 @@ def test_a_dead_code_threshold_above_the_mean_code_count_is_warned():
         audio.quantizer.dead_code_threshold = 0.1
         _check_dead_code_threshold(audio, cfg, processes=1)
         image = ImageCodecConfig(quantizer=QuantizerConfig(codebook_size=1024, dead_code_threshold=2.0))
-        _check_dead_code_threshold(image, TrainConfig(batch_size=16, crop=128), processes=1)  # 4096: 4 per code
+        _check_dead_code_threshold(image, TrainConfig(batch_size=32, crop=128), processes=1)  # 8192: 8 per code
     with pytest.warns(UserWarning):
         _check_dead_code_threshold(image, TrainConfig(batch_size=4, crop=128), processes=1)  # 1 per code

@@ -5,8 +5,10 @@
 
 Weights are stored as float16 safetensors (loading casts them back to the model's float32). Rounding the codec
 changes its hash, so the prior's ``codec_hash`` is rewritten to the rounded codec's: the prior is then accepted by
-``codec.load(NAME)``'s model and by ``compress``/``decompress``. The script checks the round trip (load both,
-check the pairing) and prints the sizes; ``--max-mb`` guards the total of every bundled model.
+``codec.load(NAME)``'s model and by ``compress``/``decompress``. The script first checks that the prior was trained
+on the given codec, then the round trip (load both, check the new pairing), and prints the sizes; ``--max-mb``
+guards the total of every bundled model, counted before the old bundle of that name is replaced (nothing is
+replaced when over the limit, and no temporary folder is left behind).
 """
 
 import argparse
@@ -44,27 +46,39 @@ def main(argv=None) -> int:
     dest = Path(args.dest)
     out = dest / args.name
     tmp = dest / f".{args.name}.tmp"
+    # the prior must belong to this codec before its pairing is rewritten for the rounded weights
+    try:
+        original = codec.load_model(args.codec, device="cpu")
+        load_prior(args.prior, codec=original, device="cpu")  # ModelMismatchError for another codec's prior
+    except (codec.CheckpointError, codec.ModelMismatchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     shutil.rmtree(tmp, ignore_errors=True)
-    to_fp16(Path(args.codec), tmp)
-    shutil.copy(Path(args.codec) / "config.json", tmp / "config.json")
-    rounded = codec.load_model(tmp, device="cpu")
-    new_hash = codec.model_hash(rounded)
-    to_fp16(Path(args.prior), tmp / "prior")
-    prior_config = json.loads((Path(args.prior) / "config.json").read_text())
-    target = prior_config.get("prior", prior_config)
-    target["codec_hash"] = new_hash
-    (tmp / "prior" / "config.json").write_text(json.dumps(prior_config, indent=2) + "\n")
-    load_prior(tmp / "prior", codec=rounded, device="cpu")  # raises if the pairing is wrong
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    try:
+        to_fp16(Path(args.codec), tmp)
+        shutil.copy(Path(args.codec) / "config.json", tmp / "config.json")
+        rounded = codec.load_model(tmp, device="cpu")
+        new_hash = codec.model_hash(rounded)
+        to_fp16(Path(args.prior), tmp / "prior")
+        prior_config = json.loads((Path(args.prior) / "config.json").read_text())
+        target = prior_config.get("prior", prior_config)
+        target["codec_hash"] = new_hash
+        (tmp / "prior" / "config.json").write_text(json.dumps(prior_config, indent=2) + "\n")
+        load_prior(tmp / "prior", codec=rounded, device="cpu")  # the rewritten pairing loads
 
-    total = sum(p.stat().st_size for p in dest.rglob("*.safetensors"))
-    for p in sorted(out.rglob("*.safetensors")):
-        print(f"{p}: {p.stat().st_size / 2**20:.2f} MiB")
-    print(f"codec hash {new_hash[:12]}; all bundled weights: {total / 2**20:.2f} MiB (limit {args.max_mb} MB)")
-    if total > args.max_mb * 1e6:
-        print("over the limit", file=sys.stderr)
-        return 1
+        # the size guard counts the new bundle in place of the one it replaces, before anything is replaced
+        others = [p for p in dest.rglob("*.safetensors") if out not in p.parents and tmp not in p.parents]
+        total = sum(p.stat().st_size for p in [*others, *tmp.rglob("*.safetensors")])
+        for p in sorted(tmp.rglob("*.safetensors")):
+            print(f"{out / p.relative_to(tmp)}: {p.stat().st_size / 2**20:.2f} MiB")
+        print(f"codec hash {new_hash[:12]}; all bundled weights: {total / 2**20:.2f} MiB (limit {args.max_mb} MB)")
+        if total > args.max_mb * 1e6:
+            print(f"over the limit: {out} left as it was", file=sys.stderr)
+            return 1
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

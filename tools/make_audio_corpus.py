@@ -72,8 +72,8 @@ def sentences(min_chars: int = 40, max_chars: int = 240) -> list[str]:
         if not path.is_file():
             continue
         for entry in path.read_text(encoding="latin-1").split("\n%\n"):
+            entry = re.sub(r"\n\s*--.*$", "", entry, flags=re.S)  # a final attribution line ("\t-- Author")
             text = re.sub(r"\s+", " ", entry).strip()
-            text = re.sub(r"\s*-- .*$", "", text)  # attribution lines
             if not min_chars <= len(text) <= max_chars or not text.isascii():
                 continue
             letters = sum(c.isalpha() or c == " " for c in text)
@@ -197,12 +197,12 @@ def is_heldout(clip_id: str, fraction: float) -> bool:
 
 
 def finish(x: np.ndarray, rate: int) -> np.ndarray:
-    """To 24 kHz, peak-normalised to a random level, silence trimmed at both ends."""
+    """(T,) or (T, C) to 24 kHz, silence (below -60 dBFS on every channel) trimmed at both ends, peak 0.9."""
     if rate != RATE:
         x = soxr.resample(x, rate, RATE)
-    loud = np.flatnonzero(np.abs(x if x.ndim == 1 else x.max(axis=1)) > 1e-3)
+    loud = np.flatnonzero((np.abs(x) if x.ndim == 1 else np.abs(x).max(axis=1)) > 1e-3)
     if len(loud):
-        x = x[max(0, loud[0] - RATE // 20) : loud[-1] + RATE // 20]
+        x = x[max(0, loud[0] - RATE // 20) : loud[-1] + 1 + RATE // 20]
     peak = float(np.abs(x).max()) or 1.0
     return (x / peak * 0.9).astype(np.float32)
 

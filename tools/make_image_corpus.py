@@ -10,12 +10,13 @@ source. Sources are split into train and held-out by a hash of their key (``--he
 a held-out photograph, at any size, is ever trained on. For each source:
 
 - train/: ``--crops`` random crops of ``--crop`` pixels, each from a random file of the source downscaled so its
-  short side is one of ``--scales`` (random crops at several scales), as PNG;
+  short side is one of ``--scales`` (random crops at several scales; a scale above the file's own short side is
+  not used, so nothing is upscaled), as PNG;
 - heldout/: one centre crop of ``--heldout-size`` pixels from its largest file downscaled to that short side.
 
-The crops are deterministic (``--seed``). Licences: see each package's /usr/share/doc/PKG/copyright (GPL-2+,
-CC-BY-SA and similar open licences); the corpus builder writes the list of sources and packages to
-``sources.json``.
+The crops are deterministic (``--seed``). Licences: each package's /usr/share/doc/PKG/copyright (GPL-2+,
+CC-BY-SA and similar open licences). ``sources.json`` lists every source with its files, package, split, that
+copyright file, and for Plasma wallpapers the licence and authors of their own ``metadata.json``.
 """
 
 import argparse
@@ -39,6 +40,25 @@ def package_of(path: Path) -> str | None:
     except OSError:
         return None
     return out.split(":", 1)[0] if out else None
+
+
+def licence_of(path: Path, package: str | None) -> dict:
+    """What is known of a file's licence: a Plasma wallpaper's own metadata.json (licence, authors), and the
+    package's Debian copyright file, which lists the licence of every file it ships."""
+    info = {"copyright_file": f"/usr/share/doc/{package}/copyright" if package else None}
+    parts = path.parts
+    if "contents" in parts:
+        meta = Path(*parts[: parts.index("contents")]) / "metadata.json"
+        try:
+            plugin = json.loads(meta.read_text(encoding="utf-8")).get("KPlugin", {})
+        except (OSError, ValueError):
+            plugin = {}
+        if plugin.get("License"):
+            info["license"] = plugin["License"]
+        authors = [a.get("Name") for a in plugin.get("Authors", []) if isinstance(a, dict) and a.get("Name")]
+        if authors:
+            info["authors"] = authors
+    return info
 
 
 def photo_key(path: Path) -> str:
@@ -103,19 +123,30 @@ def main(argv=None) -> int:
         paths = sorted(images)
         if held:
             img = max(images.values(), key=lambda im: im.size[0] * im.size[1])
+            if min(img.size) < args.heldout_size:  # never upscale a test image
+                print(f"skip {key}: {img.size[0]}x{img.size[1]} is smaller than the held-out crop", flush=True)
+                continue
             small = resize_short(img, args.heldout_size)
             w, h = small.size
             x0, y0 = (w - args.heldout_size) // 2, (h - args.heldout_size) // 2
             small.crop((x0, y0, x0 + args.heldout_size, y0 + args.heldout_size)).save(out / "heldout" / f"{name}.png")
         else:
+            usable = [p for p in paths if min(images[p].size) >= args.crop]
+            if not usable:
+                print(f"skip {key}: every file is smaller than a crop", flush=True)
+                continue
             for c in range(args.crops):
-                img = images[paths[int(rng.integers(len(paths)))]]
-                small = resize_short(img, int(rng.choice(args.scales)))
+                img = images[usable[int(rng.integers(len(usable)))]]
+                # never upscale: the scales the file can give, else its own size
+                scales = [t for t in args.scales if t <= min(img.size)] or [min(img.size)]
+                small = resize_short(img, int(rng.choice(scales)))
                 w, h = small.size
                 x0, y0 = int(rng.integers(0, w - args.crop + 1)), int(rng.integers(0, h - args.crop + 1))
                 small.crop((x0, y0, x0 + args.crop, y0 + args.crop)).save(out / "train" / f"{name}_{c:02d}.png")
         split = "heldout" if held else "train"
-        record.append({"photo": key, "files": [str(p) for p in paths], "package": package_of(paths[0]), "split": split})
+        package = package_of(paths[0])
+        entry = {"photo": key, "files": [str(p) for p in paths], "package": package, "split": split}
+        record.append({**entry, **licence_of(paths[0], package)})
         print(f"[{i + 1}/{len(groups)}] {split:7s} {key} ({len(paths)} files)", flush=True)
     (out / "sources.json").write_text(json.dumps(record, indent=1) + "\n")
     n_held = sum(r["split"] == "heldout" for r in record)
