@@ -9,6 +9,7 @@ Models are named by a run directory or a bundled model name (``codec.load``). A 
 name and hash; ``decompress`` loads them by name when none is given and refuses models whose hash differs.
 """
 
+import dataclasses
 import io
 import os
 from dataclasses import dataclass
@@ -167,6 +168,7 @@ def compress(
     group: int = DEFAULT_GROUP,
     device=None,
     progress: bool = False,
+    packed_if_smaller: bool | None = None,
 ) -> bytes:
     """Compress an image or audio (a file path or a tensor) into ``.vqc`` bytes.
 
@@ -184,6 +186,9 @@ def compress(
         device: where the codec runs (default: CUDA when available). The prior always runs on the CPU, so
             files decode the same on any machine of the same kind.
         progress: show a progress bar over the tokens being entropy coded.
+        packed_if_smaller: write a "packed" file instead when it is no larger than the prior-coded one (a prior
+            that does not model this input well can cost more than the fixed-width indices); None: only with
+            ``prior="auto"``, so a prior given explicitly is always used.
 
     Returns:
         The file's bytes (see docs/format.md). The same input and models give the same bytes.
@@ -223,7 +228,18 @@ def compress(
 
         meta.prior = {"name": prior_name, "hash": prior_hash(prior_model)[: container.HASH_CHARS]}
     flat = entropy.raster(tokens, model.residual).numpy()
-    layout = prior_model.layout(tokens.shape) if prior_model is not None else None
+    data = _write(meta, flat, prior_model, progress)
+    if prior_model is not None and (packed_if_smaller if packed_if_smaller is not None else prior == "auto"):
+        packed_meta = dataclasses.replace(meta, mode="packed", prior=None, group=1)
+        packed = _write(packed_meta, flat, None, False)
+        if len(packed) <= len(data):
+            return packed
+    return data
+
+
+def _write(meta: Metadata, flat: np.ndarray, prior_model, progress: bool) -> bytes:
+    """The file's bytes: header, then every chunk of ``flat`` (raster order), packed or coded by ``prior_model``."""
+    layout = prior_model.layout(tuple(meta.token_shape)) if prior_model is not None else None
     bits = entropy.bits_per_token(meta.codebook_size)
     out = io.BytesIO()
     out.write(container.header_bytes(meta))

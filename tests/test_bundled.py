@@ -121,7 +121,7 @@ def test_examples_round_trip_through_the_cli_with_the_bundled_models(tmp_path, c
 def test_bundled_prior_is_found_by_its_recorded_name(tmp_path):
     """A codec given as a copy without its prior: the file's prior is loaded by the name it records."""
     x = read_image(ROOT / "examples" / "icecold.png").pixels[:, :64, :96]
-    blob = codec.compress(x, "image", num_quantizers=1)
+    blob = codec.compress(x, "image", "image/prior", num_quantizers=1)  # a bundled prior named explicitly
     assert codec.read_info(blob).prior["name"] == "image/prior"
     assert codec.model_dir("image/prior") == codec.BUNDLED_DIR / "image" / "prior"
     shutil.copy(codec.BUNDLED_DIR / "image" / "config.json", tmp_path / "config.json")

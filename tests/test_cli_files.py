@@ -60,7 +60,7 @@ def error_line(capsys) -> str:
 def test_image_encode_decode_info(runs, tmp_path, capsys, mode):
     src = runs / "media" / "a.png"
     out = tmp_path / "a.vqc"
-    extra = ["--no-prior"] if mode == "packed" else []
+    extra = ["--no-prior"] if mode == "packed" else ["--prior", runs / "img" / "prior"]  # explicit: always used
     assert run("encode", src, "-o", out, "--model", runs / "img", *extra) == 0
     assert run("decode", out, "-o", tmp_path / "a.png") == 0  # codec and prior found from the file
     m = codec.load(runs / "img")

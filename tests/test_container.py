@@ -138,8 +138,9 @@ def _image(seed=0, c=3, h=37, w=53):
 def test_image_round_trip_both_modes(models, prior, c):
     m = models["image"]
     x = _image(c=c)
-    data = codec.compress(x, m, prior=prior, chunk_tokens=7, group=3)
-    assert data == codec.compress(x, m, prior=prior, chunk_tokens=7, group=3)  # identical bytes
+    opts = dict(prior=prior, chunk_tokens=7, group=3, packed_if_smaller=False)
+    data = codec.compress(x, m, **opts)
+    assert data == codec.compress(x, m, **opts)  # identical bytes
     out = codec.decompress(data)  # models found from the names the file records
     ref = m.encode(x[None])[0]
     torch.testing.assert_close(out.tokens, ref, rtol=0, atol=0)
@@ -216,13 +217,27 @@ def test_decoding_with_one_and_two_threads_gives_identical_tokens(models):
     torch.testing.assert_close(one, m.encode(x[None])[0], rtol=0, atol=0)
 
 
+def test_auto_prior_falls_back_to_packed_when_that_is_smaller(models):
+    """An untrained prior codes worse than fixed-width indices: with prior="auto" the file is the packed one."""
+    m, x = models["image"], _image(seed=4)
+    forced = codec.compress(x, m, prior="auto", packed_if_smaller=False)
+    packed = codec.compress(x, m, prior=None)
+    assert codec.read_info(forced).mode == "prior" and len(forced) > len(packed)  # the premise of this test
+    auto = codec.compress(x, m)  # prior="auto" is the default
+    assert auto == packed and codec.read_info(auto).mode == "packed"
+    torch.testing.assert_close(codec.decompress(auto).tokens, codec.decompress(forced).tokens, rtol=0, atol=0)
+    explicit = codec.compress(x, m, prior=models["dir"] / "img" / "prior")  # a prior given explicitly is used
+    assert explicit == forced
+
+
 def test_file_from_another_model_is_refused(models, tmp_path):
     data = codec.compress(_image(), models["image"], prior=None)
     other = _image_codec(tmp_path, name="other", seed=9)
     with pytest.raises(ModelMismatchError, match="encoded with codec"):
         codec.decompress(data, model=other)
     with pytest.raises(ModelMismatchError):
-        codec.decompress(codec.compress(_image(), models["image"]), prior=_prior(other, tmp_path / "p2"))
+        data = codec.compress(_image(), models["image"], packed_if_smaller=False)
+        codec.decompress(data, prior=_prior(other, tmp_path / "p2"))
     with pytest.raises(ModelMismatchError, match="input is image"):
         codec.compress(_image(), models["audio"])
 
