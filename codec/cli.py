@@ -24,6 +24,7 @@ examples:
   codec train --modality image --data photos/ --out runs/img
   codec train --modality audio --data speech/ --out runs/speech --config small.json --steps 20000
   codec train --modality image --data photos/ --out runs/img --resume --steps 200000
+  codec train --modality image --data photos/ --out runs/img-ft --init image --steps 2000 --lr 1e-4
   accelerate launch --multi_gpu --num_processes 4 -m codec.cli train --modality image --data photos/ --out runs/img
   torchrun --nproc-per-node 2 -m codec.cli train --modality audio --data speech/ --out runs/speech
 
@@ -78,6 +79,12 @@ def add_train(subparsers) -> None:
     p.add_argument("--config", metavar="FILE", help='JSON file with optional "codec" and "train" sections')
     p.add_argument("--steps", type=int, metavar="N", help="total optimizer steps (default 100000)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in RUN_DIR")
+    p.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from a trained codec's weights (run directory or bundled name, e.g. image): fine-tuning "
+        "with a fresh optimizer; its config is the base of the codec section",
+    )
     p.add_argument("--batch-size", type=int, metavar="N", help="items per process and micro-batch (default 16)")
     p.add_argument("--lr", type=float, metavar="LR", help="peak learning rate (default 3e-4)")
     p.add_argument(
@@ -127,8 +134,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         codec_overrides=sections.get("codec"),
         train_overrides=train_overrides,
+        init=args.init,
     )
-    metrics = train(args.modality, args.data, args.out, codec_config, train_config, resume=args.resume)
+    metrics = train(args.modality, args.data, args.out, codec_config, train_config, resume=args.resume, init=args.init)
     if int(os.environ.get("RANK", "0")) == 0:  # one summary line, from the main process
         print(json.dumps(metrics))
     return 0

@@ -165,8 +165,10 @@ def resolve_configs(
     resume: bool = False,
     codec_overrides: dict | None = None,
     train_overrides: dict | None = None,
+    init=None,
 ) -> tuple[CodecConfig, TrainConfig]:
-    """The configs of a run: defaults (or, with ``resume``, the run's saved configs) with overrides on top.
+    """The configs of a run: defaults (or, with ``resume``, the run's saved configs; with ``init``, that model's
+    codec config) with overrides on top.
 
     Args:
         modality: "image" or "audio".
@@ -174,23 +176,42 @@ def resolve_configs(
         resume: start from the configs saved in ``out_dir``.
         codec_overrides: partial codec config dict (nested "quantizer" dict allowed).
         train_overrides: partial TrainConfig dict.
+        init: a trained codec to start from (a ``Codec``, run directory or bundled name): its codec config is
+            the base (overrides may change training knobs such as the quantizer's decay or dead-code threshold;
+            architecture changes make its weights not fit, which ``train`` reports).
 
     Raises:
-        CheckpointError: resume without a checkpoint.
+        CheckpointError: resume without a checkpoint; an ``init`` model that cannot be loaded.
         ValueError: unknown keys, bad values, or a "modality" override that contradicts ``modality``.
     """
     codec_overrides, train_overrides = dict(codec_overrides or {}), dict(train_overrides or {})
     if codec_overrides.get("modality", modality) != modality:
         raise ValueError(f"the codec config is for {codec_overrides['modality']!r} but --modality is {modality!r}")
+    if resume and init is not None:
+        raise ValueError("--init starts a new run from a model's weights; --resume continues a run: use one")
     if resume:
         meta = read_checkpoint_meta(out_dir)
         if meta["modality"] != modality:
             raise ValueError(f"{out_dir} holds a {meta['modality']} codec; cannot resume it as {modality}")
         base_codec, base_train = meta["codec_config"], meta["train_config"]
+    elif init is not None:
+        start = _init_model(init)
+        if start.modality != modality:
+            raise ValueError(f"--init {init}: a codec for {start.modality}, not {modality}")
+        base_codec, base_train = _plain(start.config), _plain(TrainConfig())
     else:
         base_codec, base_train = _plain(default_codec_config(modality)), _plain(TrainConfig())
     codec_config = config_from_dict(_merge(base_codec, {**codec_overrides, "modality": modality}))
     return codec_config, train_config_from_dict(_merge(base_train, train_overrides))
+
+
+def _init_model(init) -> Codec:
+    """The codec a run starts from: a ``Codec`` as it is, else loaded (run directory or bundled name) on the CPU."""
+    if isinstance(init, Codec):
+        return init
+    from codec import load
+
+    return load(init, device="cpu")
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -270,12 +291,19 @@ class Trainer:
         codec_config: CodecConfig,
         cfg: TrainConfig,
         saved: tuple[dict, dict] | None,
+        init_state: dict | None = None,
     ):
         self.modality, self.data_dir, self.out_dir, self.cfg = modality, data_dir, out_dir, cfg
         self.accelerator = acc = _make_accelerator(cfg)
         self.main = acc.is_main_process
         set_seed(cfg.seed)  # identical model initialisation on every process
         model = Codec(codec_config)
+        if init_state is not None:
+            try:
+                model.load_state_dict(init_state)
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[-1].strip()
+                raise ValueError(f"the init model's weights do not fit the codec config: {first}") from None
         self.loss = CodecLoss(
             modality,
             image_loss=cfg.image_loss,
@@ -603,6 +631,7 @@ def train(
     codec_config: CodecConfig | None = None,
     train_config: TrainConfig | None = None,
     resume: bool = False,
+    init=None,
 ) -> dict:
     """Train a codec on a folder of images or audio files.
 
@@ -614,6 +643,9 @@ def train(
         train_config: None = the defaults (or, with ``resume``, the run's saved config).
         resume: continue from the run's last checkpoint. The codec config and the train config (apart from
             RESUMABLE_CHANGES such as ``steps``) must equal the saved ones.
+        init: start from a trained codec's weights (a ``Codec``, run directory or bundled name such as "image"),
+            with a fresh optimizer and schedule: fine-tuning, e.g. the bundled model on your own data. Its
+            codebooks are already initialised (no k-means); ``codec_config`` None means the model's own.
 
     Returns:
         Final metrics: "step", "skipped_files", the last training log as "train_*" (loss, psnr or si_snr,
@@ -622,12 +654,22 @@ def train(
     Raises:
         CheckpointError: ``resume`` without a checkpoint, an unreadable one, or a fresh run in a directory
             that holds one.
-        ValueError: configs that do not fit the modality or the saved run; bad settings.
+        ValueError: configs that do not fit the modality or the saved run; bad settings; ``init`` together with
+            ``resume``, or an ``init`` model whose weights do not fit ``codec_config``.
         FileNotFoundError: no data directory.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if modality not in ("image", "audio"):
         raise ValueError(f"modality must be 'image' or 'audio', got {modality!r}")
+    if resume and init is not None:
+        raise ValueError("init starts a new run from a model's weights; resume continues a run: use one")
+    init_state = None
+    if init is not None:
+        start = _init_model(init)
+        if start.modality != modality:
+            raise ValueError(f"init: a codec for {start.modality}, not {modality}")
+        codec_config = codec_config or start.config
+        init_state = {k: v.detach().cpu().clone() for k, v in start.state_dict().items()}
     saved = None
     if resume:
         saved = load_train_state(out_dir)
@@ -642,7 +684,7 @@ def train(
     owns_state = not AcceleratorState._shared_state  # a caller's own Accelerator is left alone
     trainer = None
     try:
-        trainer = Trainer(modality, data_dir, out_dir, codec_config, train_config, saved)
+        trainer = Trainer(modality, data_dir, out_dir, codec_config, train_config, saved, init_state)
         saved = None  # free the loaded tensors
         return trainer.run()
     finally:

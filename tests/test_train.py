@@ -1,5 +1,6 @@
 """Training: overfitting, kill-and-resume, unreadable files, seeds, resume checks, and 2-process CPU training."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from synth_media import make_broken, make_image, make_wav
 
-from codec import load_model, model_hash
+from codec import load_model, model_hash, save_model
 from codec.cli import main as cli_main
 from codec.config import AudioCodecConfig, ImageCodecConfig, QuantizerConfig, config_to_dict
 from codec.data import SkippedFileWarning
@@ -317,3 +318,39 @@ def test_a_dead_code_threshold_above_the_mean_code_count_is_warned():
         _check_dead_code_threshold(image, TrainConfig(batch_size=32, crop=128), processes=1)  # 8192: 8 per code
     with pytest.warns(UserWarning):
         _check_dead_code_threshold(image, TrainConfig(batch_size=4, crop=128), processes=1)  # 1 per code
+
+
+# ------------------------------------------------------------------------------------------ fine-tuning
+def test_init_starts_from_a_trained_models_weights(tmp_path):
+    make_image(tmp_path / "data" / "a.png", size=(32, 32))
+    torch.manual_seed(123)  # not the trainer's seed: a fresh run would start elsewhere
+    config = dataclasses.replace(IMAGE, quantizer=QuantizerConfig(codebook_size=32, dead_code_threshold=0.0))
+    start = Codec(config)  # no dead-code resets: every code moves only by its EMA step
+    start(torch.rand(4, 3, 32, 32))  # k-means initialises the codebook
+    save_model(tmp_path / "start", start.eval())
+    with pytest.warns(UserWarning, match="no held-out files"):
+        train("image", tmp_path / "data", tmp_path / "ft", None, tiny(1, lr=1e-7), init=tmp_path / "start")
+        train("image", tmp_path / "data", tmp_path / "fresh", config, tiny(1, lr=1e-7))
+    ft, fresh = load_model(tmp_path / "ft", device="cpu"), load_model(tmp_path / "fresh", device="cpu")
+    assert ft.config == start.config
+    s, f, n = start.state_dict(), fresh.state_dict(), ft.state_dict()
+    conv = [k for k in s if k.endswith("weight") and "quantizer" not in k]
+    for k in conv:  # the network is the start model's (one step at lr 1e-7 moves it by about 1e-7)
+        assert (n[k] - s[k]).abs().max() < 1e-5, k
+    assert max(float((f[k] - s[k]).abs().max()) for k in conv) > 0.05  # a fresh run starts elsewhere
+    embed = "quantizer.embed"  # the codebook continues (EMA step), no new k-means
+    assert (n[embed] - s[embed]).norm() < 0.1 * (f[embed] - s[embed]).norm()
+
+
+def test_init_errors(tmp_path):
+    make_image(tmp_path / "data" / "a.png", size=(32, 32))
+    save_model(tmp_path / "start", Codec(IMAGE).eval())
+    with pytest.raises(ValueError, match="resume"):
+        train("image", tmp_path / "data", tmp_path / "a", None, tiny(1), resume=True, init=tmp_path / "start")
+    with pytest.raises(ValueError, match="not audio"):
+        train("audio", tmp_path / "data", tmp_path / "b", None, tiny(1), init=tmp_path / "start")
+    other = ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=4, downsample=4, quantizer=IMAGE.quantizer)
+    with pytest.raises(ValueError, match="do not fit"):
+        train("image", tmp_path / "data", tmp_path / "c", other, tiny(1), init=tmp_path / "start")
+    with pytest.raises(CheckpointError):
+        train("image", tmp_path / "data", tmp_path / "d", None, tiny(1), init=tmp_path / "missing")
