@@ -48,6 +48,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 import codec
 from codec.audio_io import is_audio_file, read_audio, resample, write_audio
@@ -57,7 +58,7 @@ from codec.image_io import is_image_file, read_image
 
 
 def _skip(path: Path, err: Exception, skipped: list | None) -> None:
-    print(f"skipped {path}: {err}", flush=True)
+    tqdm.write(f"skipped {path}: {err}")
     if skipped is not None:
         skipped.append((str(path), str(err)))
 
@@ -148,7 +149,7 @@ def evaluate(model, files: list[Path], levels: list[int | None], prior="auto", s
     """Rows of measurements (see the module docstring); a file that cannot be read is reported, added to
     ``skipped`` as (path, reason), and left out."""
     rows = []
-    for path in files:
+    for path in tqdm(files, desc="eval", unit="image"):
         try:
             x = read_image(path).pixels
         except (VQCodecError, OSError) as e:
@@ -312,7 +313,7 @@ def evaluate_audio(
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for path in files:
+        for path in tqdm(files, desc="eval", unit="file"):
             try:
                 ref = to_audio_channels(read_audio(path, sample_rate=rate).samples, model.channels)
             except (VQCodecError, OSError) as e:
@@ -333,7 +334,6 @@ def evaluate_audio(
             for name, level, size, est, extra in results:
                 row = {**base, "codec": name, "level": level, "bytes": size, "kbps": size * 8 / seconds / 1000}
                 rows.append({**row, **extra, **audio_metrics(ref, est, rate, speech)})
-            print(f"{path.name}: {seconds:.1f} s{' speech' if speech else ''}", flush=True)
     return rows
 
 
