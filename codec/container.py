@@ -3,10 +3,11 @@
 Layout (all integers little-endian)::
 
     magic        4 bytes   b"VQC\\x1a"
-    version      u16       FORMAT_VERSION
-    meta_length  u32       bytes of JSON metadata, <= MAX_META_BYTES
-    header_crc   u32       CRC-32 of magic, version, meta_length and the JSON bytes
-    metadata     JSON      UTF-8, keys sorted (see ``Metadata``)
+    version      u16       FORMAT_VERSION (2; version 1 files are still read)
+    meta_length  u32       bytes of metadata as stored, <= MAX_META_BYTES
+    header_crc   u32       CRC-32 of magic, version, meta_length and the stored metadata bytes
+    metadata     JSON      UTF-8, keys sorted (see ``Metadata``); version 2 stores it raw-deflate compressed
+                           (at most MAX_META_BYTES once inflated), version 1 as it is
     chunk * num_chunks:
         payload_length  u32   <= the bound its token count allows
         token_crc       u32   CRC-32 of the chunk's tokens as little-endian u32, checked after decoding
@@ -31,7 +32,8 @@ from codec.entropy import MAX_CODEBOOK, bits_per_token, max_prior_payload, packe
 from codec.errors import CorruptFileError
 
 MAGIC = b"VQC\x1a"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what is written
+READ_VERSIONS = (1, 2)  # 1: plain JSON metadata; 2: the same JSON, raw-deflate compressed
 _FIXED = struct.Struct("<4sHII")  # magic, version, meta_length, header_crc
 _CHUNK = struct.Struct("<III")  # payload_length, token_crc, chunk_crc
 MAX_META_BYTES = 1 << 16
@@ -213,11 +215,36 @@ def metadata_bytes(meta: Metadata) -> bytes:
     return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
 
-def header_bytes(meta: Metadata) -> bytes:
+def deflate(data: bytes) -> bytes:
+    """Raw deflate (no zlib header or checksum: the header CRC covers the stored bytes), level 9."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+def inflate_metadata(body: bytes) -> bytes:
+    """The JSON bytes of a version-2 header's metadata, never more than MAX_META_BYTES (no inflation bomb)."""
+    d = zlib.decompressobj(-15)
+    try:
+        out = d.decompress(body, MAX_META_BYTES + 1)
+    except zlib.error as e:
+        raise CorruptFileError(f"metadata is not valid deflate data ({e})") from None
+    if len(out) > MAX_META_BYTES:
+        raise CorruptFileError(f"metadata inflates to more than {MAX_META_BYTES} bytes")
+    if not d.eof or d.unused_data:
+        raise CorruptFileError("metadata deflate stream is truncated or followed by stray bytes")
+    return out
+
+
+def header_bytes(meta: Metadata, version: int = FORMAT_VERSION) -> bytes:
+    """Fixed header + metadata of a file (``version`` 1 only to write test files for the version-1 reader)."""
     body = metadata_bytes(meta)
     if len(body) > MAX_META_BYTES:
         raise ValueError(f"metadata of {len(body)} bytes exceeds {MAX_META_BYTES}")
-    fixed = struct.pack("<4sHI", MAGIC, FORMAT_VERSION, len(body))
+    if version == 2:
+        body = deflate(body)
+    elif version != 1:
+        raise ValueError(f"cannot write .vqc version {version}")
+    fixed = struct.pack("<4sHI", MAGIC, version, len(body))
     return fixed + struct.pack("<I", zlib.crc32(fixed + body)) + body
 
 
@@ -242,13 +269,16 @@ def read_header(f: BinaryIO) -> Metadata:
     if len(fixed) < _FIXED.size:
         raise CorruptFileError("file is truncated inside its header")
     _, version, length, crc = _FIXED.unpack(fixed)
-    if version != FORMAT_VERSION:
-        raise CorruptFileError(f".vqc format version {version} is not supported (this vqcodec reads {FORMAT_VERSION})")
+    if version not in READ_VERSIONS:
+        readable = ", ".join(map(str, READ_VERSIONS))
+        raise CorruptFileError(f".vqc format version {version} is not supported (this vqcodec reads {readable})")
     if not 2 <= length <= MAX_META_BYTES:
         raise CorruptFileError(f"metadata length {length} is outside [2, {MAX_META_BYTES}]")
     body = _read_exact(f, length, "the metadata")
     if zlib.crc32(fixed[:10] + body) != crc:
         raise CorruptFileError("header checksum mismatch (the header is damaged)")
+    if version == 2:
+        body = inflate_metadata(body)
     try:
         d = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:

@@ -402,3 +402,46 @@ def test_auto_chunk_size():
     assert auto_chunk_tokens(4096) == 256  # a 512 x 512 image: 16 chunks
     assert auto_chunk_tokens(32 * 500) == 500  # exactly one full group
     assert auto_chunk_tokens(10**6) == 1024  # long files: the largest chunks, many groups
+
+
+# ------------------------------------------------------------------------------------- format versions
+def test_version_2_compresses_the_metadata_and_version_1_still_reads(models):
+    m, x = models["image"], _image()
+    data = codec.compress(x, m, prior=None)
+    meta = codec.read_info(data)
+    v2, v1 = container.header_bytes(meta), container.header_bytes(meta, version=1)
+    assert data.startswith(v2) and struct.unpack_from("<H", data, 4)[0] == 2
+    plain = container.metadata_bytes(meta)
+    assert v1[14:] == plain and zlib.decompress(v2[14:], -15) == plain  # an independent inflater agrees
+    assert len(v2) < len(v1)
+    old = v1 + data[len(v2) :]  # the same file as version 1 wrote it
+    out_old, out_new = codec.decompress(old), codec.decompress(data)
+    assert codec.read_info(old) == meta
+    torch.testing.assert_close(out_old.data, out_new.data, rtol=0, atol=0)
+
+
+def _v2_header(body: bytes) -> bytes:
+    fixed = struct.pack("<4sHI", container.MAGIC, 2, len(body))
+    return fixed + struct.pack("<I", zlib.crc32(fixed + body)) + body
+
+
+def test_bad_compressed_metadata_is_refused_without_inflating_it(models):
+    data = codec.compress(_image(), models["image"], prior=None)
+    rest = data[len(container.header_bytes(codec.read_info(data))) :]
+    bomb = container.deflate(b"{" + b" " * (64 << 20))  # 64 MiB of JSON-ish text in about 64 KB
+    assert len(bomb) <= container.MAX_META_BYTES
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptFileError, match="inflates to more than"):
+            codec.read_info(_v2_header(bomb) + rest)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+    good = container.deflate(container.metadata_bytes(codec.read_info(data)))
+    with pytest.raises(CorruptFileError, match="truncated"):
+        codec.read_info(_v2_header(good[:-3]) + rest)
+    with pytest.raises(CorruptFileError, match="stray"):
+        codec.read_info(_v2_header(good + b"xx") + rest)
+    with pytest.raises(CorruptFileError, match="deflate"):
+        codec.read_info(_v2_header(b"\xff" * 40) + rest)
