@@ -23,7 +23,7 @@ channel count (mono for the bundled model), so every codec codes the same sample
 Opus: Debian's ``opusenc --hard-cbr --bitrate B --padding 0 --discard-comments`` at ``--opus-kbps`` (libopus codes
 no less than 6 kbps), decoded by ``opusdec`` at 24 kHz; Vorbis: ``oggenc -q -1``, its lowest setting, decoded by
 libsndfile. The peers' kbps are measured from their Ogg files, like ours from ours: every format's fixed overhead
-counts (about 0.4 KB for a ``.vqc`` header, 0.1 KB of Opus headers plus Ogg pages, 3-4 KB of Vorbis setup headers,
+counts (about 0.25 KB for a ``.vqc`` header, 0.1 KB of Opus headers plus Ogg pages, 3-4 KB of Vorbis setup headers,
 which dominate a clip of a few seconds). Metrics against the evaluation signal: SI-SNR (dB), multi-resolution
 log-mel L1 distance (``codec.losses.mel_distance``), and on speech (a file with a folder named ``speech`` in its
 path, or every file with ``--speech``) wideband PESQ (``pesq``, at 16 kHz) and STOI (``pystoi``) where those
