@@ -48,7 +48,8 @@ def add_subcommands(subparsers) -> None:
         help="compress an image or audio file (or a folder of them) into .vqc files",
         description="Compress images (PNG, JPEG, WebP, BMP, TIFF) or audio (WAV, FLAC, OGG, Opus, MP3) into .vqc "
         "files. With a prior the tokens are range coded with its probabilities ('prior' mode); without one they "
-        "are bit-packed ('packed' mode).",
+        "are bit-packed ('packed' mode). With the default prior (the one stored with the codec) a file is "
+        "bit-packed instead whenever that is no larger; a prior named with --prior is always used.",
         epilog=ENCODE_EXAMPLES,
         formatter_class=raw,
     )
@@ -65,7 +66,11 @@ def add_subcommands(subparsers) -> None:
         help="codec run directory or bundled model name (default: the bundled model for the input's modality)",
     )
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--prior", metavar="DIR", help="prior run directory (default: the one stored with the codec)")
+    group.add_argument(
+        "--prior",
+        metavar="DIR",
+        help="prior run directory, always used (default: the one stored with the codec, or packed if smaller)",
+    )
     group.add_argument("--no-prior", action="store_true", help="bit-pack the tokens; no prior needed to decode")
     p.add_argument("--quantizers", type=int, metavar="N", help="residual levels to keep (fewer = smaller files)")
     p.add_argument("--device", help="cpu or cuda for the codec (default: cuda when available)")

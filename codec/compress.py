@@ -191,7 +191,8 @@ def compress(
             ``prior="auto"``, so a prior given explicitly is always used.
 
     Returns:
-        The file's bytes (see docs/format.md). The same input and models give the same bytes.
+        The file's bytes (see docs/format.md). The same input and models give the same bytes (with the same
+        zlib, which compresses the header).
 
     Raises:
         MediaError: unreadable or unsupported input file. ValueError: bad tensors or settings.

@@ -177,8 +177,8 @@ def resolve_configs(
         codec_overrides: partial codec config dict (nested "quantizer" dict allowed).
         train_overrides: partial TrainConfig dict.
         init: a trained codec to start from (a ``Codec``, run directory or bundled name): its codec config is
-            the base (overrides may change training knobs such as the quantizer's decay or dead-code threshold;
-            architecture changes make its weights not fit, which ``train`` reports).
+            the base (overrides may change the training knobs in ``INIT_CHANGEABLE``, such as the quantizer's
+            decay or dead-code threshold; ``train`` refuses any other change).
 
     Raises:
         CheckpointError: resume without a checkpoint; an ``init`` model that cannot be loaded.
@@ -203,6 +203,14 @@ def resolve_configs(
         base_codec, base_train = _plain(default_codec_config(modality)), _plain(TrainConfig())
     codec_config = config_from_dict(_merge(base_codec, {**codec_overrides, "modality": modality}))
     return codec_config, train_config_from_dict(_merge(base_train, train_overrides))
+
+
+# what a fine-tuning run (init=) may change in the start model's config: training knobs, not the architecture
+INIT_CHANGEABLE = {
+    "tile", "tile_overlap", "chunk_frames", "chunk_context",
+    "quantizer.decay", "quantizer.dead_code_threshold", "quantizer.commitment_weight",
+    "quantizer.quantizer_dropout", "quantizer.kmeans_init",
+}  # fmt: skip
 
 
 def _init_model(init) -> Codec:
@@ -669,7 +677,18 @@ def train(
         if start.modality != modality:
             raise ValueError(f"init: a codec for {start.modality}, not {modality}")
         codec_config = codec_config or start.config
+        changed = [
+            d
+            for d in _differences(_plain(start.config), _plain(codec_config))
+            if d.split(" ")[0] not in INIT_CHANGEABLE
+        ]
+        if changed:
+            raise ValueError(
+                f"init: the codec config changes the start model's architecture ({'; '.join(changed)}); only "
+                f"{', '.join(sorted(INIT_CHANGEABLE))} may change"
+            )
         init_state = {k: v.detach().cpu().clone() for k, v in start.state_dict().items()}
+        del start
     saved = None
     if resume:
         saved = load_train_state(out_dir)
@@ -685,7 +704,7 @@ def train(
     trainer = None
     try:
         trainer = Trainer(modality, data_dir, out_dir, codec_config, train_config, saved, init_state)
-        saved = None  # free the loaded tensors
+        saved = init_state = None  # free the loaded tensors
         return trainer.run()
     finally:
         if trainer is not None and trainer.accelerator.num_processes > 1:

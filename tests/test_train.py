@@ -350,7 +350,13 @@ def test_init_errors(tmp_path):
     with pytest.raises(ValueError, match="not audio"):
         train("audio", tmp_path / "data", tmp_path / "b", None, tiny(1), init=tmp_path / "start")
     other = ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=4, downsample=4, quantizer=IMAGE.quantizer)
-    with pytest.raises(ValueError, match="do not fit"):
+    with pytest.raises(ValueError, match="latent_dim"):  # weights would not fit
         train("image", tmp_path / "data", tmp_path / "c", other, tiny(1), init=tmp_path / "start")
+    same_shapes = dataclasses.replace(IMAGE, norm_groups=IMAGE.norm_groups // 2)  # loads, but another network
+    with pytest.raises(ValueError, match="norm_groups"):
+        train("image", tmp_path / "data", tmp_path / "e", same_shapes, tiny(1), init=tmp_path / "start")
+    knobs = dataclasses.replace(IMAGE, quantizer=QuantizerConfig(codebook_size=32, dead_code_threshold=0.5))
+    with pytest.warns(UserWarning, match="no held-out files"):  # a training knob may change
+        train("image", tmp_path / "data", tmp_path / "f", knobs, tiny(1), init=tmp_path / "start")
     with pytest.raises(CheckpointError):
         train("image", tmp_path / "data", tmp_path / "d", None, tiny(1), init=tmp_path / "missing")
