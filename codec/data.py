@@ -43,8 +43,8 @@ def _mix(*values: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def _unit_hash(text: str) -> float:
-    """A number in [0, 1) fixed by ``text``."""
+def unit_hash(text: str) -> float:
+    """A number in [0, 1) fixed by ``text`` (the held-out splits here and in the corpus builders of ``tools/``)."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") / 2**64
 
 
@@ -89,7 +89,7 @@ def split_files(files: list[str], val_fraction: float) -> tuple[list[str], list[
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    score = {f: _unit_hash(f) for f in files}
+    score = {f: unit_hash(f) for f in files}
     val = {f for f in files if score[f] < val_fraction}
     if val_fraction > 0 and not val and len(files) >= 2:
         val = {min(files, key=score.__getitem__)}

@@ -23,7 +23,6 @@ quotations; the rendered audio is our own output of these free programs.
 """
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
@@ -34,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
+from codec.data import unit_hash
 
 RATE = 24000
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
@@ -191,11 +192,6 @@ def render(mid: Path, wav: Path) -> tuple[np.ndarray, int]:
 
 
 # ---------------------------------------------------------------------------------------------- main
-def is_heldout(clip_id: str, fraction: float) -> bool:
-    h = int.from_bytes(hashlib.sha256(clip_id.encode()).digest()[:8], "little")
-    return h / 2**64 < fraction
-
-
 def finish(x: np.ndarray, rate: int) -> np.ndarray:
     """(T,) or (T, C) to 24 kHz, silence (below -60 dBFS on every channel) trimmed at both ends, peak 0.9."""
     if rate != RATE:
@@ -248,7 +244,7 @@ def main(argv=None) -> int:
                 print(f"[speech {i + 1}/{len(texts)}] skipped: {engine} {voice} failed ({e})", flush=True)
                 continue
             clip = f"speech_{i:04d}"
-            split = "heldout" if is_heldout(clip, args.heldout_fraction) else "train"
+            split = "heldout" if unit_hash(clip) < args.heldout_fraction else "train"
             sf.write(out / split / "speech" / f"{clip}.flac", finish(x, rate), RATE, subtype="PCM_16")
             record.append({"clip": clip, "split": split, "engine": engine, **settings, "text": text,
                            "packages": {p: LICENCES[p] for p in packages}})  # fmt: skip
@@ -257,7 +253,7 @@ def main(argv=None) -> int:
             clip = f"music_{i:04d}"
             settings = make_midi(tmp / "piece.mid", args.music_seconds, rng)
             x, rate = render(tmp / "piece.mid", tmp / "piece.wav")
-            split = "heldout" if is_heldout(clip, args.heldout_fraction) else "train"
+            split = "heldout" if unit_hash(clip) < args.heldout_fraction else "train"
             sf.write(out / split / "music" / f"{clip}.flac", finish(x, rate), RATE, subtype="PCM_16")
             packages = ("fluidsynth", "fluid-soundfont-gm")
             record.append({"clip": clip, "split": split, "engine": "fluidsynth", **settings,

@@ -20,7 +20,6 @@ copyright file, and for Plasma wallpapers the licence and authors of their own `
 """
 
 import argparse
-import hashlib
 import json
 import re
 import subprocess
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from codec.data import unit_hash
 
 DEFAULT_ROOTS = ("/usr/share/backgrounds", "/usr/share/wallpapers")
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
@@ -68,11 +69,6 @@ def photo_key(path: Path) -> str:
         return parts[parts.index("contents") - 1]
     stem = re.sub(r"[_-]?\d{3,5}x\d{3,5}$", "", path.stem)
     return re.sub(r"-[ld]$", "", stem)
-
-
-def is_heldout(key: str, fraction: float) -> bool:
-    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
-    return h / 2**64 < fraction
 
 
 def resize_short(img: Image.Image, short: int) -> Image.Image:
@@ -118,7 +114,7 @@ def main(argv=None) -> int:
                 print(f"skip {src}: {e}")
         if not images:
             continue
-        held = is_heldout(key, args.heldout_fraction)
+        held = unit_hash(key) < args.heldout_fraction
         name = f"{i:04d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', key)[:40]}"
         paths = sorted(images)
         if held:
