@@ -165,13 +165,10 @@ class _Models:
 
     def prior(self, name):
         """A prior by directory, on the CPU (compress / decompress check that it fits the codec and the file)."""
-        from codec import model_dir, portable_name
-        from prior.checkpoint import load_prior
+        from codec.compress import load_named_prior
 
         if name not in self.priors:
-            path = model_dir(name)
-            self.priors[name] = load_prior(path, device="cpu")
-            self.priors[name].name = portable_name(path)
+            self.priors[name] = load_named_prior(name)
         return self.priors[name]
 
 

@@ -79,23 +79,31 @@ def default_prior_dir(model: Codec):
     return p if (p / "config.json").is_file() else None
 
 
+def load_named_prior(name_or_path):
+    """A prior from a run directory or a bundled name ("image/prior"), on the CPU, with ``.name`` set to what a
+    file records (``codec.portable_name``)."""
+    from codec import model_dir, portable_name
+    from prior.checkpoint import load_prior
+
+    path = model_dir(name_or_path)
+    prior = load_prior(path, device="cpu")
+    prior.name = portable_name(path)
+    return prior
+
+
 def resolve_prior(prior, model: Codec, codec_hash: str):
     """(prior on the CPU, name) or (None, None); checks that the prior belongs to ``model`` (whose ``model_hash`` is
     ``codec_hash``). "auto": ``default_prior_dir``."""
-    from prior.checkpoint import check_codec, load_prior
+    from prior.checkpoint import check_codec
     from prior.model import TokenPrior
 
     if isinstance(prior, str) and prior == "auto":
         prior = default_prior_dir(model)
     if prior is None:
         return None, None
-    if isinstance(prior, TokenPrior):
-        name = getattr(prior, "name", "") or ""
-    else:
-        from codec import model_dir, portable_name
-
-        path = model_dir(prior)
-        prior, name = load_prior(path, device="cpu"), portable_name(path)
+    if not isinstance(prior, TokenPrior):
+        prior = load_named_prior(prior)
+    name = getattr(prior, "name", "") or ""
     check_codec(prior, model, where=f"the prior {name}".strip(), codec_hash=codec_hash)
     return prior, name
 
@@ -401,10 +409,7 @@ def _file_prior(meta: Metadata, model: Codec, prior):
         if got != meta.prior["hash"]:
             candidate = None
     if candidate is None:
-        from codec import model_dir
-
-        named = _load_named("prior", meta.prior, lambda name: load_prior(model_dir(name), device="cpu"))
-        candidate, got = hashed(named)
+        candidate, got = hashed(_load_named("prior", meta.prior, load_named_prior))
     if got != meta.prior["hash"]:
         raise ModelMismatchError(
             f"this file was encoded with prior {meta.prior['name']!r} ({meta.prior['hash'][:12]}), "
