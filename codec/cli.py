@@ -128,15 +128,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         "val_fraction": args.val_fraction,
     }
     train_overrides = {**sections.get("train", {}), **{k: v for k, v in flags.items() if v is not None}}
+    init = None
+    if args.init:  # loaded once, for its config and then its weights
+        from codec import load
+
+        init = load(args.init, device="cpu")
     codec_config, train_config = resolve_configs(
         args.modality,
         args.out,
         resume=args.resume,
         codec_overrides=sections.get("codec"),
         train_overrides=train_overrides,
-        init=args.init,
+        init=init,
     )
-    metrics = train(args.modality, args.data, args.out, codec_config, train_config, resume=args.resume, init=args.init)
+    metrics = train(args.modality, args.data, args.out, codec_config, train_config, resume=args.resume, init=init)
     if int(os.environ.get("RANK", "0")) == 0:  # one summary line, from the main process
         print(json.dumps(metrics))
     return 0

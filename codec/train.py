@@ -197,7 +197,8 @@ def resolve_configs(
     elif init is not None:
         start = _init_model(init)
         if start.modality != modality:
-            raise ValueError(f"--init {init}: a codec for {start.modality}, not {modality}")
+            name = getattr(start, "name", "") or init
+            raise ValueError(f"--init {name}: a codec for {start.modality}, not {modality}")
         base_codec, base_train = _plain(start.config), _plain(TrainConfig())
     else:
         base_codec, base_train = _plain(default_codec_config(modality)), _plain(TrainConfig())
