@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_ranks_keep_identical_codebooks(tmp_path):
@@ -20,7 +20,7 @@ def test_two_ranks_keep_identical_codebooks(tmp_path):
         "--standalone",
         "--nproc-per-node",
         "2",
-        str(ROOT / "tests" / "dist_worker.py"),
+        str(ROOT / "tests" / "core" / "dist_worker.py"),
         str(tmp_path),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

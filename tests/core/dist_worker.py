@@ -1,4 +1,4 @@
-"""Worker for test_distributed.py, launched as `torchrun --nproc-per-node 2 tests/dist_worker.py OUT_DIR`.
+"""Worker for test_distributed.py, launched as `torchrun --nproc-per-node 2 tests/core/dist_worker.py OUT_DIR`.
 
 Each rank sees different data and a different batch size every step (one step with no data at all on rank
 1), with a dead-code threshold high enough to force resets; at the end each rank saves its quantizer state.

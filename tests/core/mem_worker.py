@@ -1,6 +1,6 @@
 """Worker for test_memory.py: peak extra RSS of encoding (+ decoding) one input, whole vs in windows.
 
-python tests/mem_worker.py image|audio tiled|whole  ->  prints peak extra bytes
+python tests/core/mem_worker.py image|audio tiled|whole  ->  prints peak extra bytes
 """
 
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 from memprobe import peak_extra_cpu  # noqa: E402
 
 from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig  # noqa: E402

@@ -31,7 +31,7 @@ from codec.train import (
     train,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ImageCodecConfig(
     base_channels=8, max_channels=16, latent_dim=8, downsample=4, quantizer=QuantizerConfig(codebook_size=32)
 )

@@ -21,7 +21,7 @@ from prior.checkpoint import load_prior, save_prior
 from prior.config import PriorConfig
 from prior.model import TokenPrior
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 import bundle_models  # noqa: E402
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import make_audio_corpus  # noqa: E402
 import make_image_corpus  # noqa: E402
 
