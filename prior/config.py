@@ -8,8 +8,9 @@ on (see ``PriorConfig.for_codec``):
 - audio (always residual): tokens (n_q, t), ``levels = n_q``.
 """
 
-import json
 from dataclasses import asdict, dataclass, fields
+
+from codec.store.rundir import model_hash
 
 
 @dataclass
@@ -29,7 +30,7 @@ class PriorConfig:
     num_classes: int = 0  # 0: one "unconditional" start token; C > 0: also C class start tokens
     edge_positions: int = 16  # distances to each grid edge embedded exactly up to this many tokens
     rotary_base: float = 10000.0
-    codec_hash: str = ""  # codec.model_hash of the codec whose tokens the prior models
+    codec_hash: str = ""  # model_hash of the codec whose tokens the prior models: given as data, checked on use
     sample_shape: tuple[int, ...] | None = None  # default token shape for sampling (commonest in training)
 
     def __post_init__(self):
@@ -53,8 +54,6 @@ class PriorConfig:
     @classmethod
     def for_codec(cls, codec_model, **overrides) -> "PriorConfig":
         """The layout fields (and codec_hash) taken from a codec; every other field from ``overrides``."""
-        from codec import model_hash
-
         layout = dict(
             modality=codec_model.modality,
             codebook_size=codec_model.codebook_size,
@@ -83,15 +82,3 @@ def config_from_dict(data: dict) -> PriorConfig:
     if unknown:
         raise ValueError(f"unknown prior config keys: {sorted(unknown)}")
     return PriorConfig(**data)
-
-
-def load_config_file(path) -> dict:
-    """Read a JSON file of overrides: ``{"prior": {...}, "train": {...}}`` (either part may be missing)."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read config file {path}: {e}") from None
-    if not isinstance(data, dict) or set(data) - {"prior", "train"}:
-        raise ValueError(f"{path}: expected a JSON object with keys 'prior' and/or 'train'")
-    return data

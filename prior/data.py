@@ -9,7 +9,7 @@ Layout of a tokens directory::
 Items are whole files: an image is encoded whole (no crops), an audio file whole, at the codec's rate and channel
 count. The prior trains on random windows of each item's raster sequence, so items need no common size, and it
 sees the same tokens the entropy coder will code. Item names (paths relative to the data folder) are kept in
-index.json; the training script holds out items by a hash of their names (``codec.data.split_files``).
+index.json; the training script holds out items by a hash of their names (``codec.train.data.split_files``).
 
 ``tokenize_dataset`` is resumable: the first run fixes the plan (sorted file list, ``shard_size`` files per
 shard) in index.json; each shard is written atomically and then recorded in index.json, so a rerun skips the
@@ -26,12 +26,11 @@ import torch
 from safetensors.torch import load_file, save
 from tqdm import tqdm
 
-from codec.audio_io import read_audio
-from codec.checkpoint import model_hash
-from codec.data import SkippedFileWarning, find_files, to_audio_channels, to_image_channels
 from codec.errors import CheckpointError, MediaError, ModelMismatchError
-from codec.fileio import atomic_write_bytes, atomic_write_text
-from codec.image_io import read_image
+from codec.media import find_files, read_audio, read_image, to_audio_channels, to_image_channels
+from codec.store.files import atomic_write_bytes, atomic_write_text
+from codec.store.rundir import model_hash
+from codec.train.data import SkippedFileWarning
 
 INDEX_NAME = "index.json"
 FORMAT = "vqcodec-tokens"
@@ -156,7 +155,7 @@ def tokenize_dataset(
 
     Args:
         codec_model: the frozen codec (``codec.load``); its modality picks the files.
-        data_dir: folder scanned recursively (``codec.data.find_files``).
+        data_dir: folder scanned recursively (``codec.media.find_files``).
         out_dir: tokens directory, created if needed. If it holds an unfinished run with the same codec, the
             run is resumed: finished shards are kept.
         shard_size: files per shard (used for a new directory; a resumed run keeps its own).

@@ -1,9 +1,8 @@
 """Fast incremental inference of a TokenPrior over many independent sequences at once: the entropy coder's path.
 
-``TokenPrior.start`` / ``append`` go through x-transformers' key/value cache, which concatenates and trims the
-whole cache at every step: its cost grows with the batch and the window, and it is too slow for entropy coding
-on a CPU. ``StepDecoder`` reads the same weights and computes the same function (pre-norm Transformer,
-2-D rotary attention over a sliding window, level and edge embeddings; see ``prior.model``) with
+``StepDecoder`` reads a ``TokenPrior``'s weights (their layout is ``prior.transformer``'s) and computes the same
+function as ``TokenPrior.forward`` (pre-norm Transformer, 2-D rotary attention over a sliding window, level and
+edge embeddings) one position at a time, with
 
 - one fused q/k/v projection per layer;
 - keys stored already rotated (a key's rotation depends only on its own position) in a ring buffer of
@@ -20,14 +19,15 @@ up to float rounding (the tests check both).
 import torch
 import torch.nn.functional as F
 
-from prior.model import EDGES, TokenPrior, flat_positions, positions
+from prior.layout import flat_positions, positions
+from prior.transformer import EDGES
 
 
 class StepDecoder:
     """Token-by-token logits for B sequences of one grid layout; see the module docstring.
 
     Args:
-        prior: the TokenPrior whose weights are used (not modified; later changes to it are not seen).
+        prior: the ``TokenPrior`` whose weights are used (not modified; later changes to it are not seen).
         layout: (L, H, W) of the item's token grid (``prior.layout(shape)``).
         starts: (B,) int64 flat position of each sequence's first token.
         device: where to compute (default: the prior's).
@@ -37,7 +37,7 @@ class StepDecoder:
     positions ``starts + s``.
     """
 
-    def __init__(self, prior: TokenPrior, layout: tuple[int, int, int], starts: torch.Tensor, device=None):
+    def __init__(self, prior, layout: tuple[int, int, int], starts: torch.Tensor, device=None):
         c = prior.config
         self.device = torch.device(device) if device is not None else prior.inv_freq.device
         self.layout = tuple(int(v) for v in layout)
@@ -52,28 +52,25 @@ class StepDecoder:
         def w(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(self.device, torch.float32).contiguous()
 
-        def _gamma(norm) -> torch.Tensor:  # x-transformers' LayerNorm: ln(x) * (gamma + unit_offset)
-            return w(norm.gamma + float(norm.unit_offset))
-
         net = prior.net
         self.token_emb = w(net.token_emb.emb.weight)
         self.embeds = {name: w(net.embeds[f"{name}_embed"].weight) for name in ("level", *EDGES)}
         self.layers = []
-        for norm_attn, norm_ff in zip(net.attn_layers.layers[0::2], net.attn_layers.layers[1::2]):
-            attn, ff = norm_attn[1], norm_ff[1].ff
+        for attn_block, ff_block in net.attn_layers.blocks():
+            attn, ff = attn_block.branch, ff_block.branch.ff
             self.layers.append(
                 dict(
-                    g1=_gamma(norm_attn[0][0]),
+                    g1=w(attn_block.norm.gain()),
                     qkv=w(torch.cat([attn.to_q.weight, attn.to_k.weight, attn.to_v.weight])),
                     out=w(attn.to_out.weight),
-                    g2=_gamma(norm_ff[0][0]),
+                    g2=w(ff_block.norm.gain()),
                     w1=w(ff[0][0].weight),
                     b1=w(ff[0][0].bias),
                     w2=w(ff[2].weight),
                     b2=w(ff[2].bias),
                 )
             )
-        self.final_gamma = _gamma(net.attn_layers.final_norm)
+        self.final_gamma = w(net.attn_layers.final_norm.gain())
         self.to_logits = w(net.to_logits.weight)
         self.inv_freq = w(prior.inv_freq)
         shape = (len(self.layers), self.batch, self.heads, self.window, self.dim_head)
@@ -88,7 +85,7 @@ class StepDecoder:
         x = self.token_emb[inputs.to(self.device, torch.int64)] + self.embeds["level"][pos[:, 2]]
         for name, i in zip(EDGES, (0, 1, 3, 4)):
             x = x + self.embeds[name][pos[:, i].clamp(max=self.edge)]
-        # x-transformers' rotary turns each pair (2i, 2i+1) by an angle: a complex product, q and k at once
+        # the rotary embedding turns each pair (2i, 2i+1) by an angle: a complex product, q and k at once
         angles = (pos[:, :2, None].float() * self.inv_freq).flatten(-2)  # (B, dh / 2)
         turn = torch.polar(torch.ones_like(angles), angles)[:, None, None, :]  # (B, 1, 1, dh / 2)
         slot = self.step_index % self.window
@@ -109,7 +106,7 @@ class StepDecoder:
         return F.linear(F.layer_norm(x, (D,), self.final_gamma), self.to_logits)
 
 
-def window_logits(prior: TokenPrior, layout, start: int, inputs: torch.Tensor) -> torch.Tensor:
+def window_logits(prior, layout, start: int, inputs: torch.Tensor) -> torch.Tensor:
     """Reference: ``TokenPrior.forward`` over one window of n positions from flat ``start`` (no cache).
 
     Args:
@@ -120,5 +117,5 @@ def window_logits(prior: TokenPrior, layout, start: int, inputs: torch.Tensor) -
     """
     pos = positions(tuple(layout), start, start + inputs.shape[1], inputs.device)[None]
     with torch.inference_mode():
-        logits, _ = prior(inputs, pos)
+        logits = prior(inputs, pos)
     return logits.float()

@@ -1,16 +1,8 @@
-"""TokenPrior: a decoder-only Transformer (x-transformers) over the code indices of a frozen codec.
+"""TokenPrior: an autoregressive Transformer (``prior.transformer``) over the code indices of a frozen codec.
 
-Layout. Every token grid is handled as (L, H, W), levels x rows x columns:
-
-    image (h, w)         -> (1, h, w)
-    image (n_q, h, w)    -> (n_q, h, w)
-    audio (n_q, t)       -> (n_q, 1, t)       a one-row image whose columns are frames
-
-and flattened in raster order with the level innermost: position p = (row * W + col) * L + level. So the
-residual levels of one position (one audio frame) are predicted in order, coarse to fine, before the next
-position: the "flattened with level embeddings" design (measured against a per-frame depth model; see the
-issue-4 report). The input at position p is token p - 1 (a start token at p = 0: "unconditional", or one per
-class) and the output at p is the distribution of token p.
+Layout. Token grids are (L, H, W), levels x rows x columns, flattened in raster order with the level innermost
+(``prior.layout``, the one order the bitstream uses too). The input at position p is token p - 1 (a start token at
+p = 0: "unconditional", or one per class) and the output at p is the distribution of token p.
 
 Position information describes the token being predicted, so one prior handles any grid size:
 - 2-D rotary embeddings in attention: half of each head's rotary dimensions turn with the row, half with the
@@ -18,20 +10,14 @@ Position information describes the token being predicted, so one prior handles a
 - learned embeddings added to the input: the level, and the distance to each edge of the grid (top, left,
   bottom, right) clamped to ``edge_positions - 1`` (the codec pads at the bottom and right edges).
 
-Sliding window. Position p attends to positions p - context + 1 .. p in every layer (x-transformers'
-``attn_max_attend_past``), so any length is modelled with bounded memory. With the key/value cache, the
-cache keeps the last context - 1 keys of each layer: it holds unrotated keys and the rotary angles are
-recomputed from absolute (row, col) every step, so trimming changes nothing else.
+Sliding window. Position p attends to positions p - context + 1 .. p in every layer, so any length is modelled
+with bounded memory; a prediction depends on at most ``receptive_field`` earlier positions.
 
 Two computation paths give the same numbers up to float rounding:
-- ``forward`` over a whole sequence, no cache (training, and the "recomputation" reference);
-- ``start`` / ``append`` / ``feed``: the cached, incremental path. ``logits`` and ``token_bits`` feed known
-  tokens through it in chunks; sampling feeds one token at a time.
-
-Entropy coding must use the incremental path one token at a time on BOTH sides: ``state = p.start(shape)``,
-then for each position ``state.logits`` (B, K) float32 and ``p.append(state, token)`` (``incremental_logits``
-does exactly this for known tokens). The decoder can only work token by token, and the same operations on the
-same shapes give bit-identical logits on the same machine, which chunked or batched paths do not promise.
+- ``forward`` over a window of positions (training; ``logits`` and ``token_bits`` run it over overlapping
+  windows that cover every position's receptive field);
+- ``start`` / ``append`` / ``feed``: one token at a time through ``prior.incremental.StepDecoder`` (sampling, and
+  the entropy coder, which needs bit-identical logits on both sides: the same operations on the same shapes).
 """
 
 import math
@@ -40,12 +26,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from x_transformers import Decoder, TransformerWrapper
 
+from prior import layout as L
 from prior.config import PriorConfig
+from prior.incremental import StepDecoder
+from prior.sample import sample
+from prior.transformer import EDGES, PriorTransformer
 
-EDGES = ("top", "left", "bottom", "right")
-CHUNK = 1024  # tokens fed per step by the teacher-forced path (bounds attention memory on long inputs)
+CHUNK = 1024  # target positions per window of the teacher-forced path (bounds attention memory on long inputs)
 
 
 @dataclass
@@ -57,34 +45,18 @@ class PriorState:
         start_ids: (B,) int64 start-token ids.
         fed: target positions whose logits have been computed; ``logits`` predicts token ``fed - 1``.
         logits: (B, K) float32 logits of token ``fed - 1`` given all earlier tokens; None once all are known.
-        cache: x-transformers' key/value cache, trimmed to the last context - 1 positions.
+        decoder: the ``StepDecoder`` holding the keys and values of the window so far.
     """
 
     layout: tuple[int, int, int]
     start_ids: torch.Tensor
     fed: int = 0
     logits: torch.Tensor | None = None
-    cache: object | None = None
+    decoder: StepDecoder | None = None
 
     @property
     def length(self) -> int:
         return math.prod(self.layout)
-
-
-def positions(layout: tuple[int, int, int], start: int, stop: int, device=None) -> torch.Tensor:
-    """Position features of flat positions start..stop-1 of a grid: (n, 5) int64 (row, col, level, down, right).
-
-    ``down`` and ``right`` count the rows below and the columns to the right of the position.
-    """
-    return flat_positions(layout, torch.arange(start, stop, device=device))
-
-
-def flat_positions(layout: tuple[int, int, int], flat: torch.Tensor) -> torch.Tensor:
-    """Position features (..., 5) int64 (row, col, level, down, right) of flat raster positions ``flat`` (...)."""
-    levels, height, width = layout
-    level, cell = flat % levels, flat // levels
-    row, col = cell // width, cell % width
-    return torch.stack([row, col, level, height - 1 - row, width - 1 - col], dim=-1)
 
 
 class TokenPrior(nn.Module):
@@ -95,23 +67,16 @@ class TokenPrior(nn.Module):
         self.config = config
         c = config
         dim_head = c.dim // c.heads
-        self.net = TransformerWrapper(
+        self.net = PriorTransformer(
             num_tokens=c.codebook_size + 1 + c.num_classes,  # codes, then the start tokens
             logits_dim=c.codebook_size,
-            max_seq_len=0,  # no absolute positions: rotary (row, col) + edge and level embeddings
-            embed_num_tokens={"level": c.levels, **{e: c.edge_positions for e in EDGES}},
-            emb_dropout=c.dropout,
-            attn_layers=Decoder(
-                dim=c.dim,
-                depth=c.depth,
-                heads=c.heads,
-                attn_dim_head=dim_head,
-                ff_mult=c.ff_mult,
-                attn_dropout=c.dropout,
-                ff_dropout=c.dropout,
-                attn_max_attend_past=c.context - 1,  # the sliding window
-                attn_flash=True,  # torch's scaled_dot_product_attention
-            ),
+            dim=c.dim,
+            depth=c.depth,
+            heads=c.heads,
+            ff_mult=c.ff_mult,
+            dropout=c.dropout,
+            window=c.context,  # the sliding window: the position itself and context - 1 before it
+            embed_sizes={"level": c.levels, **{e: c.edge_positions for e in EDGES}},
         )
         quarter = dim_head // 4  # frequencies per axis: each rotates a pair of dimensions
         inv_freq = c.rotary_base ** (-torch.arange(quarter, dtype=torch.float32) / quarter)
@@ -131,22 +96,15 @@ class TokenPrior(nn.Module):
             raise ValueError(f"token shape must be {want} with every size >= 1, got {shape}")
         if c.residual and shape[0] > c.levels:
             raise ValueError(f"tokens have {shape[0]} levels; this prior models at most {c.levels}")
-        if c.modality == "audio":
-            return (shape[0], 1, shape[1])
-        return shape if c.residual else (1, *shape)
+        return L.grid_layout(shape, c.modality, c.residual)
 
     def flatten(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, *shape) -> (B, N) in the prior's raster order (level innermost)."""
-        if self.config.residual:  # (B, L, ...) -> (B, ..., L)
-            tokens = tokens.movedim(1, -1)
-        return tokens.reshape(tokens.shape[0], -1)
+        """(B, *shape) -> (B, N) in raster order (``prior.layout.flatten``)."""
+        return L.flatten(tokens, self.config.residual)
 
     def unflatten(self, flat: torch.Tensor, shape) -> torch.Tensor:
         """(B, N, *rest) -> (B, *shape, *rest): the inverse of ``flatten``."""
-        shape, rest = tuple(int(s) for s in shape), flat.shape[2:]
-        if not self.config.residual:
-            return flat.reshape(flat.shape[0], *shape, *rest)
-        return flat.reshape(flat.shape[0], *shape[1:], shape[0], *rest).movedim(len(shape), 1)
+        return L.unflatten(flat, shape, self.config.residual)
 
     def start_ids(self, batch: int, classes=None, device=None) -> torch.Tensor:
         """(B,) int64 start-token ids: the unconditional one, or one per class when ``classes`` is given."""
@@ -159,44 +117,28 @@ class TokenPrior(nn.Module):
         return K + 1 + classes
 
     # ----------------------------------------------------------------------------------------- network
-    def forward(self, inputs: torch.Tensor, pos: torch.Tensor, cache=None):
-        """Logits for the last n positions of a window.
+    def forward(self, inputs: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits for a window of consecutive positions (no earlier context).
 
         Args:
             inputs: (B, n) int64 input ids (codes 0..K-1 or start ids): the token before each target position.
-            pos: (B or 1, m, 5) int64 ``positions`` of the target positions of every key, m >= n: the cached
-                positions (m - n of them, contiguous) followed by the n new ones.
-            cache: x-transformers' cache holding the m - n earlier keys, or None (then m == n).
+            pos: (B or 1, n, 5) int64 ``prior.layout.positions`` of the target positions.
 
         Returns:
-            logits (B, n, K) float, and the new cache (all m keys of every layer).
+            logits (B, n, K) float.
         """
-        n, edge = inputs.shape[1], self.config.edge_positions - 1
-        new = pos[:, -n:]
-        embed_ids = {"level": new[..., 2], **{e: new[..., i].clamp(max=edge) for e, i in zip(EDGES, (0, 1, 3, 4))}}
-        angles = pos[..., :2, None].float() * self.inv_freq  # (B, m, 2, quarter): row and column angles
-        freqs = angles.flatten(-2).repeat_interleave(2, dim=-1)  # (B, m, dim_head) as x-transformers pairs dims
-        return self.net(
-            inputs,
-            embed_ids=embed_ids,
-            rotary_pos_emb=(freqs, 1.0),
-            cache=cache,
-            cache_age=n,
-            return_intermediates=True,
-        )
-
-    def _trim(self, cache) -> None:
-        """Keep the last context - 1 keys of every layer: all the next position may attend to."""
-        keep = self.config.context - 1
-        for inter in cache.attn_intermediates:
-            inter.cached_kv = tuple(t[..., max(0, t.shape[-2] - keep) :, :] for t in inter.cached_kv)
-        cache.cache_length = min(cache.cache_length, keep)
+        edge = self.config.edge_positions - 1
+        embed_ids = {"level": pos[..., 2], **{e: pos[..., i].clamp(max=edge) for e, i in zip(EDGES, (0, 1, 3, 4))}}
+        angles = (pos[..., :2, None].float() * self.inv_freq).flatten(-2)  # (B, n, dh / 2): row, then column
+        return self.net(inputs, embed_ids, angles)
 
     # ----------------------------------------------------------------------------- incremental (cached)
     def start(self, shape, batch: int = 1, classes=None, device=None) -> PriorState:
         """Begin incremental decoding of ``batch`` items of token shape ``shape``; ``state.logits`` predicts token 0."""
         device = device or self.inv_freq.device
-        state = PriorState(self.layout(shape), self.start_ids(batch, classes, device))
+        layout = self.layout(shape)
+        state = PriorState(layout, self.start_ids(batch, classes, device))
+        state.decoder = StepDecoder(self, layout, torch.zeros(batch, dtype=torch.int64), device=device)
         self.feed(state, state.start_ids[:, None])
         return state
 
@@ -211,20 +153,16 @@ class TokenPrior(nn.Module):
 
     @torch.inference_mode()
     def feed(self, state: PriorState, inputs: torch.Tensor) -> torch.Tensor:
-        """Feed (B, n) input ids for the next n target positions; returns their logits (B, n, K) float32.
+        """Feed (B, n) input ids for the next n target positions, one at a time; returns their logits (B, n, K).
 
         The input for target position p is token p - 1 (the start id for p = 0).
         """
-        if state.fed >= state.length:
+        if state.fed + inputs.shape[1] > state.length:
             raise ValueError(f"all {state.length} tokens have been fed")
-        n = inputs.shape[1]
-        first = state.fed - (state.cache.cache_length if state.cache is not None else 0)
-        pos = positions(state.layout, first, state.fed + n, inputs.device)[None]
-        logits, cache = self(inputs.to(device=pos.device, dtype=torch.int64), pos, state.cache)
-        self._trim(cache)
-        state.cache, state.fed = cache, state.fed + n
-        state.logits = logits[:, -1].float()
-        return logits.float()
+        logits = torch.stack([state.decoder.step(inputs[:, i]) for i in range(inputs.shape[1])], dim=1)
+        state.fed += inputs.shape[1]
+        state.logits = logits[:, -1]
+        return logits
 
     # --------------------------------------------------------------------------------- teacher forcing
     def _inputs(self, tokens: torch.Tensor, classes) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -240,11 +178,18 @@ class TokenPrior(nn.Module):
         return torch.cat([start[:, None], flat[:, :-1]], dim=1), layout
 
     def _chunks(self, tokens: torch.Tensor, classes, chunk: int):
-        """Teacher forcing through the cached path: yields (a, logits (B, n, K) of flat positions a..a+n-1)."""
+        """Teacher forcing: yields (a, logits (B, n, K) float32 of flat positions a..a+n-1).
+
+        Each window reaches ``receptive_field`` positions back before its targets, so every target sees all the
+        context it would see in one pass over the whole sequence.
+        """
         inputs, layout = self._inputs(tokens, classes)
-        state = PriorState(layout, inputs[:, 0])
+        reach = self.config.receptive_field
         for a in range(0, inputs.shape[1], chunk):
-            yield a, self.feed(state, inputs[:, a : a + chunk])
+            b = min(inputs.shape[1], a + chunk)
+            w = max(0, a - reach)
+            logits = self(inputs[:, w:b], L.positions(layout, w, b, inputs.device)[None])
+            yield a, logits[:, a - w :].float()
 
     def _logits_flat(self, tokens: torch.Tensor, classes=None, chunk: int = CHUNK) -> torch.Tensor:
         """Teacher-forced logits (B, N, K) float32 in raster order."""
@@ -283,11 +228,10 @@ class TokenPrior(nn.Module):
         """Logits (B, N, K) float32 in raster order computed one token at a time: the entropy coder's path."""
         inputs, layout = self._inputs(tokens, classes)
         state = PriorState(layout, inputs[:, 0])
-        return torch.cat([self.feed(state, inputs[:, p : p + 1]) for p in range(inputs.shape[1])], dim=1)
+        state.decoder = StepDecoder(self, layout, torch.zeros(inputs.shape[0], dtype=torch.int64))
+        return self.feed(state, inputs)
 
     # ---------------------------------------------------------------------------------------- sampling
     def sample(self, batch: int, shape, temperature=1.0, top_k=None, top_p=None, seed=None, **kwargs):
         """New tokens (batch, *shape) int64 that the codec's ``decode`` accepts. See ``prior.sample.sample``."""
-        from prior.sample import sample
-
         return sample(self, batch, shape, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, **kwargs)

@@ -12,7 +12,7 @@ import struct
 
 import torch
 
-from prior.model import TokenPrior, positions
+from prior.layout import positions
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k=None, top_p=None) -> torch.Tensor:
@@ -83,7 +83,7 @@ def _check(temperature, top_k, top_p) -> None:
 
 @torch.inference_mode()
 def sample(
-    prior: TokenPrior,
+    prior,
     batch: int,
     shape,
     temperature: float = 1.0,
@@ -98,7 +98,7 @@ def sample(
     """Sample ``batch`` token grids of token shape ``shape``.
 
     Args:
-        prior: the prior (its device is used unless ``device`` is given).
+        prior: the ``TokenPrior`` (its device is used unless ``device`` is given).
         batch: items to sample at once.
         shape: the token shape of one item as the codec's ``encode`` gives it: (h, w) or (n_q, h, w) for images,
             (n_q, t) for audio.
@@ -128,6 +128,6 @@ def sample(
         start = prior.start_ids(batch, classes, device)
         for p in range(n):
             inputs = torch.cat([start[:, None], out[:, :p]], dim=1)  # inputs for target positions 0..p
-            logits, _ = prior(inputs, positions(layout, 0, p + 1, device)[None])
+            logits = prior(inputs, positions(layout, 0, p + 1, device)[None])
             out[:, p] = draw(logits[:, -1], _uniforms(generators), temperature, top_k, top_p)
     return prior.unflatten(out, shape)

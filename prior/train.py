@@ -1,46 +1,35 @@
-"""Train a TokenPrior on a tokens directory (``prior.data.tokenize_dataset``) with accelerate.
+"""Training a TokenPrior on a tokens directory (``prior.data.tokenize_dataset``): the prior's part of the one
+training loop (``codec.train.loop``: AdamW, warm-up and cosine decay, clipping, mixed precision, checkpoints with
+RNG and optimizer state, ``--resume``, ``metrics.jsonl``).
 
-AdamW (weight decay on matrices only), linear warmup then cosine decay to ``min_lr_ratio * lr``, gradient
-clipping, mixed precision (bf16 on a GPU that has it, fp32 on CPU), held-out bits/token every ``eval_every``
-steps, atomic checkpoints every ``save_every`` steps, and ``resume``.
+``PriorTask`` plugs in what is the prior's own: weight decay on matrices only, training windows, the
+cross-entropy loss in bits per token, and held-out bits per token on fixed windows. A training example is a window
+of ``seq_len`` consecutive positions of one item's raster sequence, the item drawn with probability proportional
+to its length (so every token is equally likely) and the start uniform; each window is made from its key in the
+data stream alone, so a resumed run sees exactly the data it would have seen.
 
-A training example is a window of ``seq_len`` consecutive positions of one item's raster sequence, the item
-drawn with probability proportional to its length (so every token is equally likely) and the start uniform.
-The batch of step s depends only on (seed, s), so a resumed run sees exactly the data it would have seen.
-
-Output directory::
-
-    config.json, model.safetensors   the prior (``prior.load``), rewritten at every checkpoint
-    train_state.safetensors          model + optimizer tensors; metadata: step and both configs (JSON)
-    train_log.jsonl                  one JSON line per log or eval step
+Output directory: ``config.json`` and ``model.safetensors`` (the prior, ``prior.load``), the checkpoint files and
+``metrics.jsonl`` of the loop.
 """
 
-import hashlib
-import json
 import math
-import struct
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
-from tqdm import tqdm
 
-from codec.data import split_files
 from codec.errors import CheckpointError, ModelMismatchError
-from codec.fileio import atomic_write_bytes
-from codec.train_state import load_optimizer_tensors, lr_factor, optimizer_tensors
+from codec.train.config import dataclass_from_dict
+from codec.train.data import mix_seed, split_files, stream_loader
+from codec.train.loop import LoopSettings, TrainTask, run_training
+from codec.train.state import read_checkpoint_meta
 from prior.checkpoint import save_prior
 from prior.config import PriorConfig, config_from_dict, config_to_dict
 from prior.data import load_tokens
-from prior.model import TokenPrior, positions
-
-CHECKPOINT_NAME = "train_state.safetensors"  # same name as codec training uses
-LOG_NAME = "train_log.jsonl"
+from prior.layout import positions
+from prior.model import TokenPrior
 
 
 @dataclass
@@ -74,19 +63,34 @@ class TrainPriorConfig:
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
 
+    def loop_settings(self) -> LoopSettings:
+        """The loop's share of these settings."""
+        return LoopSettings(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            betas=(self.beta1, self.beta2),
+            weight_decay=self.weight_decay,
+            warmup=self.warmup_steps,
+            min_lr_ratio=self.min_lr_ratio,
+            grad_clip=self.grad_clip,
+            mixed_precision=self.mixed_precision,
+            log_every=self.log_every,
+            eval_every=self.eval_every,
+            checkpoint_every=self.save_every,
+            seed=self.seed,
+        )
+
 
 def train_config_from_dict(data: dict) -> TrainPriorConfig:
-    unknown = set(data) - {f.name for f in fields(TrainPriorConfig)}
-    if unknown:
-        raise ValueError(f"unknown train config keys: {sorted(unknown)}")
-    return TrainPriorConfig(**data)
+    return dataclass_from_dict(TrainPriorConfig, data)
 
 
 LAYOUT_KEYS = ("modality", "codebook_size", "levels", "residual", "codec_hash")
 
 
 def _check_prior_overrides(overrides: dict) -> dict:
-    unknown = set(overrides) - {f.name for f in fields(PriorConfig)}
+    unknown = set(overrides) - set(asdict(PriorConfig()))
     if unknown:
         raise ValueError(f"unknown prior config keys: {sorted(unknown)}")
     fixed = sorted(set(overrides) & set(LAYOUT_KEYS))
@@ -95,45 +99,50 @@ def _check_prior_overrides(overrides: dict) -> dict:
     return dict(overrides)
 
 
-def lr_at(step: int, cfg: TrainPriorConfig) -> float:
-    """Learning rate for (0-based) step: linear warmup, then cosine down to lr * min_lr_ratio."""
-    return cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
-
-
-def _seed(*values: int) -> int:
-    """A 63-bit seed from integers, stable across runs and machines."""
-    digest = hashlib.blake2b(struct.pack(f"<{len(values)}q", *values), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
 # ------------------------------------------------------------------------------------------------- data
 class WindowSampler:
-    """Random training windows over items given as flat raster sequences (prior order) with their layouts."""
+    """Random training windows over items given as flat raster sequences (prior order) with their layouts.
+
+    ``sampler[(index, item_seed)]`` is one window made from ``item_seed`` alone (the index is not used: items are
+    drawn by length), so a ``codec.train.data.StreamSampler`` stream of keys gives the training batches.
+    """
 
     def __init__(self, seqs: list[torch.Tensor], layouts: list[tuple[int, int, int]], start_id: int, seq_len: int):
         self.seqs, self.layouts, self.start_id = seqs, layouts, start_id
         self.seq_len = min(seq_len, max(len(s) for s in seqs))
         self.weights = torch.tensor([float(len(s)) for s in seqs], dtype=torch.float64)
 
-    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(inputs (B, T), targets (B, T) with -1 as padding, positions (B, T, 5)), all int64."""
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.window(torch.Generator().manual_seed(int(key[1])))
+
+    def window(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs (T,), targets (T,) with -1 as padding, positions (T, 5)), all int64."""
         T = self.seq_len
-        inputs = torch.zeros(size, T, dtype=torch.int64)
-        targets = torch.full((size, T), -1, dtype=torch.int64)
-        pos = torch.zeros(size, T, 5, dtype=torch.int64)
-        items = torch.multinomial(self.weights, size, replacement=True, generator=generator).tolist()
-        for b, i in enumerate(items):
-            seq, n = self.seqs[i], len(self.seqs[i])
-            s = int(torch.randint(max(0, n - T) + 1, (1,), generator=generator))
-            m = min(T, n - s)
-            targets[b, :m] = seq[s : s + m]
-            # Half the windows that start inside an item begin with the start token, as the entropy coder's
-            # chunks do (codec.entropy); the others with the token before them, as sampling continues.
-            fresh = s == 0 or bool(torch.randint(2, (1,), generator=generator))
-            inputs[b, 0] = self.start_id if fresh else seq[s - 1]
-            inputs[b, 1:m] = seq[s : s + m - 1]
-            pos[b] = positions(self.layouts[i], s, s + T).clamp(min=0)  # padding positions may run off the grid
+        i = int(torch.multinomial(self.weights, 1, generator=generator))
+        seq, n = self.seqs[i], len(self.seqs[i])
+        s = int(torch.randint(max(0, n - T) + 1, (1,), generator=generator))
+        m = min(T, n - s)
+        inputs = torch.zeros(T, dtype=torch.int64)
+        targets = torch.full((T,), -1, dtype=torch.int64)
+        targets[:m] = seq[s : s + m]
+        # Half the windows that start inside an item begin with the start token, as the entropy coder's
+        # chunks do (codec.bitstream.range_coding); the others with the token before them, as sampling continues.
+        fresh = s == 0 or bool(torch.randint(2, (1,), generator=generator))
+        inputs[0] = self.start_id if fresh else seq[s - 1]
+        inputs[1:m] = seq[s : s + m - 1]
+        pos = positions(self.layouts[i], s, s + T).clamp(min=0)  # padding positions may run off the grid
         return inputs, targets, pos
+
+    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``size`` windows stacked: (B, T), (B, T), (B, T, 5)."""
+        return collate_windows([self.window(generator) for _ in range(size)])
+
+
+def collate_windows(windows: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(torch.stack(parts) for parts in zip(*windows, strict=True))
 
 
 def _sequences(prior: TokenPrior, tokens: list[torch.Tensor], level_subsets: bool = False):
@@ -145,52 +154,74 @@ def _sequences(prior: TokenPrior, tokens: list[torch.Tensor], level_subsets: boo
     return seqs, [prior.layout(t.shape) for t in tokens]
 
 
-# ------------------------------------------------------------------------------------------- checkpoint
-def _save_checkpoint(out: Path, model: TokenPrior, optimizer, step: int, prior_cfg, train_cfg) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt_tensors, opt_json = optimizer_tensors(optimizer)
-    tensors.update(opt_tensors)
-    meta = dict(
-        format="vqcodec-prior-train",
-        step=str(step),
-        prior_config=json.dumps(config_to_dict(prior_cfg)),
-        train_config=json.dumps(asdict(train_cfg)),
-        optimizer=json.dumps(opt_json),
-    )
-    atomic_write_bytes(out / CHECKPOINT_NAME, save(tensors, metadata=meta))
-    save_prior(out, model)
+# ------------------------------------------------------------------------------------------------- task
+def window_bits(model: TokenPrior, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy in nats over the real targets, their count) of a batch of windows."""
+    inputs, targets, pos = batch
+    logits = model(inputs, pos)
+    nats = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-1, reduction="sum")
+    count = (targets >= 0).sum()
+    return nats / count.clamp_min(1), count
 
 
-def _read_checkpoint(path: Path) -> tuple[dict, dict]:
-    """(tensors, metadata) of a training checkpoint."""
-    from safetensors import safe_open
+class PriorTask(TrainTask):
+    """A TokenPrior trained on tokens (see the module docstring)."""
 
-    try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint: {e}") from None
-    if meta.get("format") != "vqcodec-prior-train":
-        raise CheckpointError(f"{path}: not a prior training checkpoint")
-    return tensors, meta
+    kind = "prior"
+    stat_names = ("loss", "bits")
+    progress_stats = ("bits",)
 
+    def __init__(self, prior_cfg: PriorConfig, cfg: TrainPriorConfig, items, tokens_dir: Path):
+        super().__init__(cfg.loop_settings())
+        self.prior_cfg, self.cfg, self.items, self.tokens_dir = prior_cfg, cfg, items, tokens_dir
 
-# --------------------------------------------------------------------------------------------- training
-@torch.no_grad()
-def evaluate(model: TokenPrior, sampler: WindowSampler, batches: int, batch_size: int, seed: int) -> float:
-    """Mean bits/token (fp32) over fixed windows (the same ones at every call for a given seed)."""
-    was, device = model.training, next(model.parameters()).device
-    model.eval()
-    g = torch.Generator().manual_seed(_seed(seed, 1))
-    nats, count = 0.0, 0
-    for _ in range(batches):
-        inputs, targets, pos = (t.to(device) for t in sampler.batch(batch_size, g))
-        logits, _ = model(inputs, pos)
-        loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-1, reduction="sum")
-        nats, count = nats + float(loss), count + int((targets >= 0).sum())
-    model.train(was)
-    return nats / max(count, 1) / math.log(2)
+    def build_model(self) -> TokenPrior:
+        return TokenPrior(self.prior_cfg)
+
+    def param_groups(self, model: TokenPrior) -> list[dict]:
+        matrices = [p for p in model.parameters() if p.ndim >= 2]
+        others = [p for p in model.parameters() if p.ndim < 2]
+        return [{"params": matrices, "weight_decay": self.cfg.weight_decay}, {"params": others, "weight_decay": 0.0}]
+
+    def start(self, model: TokenPrior, accelerator) -> None:
+        cfg, items = self.cfg, self.items
+        self.device = accelerator.device
+        train_names, self.val_names = split_files(items.names, cfg.val_fraction)
+        by_name = dict(zip(items.names, items.tokens))
+        seqs, layouts = _sequences(model, [by_name[n] for n in train_names], cfg.level_subsets)
+        start_id = self.prior_cfg.codebook_size
+        self.train_windows = self.val_windows = WindowSampler(seqs, layouts, start_id, cfg.seq_len)
+        if self.val_names:
+            val = _sequences(model, [by_name[n] for n in self.val_names])
+            self.val_windows = WindowSampler(*val, start_id, cfg.seq_len)
+
+    def train_loader(self, position: int):
+        return stream_loader(self.train_windows, self.cfg.batch_size, self.cfg.seed, position, 0, collate_windows)
+
+    def loss(self, model: TokenPrior, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        nats, _ = window_bits(model, batch)
+        return nats, torch.stack([nats.detach(), nats.detach() / math.log(2)])
+
+    def evaluate(self, model: TokenPrior, accelerator, step: int) -> dict:
+        """Mean bits/token (fp32) over fixed held-out windows (the same ones at every evaluation)."""
+        g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, 1))
+        nats, count = 0.0, 0
+        for _ in range(self.cfg.eval_batches):
+            batch = tuple(t.to(accelerator.device) for t in self.val_windows.batch(self.cfg.batch_size, g))
+            mean, n = window_bits(model, batch)
+            nats, count = nats + float(mean) * int(n), count + int(n)
+        log2_k = math.log2(self.prior_cfg.codebook_size)
+        return {"val_bits": nats / max(count, 1) / math.log(2), "log2_K": log2_k, "held_out_items": len(self.val_names)}
+
+    def save_model(self, out_dir: Path, model: TokenPrior) -> None:
+        save_prior(out_dir, model)
+
+    def state(self) -> dict:
+        return {
+            "prior_config": config_to_dict(self.prior_cfg),
+            "train_config": asdict(self.cfg),
+            "tokens_dir": str(self.tokens_dir),
+        }
 
 
 def train_prior(
@@ -208,14 +239,15 @@ def train_prior(
         out_dir: the run directory (created if needed).
         prior_overrides: PriorConfig fields other than the layout, which comes from the tokens (dim, depth, ...).
         train_overrides: TrainPriorConfig fields (steps, batch_size, ...).
-        resume: continue the run in ``out_dir`` from its checkpoint (a fresh run when there is none).
-        progress: show a tqdm progress bar.
+        resume: continue the run in ``out_dir`` from its checkpoint (an error when it has none).
+        progress: show a progress bar.
 
     Returns:
         {"step", "train_bits" (last logged), "val_bits", "log2_K", "out"}.
 
     Raises:
-        ValueError: ``out_dir`` already holds a run and ``resume`` is False, or a bad config.
+        CheckpointError: ``resume`` without a checkpoint, or a fresh run in a directory that holds one.
+        ValueError: a bad config, or a prior setting that differs from the resumed run's.
         ModelMismatchError: resuming on tokens of another codec.
     """
     out = Path(out_dir)
@@ -224,100 +256,28 @@ def train_prior(
         raise ValueError(f"{tokens_dir}: no tokenized items")
     meta = items.meta
     prior_overrides = _check_prior_overrides(prior_overrides or {})
-    ckpt_path = out / CHECKPOINT_NAME
-    ckpt = None
-    if ckpt_path.exists() and not resume:
-        raise ValueError(f"{out} already holds a training run; pass --resume to continue it or use a new --out")
-    if resume and ckpt_path.exists():
-        ckpt = _read_checkpoint(ckpt_path)
-        prior_cfg = config_from_dict(json.loads(ckpt[1]["prior_config"]))
+    if resume:
+        saved = read_checkpoint_meta(out)
+        if saved.get("kind") != "prior":
+            raise CheckpointError(f"{out} holds a {saved.get('kind', 'codec')} training run, not a prior one")
+        prior_cfg = config_from_dict(saved["prior_config"])
         for key, value in prior_overrides.items():
             if getattr(prior_cfg, key) != value:
                 raise ValueError(f"cannot change prior setting {key!r} when resuming (it is {getattr(prior_cfg, key)})")
         if prior_cfg.codec_hash != meta["codec_hash"]:
             raise ModelMismatchError(f"{out} was trained on tokens of another codec than those in {tokens_dir}")
-        train_cfg = train_config_from_dict({**json.loads(ckpt[1]["train_config"]), **(train_overrides or {})})
+        train_cfg = train_config_from_dict({**saved["train_config"], **(train_overrides or {})})
     else:
         shapes = Counter(tuple(t.shape) for t in items.tokens)
         layout = {k: meta[k] for k in LAYOUT_KEYS}
         prior_cfg = PriorConfig(**{"sample_shape": shapes.most_common(1)[0][0], **prior_overrides, **layout})
         train_cfg = train_config_from_dict(train_overrides or {})
-
-    mp = train_cfg.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(mixed_precision=mp)
-    torch.manual_seed(train_cfg.seed)
-    model = TokenPrior(prior_cfg)
-    train_names, val_names = split_files(items.names, train_cfg.val_fraction)
-    by_name = dict(zip(items.names, items.tokens))
-    seqs, layouts = _sequences(model, [by_name[n] for n in train_names], train_cfg.level_subsets)
-    start_id = prior_cfg.codebook_size
-    train_sampler = WindowSampler(seqs, layouts, start_id, train_cfg.seq_len)
-    val_sampler = train_sampler
-    if val_names:
-        val_sampler = WindowSampler(*_sequences(model, [by_name[n] for n in val_names]), start_id, train_cfg.seq_len)
-
-    matrices = [p for p in model.parameters() if p.ndim >= 2]
-    others = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": matrices, "weight_decay": train_cfg.weight_decay}, {"params": others, "weight_decay": 0.0}],
-        lr=train_cfg.lr,
-        betas=(train_cfg.beta1, train_cfg.beta2),
+    task = PriorTask(prior_cfg, train_cfg, items, Path(tokens_dir))
+    result = run_training(task, out, resume=resume, progress=progress)
+    return dict(
+        step=result["step"],
+        train_bits=result["train"].get("bits", float("nan")),
+        val_bits=result["eval"].get("val_bits", float("nan")),
+        log2_K=math.log2(prior_cfg.codebook_size),
+        out=str(out),
     )
-    step = 0
-    if ckpt is not None:
-        tensors, ckpt_meta = ckpt
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        load_optimizer_tensors(optimizer, tensors, json.loads(ckpt_meta["optimizer"]))
-        step = int(ckpt_meta["step"])
-    model, optimizer = accelerator.prepare(model, optimizer)
-    out.mkdir(parents=True, exist_ok=True)
-    main = accelerator.is_main_process
-
-    def log(record: dict) -> None:
-        if main:
-            with open(out / LOG_NAME, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def checkpoint() -> None:
-        accelerator.wait_for_everyone()
-        if main:
-            _save_checkpoint(out, accelerator.unwrap_model(model), optimizer, step, prior_cfg, train_cfg)
-
-    log2_k = math.log2(prior_cfg.codebook_size)
-    train_bits = val_bits = float("nan")
-    model.train()
-    bar = tqdm(total=train_cfg.steps, initial=step, desc="train-prior", disable=not (progress and main))
-    while step < train_cfg.steps:
-        g = torch.Generator().manual_seed(_seed(train_cfg.seed, step, accelerator.process_index))
-        torch.manual_seed(_seed(train_cfg.seed, step, accelerator.process_index, 1))  # dropout
-        inputs, targets, pos = (t.to(accelerator.device) for t in train_sampler.batch(train_cfg.batch_size, g))
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, train_cfg)
-        with accelerator.autocast():
-            logits, _ = model(inputs, pos)
-        loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-1)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1)
-        if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-            train_bits = loss.item() / math.log(2)
-            bar.set_postfix(bits=f"{train_bits:.3f}", lr=f"{lr_at(step - 1, train_cfg):.2e}")
-            log(dict(step=step, train_bits=train_bits, lr=lr_at(step - 1, train_cfg)))
-        if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
-            unwrapped = accelerator.unwrap_model(model)
-            val_bits = evaluate(unwrapped, val_sampler, train_cfg.eval_batches, train_cfg.batch_size, train_cfg.seed)
-            log(dict(step=step, val_bits=val_bits, log2_K=log2_k, held_out_items=len(val_names)))
-            if main:
-                bar.write(f"step {step}: held-out {val_bits:.4f} bits/token (log2 K = {log2_k:g})")
-        if step % train_cfg.save_every == 0 or step == train_cfg.steps:
-            checkpoint()
-    bar.close()
-    if ckpt is not None and step == int(ckpt[1]["step"]):  # nothing left to do: still report
-        unwrapped = accelerator.unwrap_model(model)
-        val_bits = evaluate(unwrapped, val_sampler, train_cfg.eval_batches, train_cfg.batch_size, train_cfg.seed)
-    return dict(step=step, train_bits=train_bits, val_bits=val_bits, log2_K=log2_k, out=str(out))

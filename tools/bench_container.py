@@ -5,8 +5,8 @@
 
 For every file: real ``.vqc`` sizes from ``codec.compress`` in both modes (whole files: header and chunk heads
 included), checked to decode to the same tokens; then the range coder alone, timed: encode and decode of the
-file's tokens with the prior (``codec.entropy.prior_encode`` / ``prior_decode`` over the same chunks and groups
-as the file), in tokens per second. Targets (issue 5): prior files at most 75% of packed ones; at least 2,000
+file's tokens with the prior (``codec.bitstream.range_coding.prior_encode`` / ``prior_decode`` over the same chunks
+and groups as the file), in tokens per second. Targets (issue 5): prior files at most 75% of packed ones; at least 2,000
 tokens/s each way on the CPU with the default prior.
 
 Prints a table and writes JSON (``--out``, default bench_results/container.json).
@@ -22,24 +22,26 @@ import numpy as np
 import torch
 
 import codec
-from codec import entropy
-from codec.audio_io import is_audio_file
-from codec.compress import DEFAULT_GROUP, default_prior_dir
-from codec.image_io import is_image_file
+from codec.bitstream import packing, range_coding
+from codec.bitstream.compress import DEFAULT_GROUP
+from codec.bitstream.models import default_prior_dir
+from codec.media.audio_io import is_audio_file
+from codec.media.image_io import is_image_file
 from prior.checkpoint import load_prior
+from prior.layout import raster
 
 
 def time_entropy(prior, meta, tokens: torch.Tensor) -> tuple[float, float]:
     """Seconds to range-encode and to range-decode one file's tokens, as compress / decompress chunk them."""
-    flat = entropy.raster(tokens, meta.residual).numpy()
+    flat = raster(tokens, meta.residual).numpy()
     layout = prior.layout(meta.token_shape)
     enc = dec = 0.0
     for group_chunks in meta.groups():
         starts, chunks = [a for _, a, _ in group_chunks], [flat[a:b] for _, a, b in group_chunks]
         t0 = time.perf_counter()
-        payloads = entropy.prior_encode(prior, layout, starts, chunks)
+        payloads = range_coding.prior_encode(prior, layout, starts, chunks)
         t1 = time.perf_counter()
-        back = entropy.prior_decode(prior, layout, starts, [len(c) for c in chunks], payloads)
+        back = range_coding.prior_decode(prior, layout, starts, [len(c) for c in chunks], payloads)
         t2 = time.perf_counter()
         assert all(np.array_equal(x, y) for x, y in zip(back, chunks)), "range coder round trip failed"
         enc, dec = enc + t1 - t0, dec + t2 - t1
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
             prior_bytes=len(coded),
             ratio=len(coded) / len(packed),
             bits_per_token=len(coded) * 8 / n,
-            packed_bits_per_token=entropy.bits_per_token(meta.codebook_size),
+            packed_bits_per_token=packing.bits_per_token(meta.codebook_size),
             encode_tokens_per_s=n / enc,
             decode_tokens_per_s=n / dec,
             chunks=meta.num_chunks,

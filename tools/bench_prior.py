@@ -116,7 +116,7 @@ def _print_row(r: dict) -> None:
 def held_out_rows(pairs: list[tuple[str, str]]) -> list[dict]:
     """Bits/token of each trained prior on the whole items its training held out, against log2 K."""
     import prior as prior_pkg
-    from codec.data import split_files
+    from codec.train.data import split_files
     from prior.data import load_tokens
     from prior.train import CHECKPOINT_NAME, TrainPriorConfig, _read_checkpoint
 

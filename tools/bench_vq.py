@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from codec.quantizer import VectorQuantizer
+from codec.core.quantizer import VectorQuantizer
 from kernels import nearest_code
 
 

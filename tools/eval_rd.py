@@ -4,7 +4,7 @@ python tools/eval_rd.py --model image --data data/images/heldout --out bench_res
 python tools/eval_rd.py --model audio --data data/audio/heldout --out bench_results/rd_audio
 """
 
-from codec.evaluate import main
+from codec.eval.rd import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -34,7 +34,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from codec.data import unit_hash
+from codec.train.data import unit_hash
 
 RATE = 24000
 FORTUNE_DIR = Path("/usr/share/games/fortunes")

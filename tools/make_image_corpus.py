@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from codec.data import unit_hash
+from codec.train.data import unit_hash
 
 DEFAULT_ROOTS = ("/usr/share/backgrounds", "/usr/share/wallpapers")
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}

@@ -18,8 +18,10 @@ Layout (all integers little-endian)::
 Every field is checked against bounds before anything is allocated from it; any failure is ``CorruptFileError``.
 """
 
+import io
 import json
 import math
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -28,8 +30,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from codec.entropy import MAX_CODEBOOK, bits_per_token, max_prior_payload, packed_size
-from codec.errors import CorruptFileError
+from codec.bitstream.packing import bits_per_token, packed_size
+from codec.errors import CorruptFileError, MediaError
+from codec.store.files import check_readable_file
 
 MAGIC = b"VQC\x1a"
 FORMAT_VERSION = 2  # what is written
@@ -40,6 +43,7 @@ MAX_META_BYTES = 1 << 16
 MAX_TOKENS = 1 << 28  # per file: 2^27-pixel images at f = 4 with 4 levels; 9 days of 75 Hz audio at 8 levels
 MAX_CHUNK_TOKENS = 1 << 16
 MAX_GROUP = 256
+MAX_CODEBOOK = 1 << 16  # so every symbol keeps at least one unit of the range coder's 2^20, with room to spare
 MAX_IMAGE_SIDE = 1 << 16
 MAX_IMAGE_PIXELS = 1 << 27  # as codec.image_io.MAX_PIXELS
 MAX_AUDIO_FRAMES = 1 << 36
@@ -101,6 +105,12 @@ class Metadata:
 
     def max_payload(self, n: int) -> int:
         return packed_size(n, bits_per_token(self.codebook_size)) if self.mode == "packed" else max_prior_payload(n)
+
+
+def max_prior_payload(n: int) -> int:
+    """An upper bound on a range-coded chunk of n tokens: a token costs at most the coder's 24-bit precision (its
+    least probable symbol), plus rounding and the final words."""
+    return 4 * (-(-n * 25 // 32) + 4)
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -284,6 +294,34 @@ def read_header(f: BinaryIO) -> Metadata:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptFileError(f"metadata is not valid JSON ({e})") from None
     return validate(d)
+
+
+def open_source(source) -> tuple[BinaryIO, bool]:
+    """(binary file, whether to close it) for bytes, a path or an open binary file.
+
+    Raises:
+        CorruptFileError: a path that is missing, empty or not a regular file.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source)), True
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return open(check_readable_file(source), "rb"), True
+        except MediaError as e:
+            raise CorruptFileError(str(e)) from None
+    if hasattr(source, "read"):
+        return source, False
+    raise TypeError(f"expected bytes, a path or a binary file, got {type(source).__name__}")
+
+
+def read_info(source) -> Metadata:
+    """The metadata of a ``.vqc`` file (bytes, path or binary file), header checked; chunks not read."""
+    f, close = open_source(source)
+    try:
+        return read_header(f)
+    finally:
+        if close:
+            f.close()
 
 
 def iter_chunks(f: BinaryIO, meta: Metadata) -> Iterator[tuple[bytes, int]]:

@@ -1,72 +1,28 @@
-"""Entropy coding of token chunks: fixed-width bit packing, or range coding with a TokenPrior's probabilities.
+"""Range coding of token chunks with a TokenPrior's probabilities: the "prior" coding mode.
 
-Tokens are coded in the prior's raster order (``raster``): flat position p = (row * W + col) * L + level, the
-residual level innermost; audio (n_q, t) is a one-row grid of t columns. A chunk is a run of consecutive flat
-positions; chunks are coded independently, so the decoder can check and decode them one group at a time.
-
-``packed``: each token in ceil(log2 K) bits, little-endian bit order (``pack_bits``).
-
-``prior``: range coding (constriction's ``RangeEncoder``, 32-bit words) with per-token probabilities from the
-prior. Each chunk is one window of the item's raster sequence that starts from the prior's start token (no
-earlier context), so chunks are independent; up to ``group`` chunks are run through ``StepDecoder`` in lockstep
-for speed. Logits are turned into integer frequencies by ``integer_frequencies`` (every symbol at least one
+Tokens are coded in the one raster order (``prior.layout``): flat position p = (row * W + col) * L + level. A chunk
+is a run of consecutive flat positions, one window of the item's raster sequence that starts from the prior's
+start token (no earlier context), so chunks are independent; up to ``group`` chunks are run through
+``prior.incremental.StepDecoder`` in lockstep for speed. Coding is range coding (constriction's ``RangeEncoder``,
+32-bit words). Logits are turned into integer frequencies by ``integer_frequencies`` (every symbol at least one
 unit, sum exactly ``FREQ_TOTAL``), the same function on both sides; the decoder sees bit-identical logits
 because it runs the same operations on the same shapes (same group, same chunk lengths) on the prior's CPU copy,
 on one thread (``one_thread``: with more, torch may split reductions differently and change the last bits).
 """
 
 import contextlib
-import math
 
 import constriction
 import numpy as np
 import torch
 
+from prior.incremental import StepDecoder
+
 FREQ_BITS = 20
 FREQ_TOTAL = 1 << FREQ_BITS  # integer frequencies of one token's distribution sum to this
-MAX_CODEBOOK = 1 << 16  # so every symbol keeps at least one unit with room to spare
 _FAMILY = constriction.stream.model.Categorical(perfect=False)  # rescales exactly: FREQ_TOTAL is a power of 2
 
 
-def bits_per_token(codebook_size: int) -> int:
-    """ceil(log2 K): the width of a packed token."""
-    return max(1, math.ceil(math.log2(codebook_size)))
-
-
-def raster(tokens: torch.Tensor, residual: bool) -> torch.Tensor:
-    """One item's tokens (h, w), (n_q, h, w) or (n_q, t) -> (N,) in raster order, level innermost."""
-    if residual:
-        tokens = tokens.movedim(0, -1)
-    return tokens.reshape(-1)
-
-
-def unraster(flat: torch.Tensor, shape: tuple[int, ...], residual: bool) -> torch.Tensor:
-    """The inverse of ``raster``: (N,) -> ``shape``."""
-    if not residual:
-        return flat.reshape(shape)
-    return flat.reshape(*shape[1:], shape[0]).movedim(-1, 0)
-
-
-# --------------------------------------------------------------------------------------------- packed
-def pack_bits(values: np.ndarray, bits: int) -> bytes:
-    """(n,) non-negative integers < 2**bits -> ceil(n * bits / 8) bytes, least significant bit first."""
-    v = np.asarray(values, dtype=np.uint32)
-    planes = ((v[:, None] >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)
-    return np.packbits(planes.reshape(-1), bitorder="little").tobytes()
-
-
-def packed_size(n: int, bits: int) -> int:
-    return -(-n * bits // 8)
-
-
-def unpack_bits(data: bytes, n: int, bits: int) -> np.ndarray:
-    """The inverse of ``pack_bits``: (n,) int64. ``data`` must be ``packed_size(n, bits)`` bytes long."""
-    planes = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=n * bits, bitorder="little")
-    weights = (1 << np.arange(bits, dtype=np.int64))[None]
-    return (planes.reshape(n, bits).astype(np.int64) * weights).sum(axis=1)
-
-
-# ---------------------------------------------------------------------------------------------- prior
 def integer_frequencies(logits: torch.Tensor) -> np.ndarray:
     """(B, K) logits -> (B, K) float64 holding integers >= 1 that sum to FREQ_TOTAL in every row.
 
@@ -99,8 +55,6 @@ def one_thread():
 
 def _run_group(prior, layout, starts: list[int], lengths: list[int], choose) -> None:
     """Step a group of chunks through the prior; ``choose(s, freqs)`` returns the (B,) tokens at step s."""
-    from prior.incremental import StepDecoder
-
     K = prior.config.codebook_size
     with one_thread():
         dec = StepDecoder(prior, layout, torch.tensor(starts), device="cpu")
@@ -152,9 +106,3 @@ def prior_decode(prior, layout, starts: list[int], lengths: list[int], payloads:
     except (ValueError, RuntimeError, OverflowError) as e:  # constriction's errors on inconsistent data
         raise ValueError(f"range decoder failed: {e}") from None
     return [out[i, :n].copy() for i, n in enumerate(lengths)]
-
-
-def max_prior_payload(n: int) -> int:
-    """An upper bound on a range-coded chunk of n tokens: a token costs at most the coder's 24-bit precision (its
-    least probable symbol), plus rounding and the final words."""
-    return 4 * (-(-n * 25 // 32) + 4)

@@ -1,4 +1,4 @@
-"""The ``encode``, ``decode`` and ``info`` subcommands of the ``codec`` CLI (see ``codec.cli``).
+"""The ``encode``, ``decode`` and ``info`` subcommands of the ``codec`` CLI (see ``codec.cli.main``).
 
 Outputs are written atomically and never overwrite an existing file without ``--force``. A folder given as
 input is processed recursively with one progress bar; a file that fails is reported on one line and skipped,
@@ -12,8 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
+from codec.cli.common import PROG
 from codec.errors import VQCodecError
 
 ENCODE_EXAMPLES = """examples:
@@ -41,7 +40,8 @@ _IMAGE_EXT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TI
 _AUDIO_EXT = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
 
 
-def add_subcommands(subparsers) -> None:
+def register(subparsers) -> None:
+    """Register ``encode``, ``decode`` and ``info``."""
     raw = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
         "encode",
@@ -123,7 +123,7 @@ def _check_output(path: Path, force: bool) -> None:
 
 def _media_files(root: Path) -> list[Path]:
     """Image and audio files under ``root`` (recursively, hidden ones left out, as training finds them)."""
-    from codec.data import find_files
+    from codec.media import find_files
 
     found = []
     for modality in ("image", "audio"):
@@ -134,7 +134,7 @@ def _media_files(root: Path) -> list[Path]:
 
 def _run_many(jobs: list[tuple[Path, Path]], work, desc: str) -> int:
     """Run work(src, dst) for every job with one progress bar; failures are reported and skipped."""
-    from codec.cli import PROG
+    from tqdm import tqdm
 
     failed = 0
     with tqdm(jobs, desc=desc, unit="file", disable=len(jobs) < 2) as bar:
@@ -158,14 +158,14 @@ class _Models:
 
     def codec(self, name):
         if name not in self.codecs:
-            import codec
+            from codec.core.checkpoint import load
 
-            self.codecs[name] = codec.load(name, device=self.device)
+            self.codecs[name] = load(name, device=self.device)
         return self.codecs[name]
 
     def prior(self, name):
         """A prior by directory, on the CPU (compress / decompress check that it fits the codec and the file)."""
-        from codec.compress import load_named_prior
+        from codec.bitstream.models import load_named_prior
 
         if name not in self.priors:
             self.priors[name] = load_named_prior(name)
@@ -174,9 +174,9 @@ class _Models:
 
 # -------------------------------------------------------------------------------------------- encode
 def cmd_encode(args) -> int:
-    from codec.audio_io import is_audio_file
-    from codec.compress import compress
-    from codec.fileio import atomic_write_bytes
+    from codec.bitstream.compress import compress
+    from codec.media import is_audio_file
+    from codec.store.files import atomic_write_bytes
 
     src = Path(args.input)
     if not src.exists():
@@ -219,8 +219,7 @@ def default_extension(meta) -> str:
 
 def default_output(vqc: Path, meta) -> Path:
     """IN without .vqc if what remains names a media file of the right kind, else with the original's extension."""
-    from codec.audio_io import is_audio_file
-    from codec.image_io import is_image_file
+    from codec.media import is_audio_file, is_image_file
 
     stem = vqc.with_suffix("") if vqc.suffix.lower() == ".vqc" else vqc
     ok = is_image_file(stem) if meta.modality == "image" else is_audio_file(stem)
@@ -228,9 +227,8 @@ def default_output(vqc: Path, meta) -> Path:
 
 
 def cmd_decode(args) -> int:
-    from codec.audio_io import is_audio_file, write_audio
-    from codec.compress import decompress, read_info
-    from codec.image_io import is_image_file, write_image
+    from codec.bitstream.decompress import decompress, read_info
+    from codec.media import is_audio_file, is_image_file, write_audio, write_image
 
     src = Path(args.input)
     if not src.exists():
@@ -273,7 +271,7 @@ def cmd_decode(args) -> int:
 # ---------------------------------------------------------------------------------------------- info
 def describe(path: Path, meta) -> dict:
     """Sizes and rates of a .vqc file from its metadata and its size on disk."""
-    from codec.entropy import bits_per_token
+    from codec.bitstream.packing import bits_per_token
 
     size = os.path.getsize(path)
     m = meta.media
@@ -289,7 +287,7 @@ def describe(path: Path, meta) -> dict:
 
 
 def cmd_info(args) -> int:
-    from codec.compress import read_info
+    from codec.bitstream.container import read_info  # no torch: info starts fast
 
     path = Path(args.input)
     meta = read_info(path)

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.config import AudioCodecConfig
-from codec.layers import ResUnit1d
+from codec.core.config import AudioCodecConfig
+from codec.core.layers import ResUnit1d
 
 
 class Downsample1d(nn.Module):

@@ -1,13 +1,12 @@
 """Codec configurations. Defaults are the values that work; a run directory stores them as config.json."""
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 
 @dataclass
 class QuantizerConfig:
-    """Codebook settings shared by both modalities (see codec.quantizer.VectorQuantizer)."""
+    """Codebook settings shared by both modalities (see codec.core.quantizer.VectorQuantizer)."""
 
     codebook_size: int = 1024
     num_quantizers: int = 1  # > 1: residual VQ, one model serves 1..num_quantizers stages
@@ -57,7 +56,7 @@ class AudioCodecConfig:
     dilations: tuple[int, ...] = (1, 3, 9)  # residual units per level
     latent_dim: int = 128
     # 75 frames/s: a batch of 16 one-second segments gives ~1.2 vectors per code per step, so the dead-code
-    # threshold must sit well below that (see codec.train._check_dead_code_threshold)
+    # threshold must sit well below that (see codec.train.codec_task.check_dead_code_threshold)
     quantizer: QuantizerConfig = field(
         default_factory=lambda: QuantizerConfig(num_quantizers=8, quantizer_dropout=1.0, dead_code_threshold=0.2)
     )
@@ -102,9 +101,3 @@ def config_from_dict(data: dict) -> CodecConfig:
             raise ValueError(f"unknown quantizer config keys: {sorted(unknown)}")
         data["quantizer"] = replace(cls().quantizer, **q)
     return cls(**data)
-
-
-def load_config_file(path) -> CodecConfig:
-    """Read a JSON codec config: "modality" plus any keys to override (the rest keep their defaults)."""
-    with open(path) as f:
-        return config_from_dict(json.load(f))

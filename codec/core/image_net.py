@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.config import ImageCodecConfig
-from codec.layers import LocalGroupNorm, ResBlock2d
+from codec.core.config import ImageCodecConfig
+from codec.core.layers import LocalGroupNorm, ResBlock2d
 
 
 def _widths(cfg: ImageCodecConfig) -> list[int]:

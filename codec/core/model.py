@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.audio_net import AudioDecoder, AudioEncoder
-from codec.config import CodecConfig, ImageCodecConfig
-from codec.image_net import ImageDecoder, ImageEncoder
-from codec.quantizer import QuantizerOutput, ResidualVectorQuantizer, VectorQuantizer
+from codec.core.audio_net import AudioDecoder, AudioEncoder
+from codec.core.config import CodecConfig, ImageCodecConfig
+from codec.core.image_net import ImageDecoder, ImageEncoder
+from codec.core.quantizer import QuantizerOutput, ResidualVectorQuantizer, VectorQuantizer
 
 RANGE_SLACK = 1e-3  # inputs may overshoot their range by this much (rounding); beyond it is an error
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec import distributed as D
-from codec.kmeans import kmeans
+from codec.core import distributed as D
+from codec.core.kmeans import kmeans
 from kernels import nearest_code
 
 

@@ -29,7 +29,7 @@ import soxr
 import torch
 
 from codec.errors import MediaError
-from codec.fileio import atomic_write, check_readable_file
+from codec.store.files import atomic_write, check_readable_file
 
 RESAMPLE_QUALITY = "HQ"  # soxr's default: 20-bit precision, passband to 91% of Nyquist
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the only rates libsndfile writes Opus at

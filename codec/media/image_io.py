@@ -11,7 +11,7 @@ A decoded image is a (C, H, W) float32 tensor in [0, 1], with C = 1 (grayscale) 
 - Multi-frame files (TIFF pages, animated WebP): the first frame.
 - Images over `MAX_PIXELS` pixels are refused before they are decoded (decompression bombs).
 
-Writes are 8 bits per channel and atomic (`codec.fileio.atomic_write`). WebP has no grayscale: a
+Writes are 8 bits per channel and atomic (`codec.store.files.atomic_write`). WebP has no grayscale: a
 one-channel image written as WebP reads back as three equal channels.
 """
 
@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from codec.errors import MediaError
-from codec.fileio import atomic_write, check_readable_file
+from codec.store.files import atomic_write, check_readable_file
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 MAX_PIXELS = 2**27  # 134 M pixels (e.g. 11585 x 11585): above any camera, below Pillow's own bomb error

@@ -1,23 +1,23 @@
 """Run directories: ``config.json`` + ``model.safetensors``, written atomically, loaded safely.
 
-Shared by codecs and priors. Weights are read with safetensors only (never pickle). A model's identity is
-a SHA-256 over its config and every tensor (name, dtype, shape, bytes), so two models hash equal only if
-they compute alike.
+Model-agnostic: codecs (``codec.core.checkpoint``) and priors (``prior.checkpoint``) both store themselves
+here, each passing its own config dict and builder. Weights are read with safetensors only (never pickle).
+A model's identity (``model_hash``) is a SHA-256 over its config and every tensor (name, dtype, shape,
+bytes), so two models hash equal only if they compute alike.
 """
 
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from codec.config import config_from_dict, config_to_dict
 from codec.errors import CheckpointError
-from codec.fileio import atomic_write_bytes, atomic_write_text
-from codec.model import Codec
+from codec.store.files import atomic_write_bytes, atomic_write_text
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -92,17 +92,6 @@ def default_device(device: str | torch.device | None) -> str | torch.device:
     return device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def model_hash(model: Codec) -> str:
-    """Hex SHA-256 identity of a codec (config + weights + codebooks)."""
-    return state_hash(config_to_dict(model.config), model)
-
-
-def save_model(run_dir: str | Path, model: Codec) -> None:
-    """Write a codec's ``config.json`` and ``model.safetensors`` into ``run_dir``, atomically."""
-    save_run(run_dir, model, config_to_dict(model.config), "vqcodec")
-
-
-def load_model(path: str | Path, device: str | torch.device | None = None) -> Codec:
-    """Load a codec from a run directory (see ``load_run``); device None picks CUDA when available."""
-    model = load_run(path, "codec", lambda cfg: Codec(config_from_dict(cfg)))
-    return model.to(default_device(device)).eval()
+def model_hash(model: torch.nn.Module) -> str:
+    """Hex SHA-256 identity of a model whose ``config`` is a dataclass (a codec or a prior): config + tensors."""
+    return state_hash(asdict(model.config), model)

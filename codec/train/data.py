@@ -25,19 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from codec.audio_io import AUDIO_EXTENSIONS, is_audio_file, read_audio
 from codec.errors import MediaError
-from codec.image_io import IMAGE_EXTENSIONS, is_image_file, read_image
+from codec.media import find_files, read_audio, read_image, to_audio_channels, to_image_channels
 
 RESAMPLE_MARGIN = 64  # extra samples (model rate) read on each side of a segment, so resampling edges fall outside
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights: RGB -> gray for a one-channel image model
 
 
 class SkippedFileWarning(UserWarning):
     """A data file could not be read and is left out of training."""
 
 
-def _mix(*values: int) -> int:
+def mix_seed(*values: int) -> int:
     """A 63-bit seed from integers (stable across runs, machines and Python versions)."""
     digest = hashlib.blake2b(struct.pack(f"<{len(values)}q", *values), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
@@ -49,34 +47,6 @@ def unit_hash(text: str) -> float:
 
 
 # ------------------------------------------------------------------------------------------- file lists
-def find_files(root: str | os.PathLike, modality: str) -> list[str]:
-    """Media files under ``root``, recursively, as sorted POSIX paths relative to ``root``.
-
-    Hidden files and directories (names starting with ".") are left out; symlinked files are listed,
-    symlinked directories are not followed.
-
-    Raises:
-        FileNotFoundError: ``root`` is not a directory.
-        ValueError: no file with a known extension.
-    """
-    if modality not in ("image", "audio"):
-        raise ValueError(f"modality must be 'image' or 'audio', got {modality!r}")
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data directory {root} does not exist or is not a directory")
-    wanted = is_image_file if modality == "image" else is_audio_file
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith(".") and wanted(name):
-                found.append((Path(dirpath) / name).relative_to(root).as_posix())
-    if not found:
-        exts = ", ".join(sorted(IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS))
-        raise ValueError(f"no {modality} files under {root} (looked for {exts})")
-    return sorted(found)
-
-
 def split_files(files: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
     """Deterministic train / held-out split by a hash of each relative path.
 
@@ -234,16 +204,6 @@ class ImageFolderDataset(_FolderDataset):
         return x.contiguous()
 
 
-def to_image_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """(C, H, W) with C in {1, 3} -> (channels, H, W)."""
-    if x.shape[0] == channels:
-        return x
-    if channels == 3:
-        return x.expand(3, -1, -1)
-    weights = torch.tensor(LUMA, dtype=x.dtype).view(3, 1, 1)
-    return (x * weights).sum(dim=0, keepdim=True)
-
-
 def _pad_to(x: torch.Tensor, size: int) -> torch.Tensor:
     """Pad (C, H, W) at the bottom and right to at least size x size, by reflection where possible."""
     while x.shape[-2] < size or x.shape[-1] < size:
@@ -325,15 +285,6 @@ class AudioFolderDataset(_FolderDataset):
         return to_audio_channels(y, self.channels).contiguous()
 
 
-def to_audio_channels(y: torch.Tensor, channels: int) -> torch.Tensor:
-    """(C, T) -> (channels, T): duplicate mono, average to mono, or keep the first two channels."""
-    if y.shape[0] == channels:
-        return y
-    if channels == 1:
-        return y.mean(dim=0, keepdim=True)
-    return y.expand(2, -1) if y.shape[0] == 1 else y[:2]
-
-
 # ------------------------------------------------------------------------------------- sampling, loading
 class StreamSampler(Sampler):
     """Endless stream of item keys ``(file_index, item_seed)``: a fresh permutation of the files per pass.
@@ -358,9 +309,9 @@ class StreamSampler(Sampler):
         while True:
             e, i = divmod(position, self.num_files)
             if e != epoch:
-                g = torch.Generator().manual_seed(_mix(self.seed, e, 0))
+                g = torch.Generator().manual_seed(mix_seed(self.seed, e, 0))
                 epoch, order = e, torch.randperm(self.num_files, generator=g).tolist()
-            yield order[i], _mix(self.seed, position, 1)
+            yield order[i], mix_seed(self.seed, position, 1)
             position += 1
 
 
@@ -370,9 +321,10 @@ def collate(items: list[dict]) -> dict:
 
 
 def stream_loader(
-    dataset: _FolderDataset, batch_size: int, seed: int, start: int = 0, num_workers: int = 0
+    dataset: Dataset, batch_size: int, seed: int, start: int = 0, num_workers: int = 0, collate_fn=collate
 ) -> DataLoader:
-    """An endless DataLoader of batches over ``StreamSampler(len(dataset), seed, start)``.
+    """An endless DataLoader of batches over ``StreamSampler(len(dataset), seed, start)``: the data stream of every
+    training run (``dataset[(index, item_seed)]`` makes item ``position`` from its key alone).
 
     Under ``accelerate`` (after ``accelerator.prepare``) consecutive batches go to consecutive processes, so
     the stream position after s optimizer steps is ``s * grad_accum * batch_size * num_processes``.
@@ -382,7 +334,7 @@ def stream_loader(
         batch_size=batch_size,
         sampler=StreamSampler(len(dataset), seed, start),
         drop_last=True,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(seed),  # worker seeds; keeps the global RNG untouched

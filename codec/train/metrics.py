@@ -1,6 +1,7 @@
-"""Reconstruction quality metrics, one value per item: PSNR for images, SI-SNR for audio.
+"""Reconstruction quality metrics, one value per item: PSNR for images, SI-SNR for audio. Training logs them and
+rate-distortion evaluation (``codec.eval``) reports them.
 
-(The log-mel distance for audio lives in ``codec.losses.mel_distance``, next to the mel filterbank.)
+(The log-mel distance for audio lives in ``codec.train.losses.mel_distance``, next to the mel filterbank.)
 """
 
 import torch
@@ -9,21 +10,23 @@ MSE_FLOOR = 1e-10  # identical items give 10 log10(max_val^2 / 1e-10) = 100 dB i
 
 
 @torch.no_grad()
-def psnr(x: torch.Tensor, y: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio per item: 10 log10(max_val^2 / MSE).
+def psnr(x: torch.Tensor, y: torch.Tensor, max_val: float = 1.0, mse_floor: float = MSE_FLOOR) -> torch.Tensor:
+    """Peak signal-to-noise ratio per item: 10 log10(max_val^2 / MSE), the MSE computed in float64.
 
     Args:
         x: (B, ...) estimate, e.g. (B, C, H, W) in [0, max_val].
         y: (B, ...) reference, same shape.
         max_val: the largest possible value (1.0 for images in [0, 1]).
+        mse_floor: the MSE is floored at this: the default keeps identical items finite (100 dB, what training
+            logs average); 0 gives inf for them (evaluation counts them as lossless).
 
     Returns:
-        (B,) float32 in dB; the MSE is floored at MSE_FLOOR, so identical items give a finite value.
+        (B,) float32 in dB.
     """
     if x.shape != y.shape or x.ndim < 1:
         raise ValueError(f"x and y must have the same (B, ...) shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    mse = (x.float() - y.float()).pow(2).flatten(1).mean(dim=1)  # (B,)
-    return 10.0 * torch.log10(max_val**2 / mse.clamp_min(MSE_FLOOR))
+    mse = (x.double() - y.double()).pow(2).flatten(1).mean(dim=1)  # (B,)
+    return (10.0 * torch.log10(max_val**2 / mse.clamp_min(mse_floor))).float()
 
 
 @torch.no_grad()

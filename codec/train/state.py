@@ -1,17 +1,30 @@
-"""Training state shared by codec and prior training: optimizer state as named tensors, RNG states, and
-the learning-rate schedule. Everything is stored as safetensors + JSON (no pickle)."""
+"""The one checkpoint format of every training run (codecs and priors), and the state it holds: optimizer state as
+named tensors, every process's RNG states, the learning-rate schedule. Safetensors + JSON only (no pickle).
+
+    train_state.safetensors   "model.*" (weights and buffers), "optim.*" (optimizer tensors), "rng.<rank>.*"
+                              (each process's RNG states); its metadata holds the JSON state below: one atomic
+                              write, so always self-consistent
+    train_state.json          the JSON state (step, optimizer groups, scheduler, the task's configs); written
+                              last: the commit record that says which step is complete (``read_checkpoint_meta``)
+"""
 
 import json
 import math
 import random
+import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 
+from codec.errors import CheckpointError
+from codec.store.files import atomic_write_bytes, atomic_write_text
 
-def plain(obj):
-    """A JSON round trip: tuples become lists, so saved and live values compare equal."""
-    return json.loads(json.dumps(obj))
+STATE_NAME = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+STATE_FORMAT = "vqcodec-train-state-v1"
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -24,7 +37,7 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
                 tensors[f"optim.{pid}.{key}"] = v.detach().to("cpu").contiguous()
             else:
                 scalars.setdefault(str(pid), {})[key] = v
-    return tensors, {"param_groups": plain(sd["param_groups"]), "scalars": scalars}
+    return tensors, {"param_groups": json.loads(json.dumps(sd["param_groups"])), "scalars": scalars}
 
 
 def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict, saved: dict) -> None:
@@ -76,3 +89,82 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ------------------------------------------------------------------------------------------ checkpoint files
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds (any part of) a training checkpoint."""
+    return (Path(run_dir) / STATE_JSON).exists() or (Path(run_dir) / STATE_NAME).exists()
+
+
+def write_train_state(run_dir: str | Path, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a checkpoint: the tensors with ``meta`` in their header, then ``meta`` as the commit record."""
+    run_dir = Path(run_dir)
+    text = json.dumps({"format": STATE_FORMAT, **meta}, indent=2) + "\n"
+    header = {"format": STATE_FORMAT, "step": str(meta["step"]), "state": text}
+    atomic_write_bytes(run_dir / STATE_NAME, save(tensors, metadata=header))
+    atomic_write_text(run_dir / STATE_JSON, text)  # last: the commit record
+
+
+def read_checkpoint_meta(run_dir: str | Path) -> dict:
+    """The JSON state of the run's last complete checkpoint, after checking its files agree.
+
+    ``train_state.safetensors`` carries its own copy of the JSON state and is written in one atomic step,
+    so it is complete by construction; ``train_state.json`` is written after it. If the JSON is older (the
+    run stopped between the two writes) the safetensors file is newer and complete: it is used, with a
+    warning. A JSON newer than the safetensors file cannot happen in a normal run and is an error.
+
+    Raises:
+        CheckpointError: no checkpoint, a missing or unreadable state file, or files that disagree.
+    """
+    run_dir = Path(run_dir)
+    st_path, js_path = run_dir / STATE_NAME, run_dir / STATE_JSON
+    if not st_path.is_file():
+        if js_path.is_file():
+            raise CheckpointError(f"{st_path}: missing, but {STATE_JSON} exists: the checkpoint is incomplete")
+        raise CheckpointError(f"{run_dir}: no checkpoint to resume from ({STATE_NAME} and {STATE_JSON} missing)")
+    try:
+        with safe_open(st_path, framework="pt") as f:
+            header = f.metadata() or {}
+        meta = json.loads(header["state"])
+        if header.get("format") != STATE_FORMAT or meta.get("format") != STATE_FORMAT:
+            raise ValueError(f"format is {header.get('format')!r}, expected {STATE_FORMAT!r}")
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{st_path}: unreadable training state ({e})") from None
+    try:
+        js_step = json.loads(js_path.read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warnings.warn(f"{js_path}: unreadable ({e}); using the state stored in {STATE_NAME}", stacklevel=2)
+        return meta
+    if js_step > meta["step"]:
+        raise CheckpointError(
+            f"{st_path}: holds step {meta['step']} but {STATE_JSON} says step {js_step}: {STATE_NAME} is "
+            "inconsistent (older than the record of its own checkpoint); the checkpoint cannot be trusted"
+        )
+    if js_step < meta["step"]:
+        warnings.warn(
+            f"{js_path} (step {js_step}) is older than {STATE_NAME} (step {meta['step']}): the run stopped "
+            f"while checkpointing; resuming from the complete state at step {meta['step']}",
+            stacklevel=2,
+        )
+    return meta
+
+
+def load_train_state(run_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The last checkpoint: (JSON state, named CPU tensors: "model.*", "optim.*", "rng.*")."""
+    meta = read_checkpoint_meta(run_dir)
+    path = Path(run_dir) / STATE_NAME
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable training state ({e})") from None
+    return meta, tensors
+
+
+def restore_model(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Load the "model.*" tensors of a training state into ``model`` (weights and buffers, e.g. codebook EMAs)."""
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = model.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise CheckpointError(f"{where}: the saved model tensors do not fit the model's config")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})

@@ -21,12 +21,12 @@ from codec import (
     ImageCodecConfig,
     ModelMismatchError,
     QuantizerConfig,
-    container,
-    entropy,
 )
+from codec.bitstream import container, packing, range_coding
 from prior.checkpoint import save_prior
 from prior.config import PriorConfig
 from prior.incremental import StepDecoder, window_logits
+from prior.layout import raster, unraster
 from prior.model import TokenPrior
 
 
@@ -69,9 +69,9 @@ def models(tmp_path_factory):
 def test_pack_bits_round_trip_and_size(bits, n):
     rng = np.random.default_rng(bits * 1000 + n)
     v = rng.integers(0, 2**bits, n)
-    data = entropy.pack_bits(v, bits)
-    assert len(data) == entropy.packed_size(n, bits) == -(-n * bits // 8)
-    np.testing.assert_array_equal(entropy.unpack_bits(data, n, bits), v)
+    data = packing.pack_bits(v, bits)
+    assert len(data) == packing.packed_size(n, bits) == -(-n * bits // 8)
+    np.testing.assert_array_equal(packing.unpack_bits(data, n, bits), v)
     if bits == 3 and n == 7:  # hand-computed: 7 x 3 bits, least significant first
         ref = "".join(format(int(x), "03b")[::-1] for x in v)
         ref += "0" * (-len(ref) % 8)
@@ -83,26 +83,26 @@ def test_integer_frequencies_every_symbol_counts_and_sum_is_exact():
     logits = torch.randn(5, 300) * 8
     logits[0] = 0.0  # uniform
     logits[1, 7] = 1e4  # one symbol takes (almost) everything
-    freq = entropy.integer_frequencies(logits)
+    freq = range_coding.integer_frequencies(logits)
     assert freq.dtype == np.float64 and np.all(freq == np.floor(freq))
-    assert np.all(freq >= 1) and np.all(freq.sum(axis=1) == entropy.FREQ_TOTAL)
+    assert np.all(freq >= 1) and np.all(freq.sum(axis=1) == range_coding.FREQ_TOTAL)
     p = torch.softmax(logits.double(), dim=1).numpy()
-    np.testing.assert_allclose(freq / entropy.FREQ_TOTAL, p, atol=300 / entropy.FREQ_TOTAL)
-    assert freq[1, 7] == entropy.FREQ_TOTAL - 299
-    np.testing.assert_array_equal(entropy.integer_frequencies(logits.clone()), freq)
+    np.testing.assert_allclose(freq / range_coding.FREQ_TOTAL, p, atol=300 / range_coding.FREQ_TOTAL)
+    assert freq[1, 7] == range_coding.FREQ_TOTAL - 299
+    np.testing.assert_array_equal(range_coding.integer_frequencies(logits.clone()), freq)
 
 
 @pytest.mark.parametrize("residual", [False, True])
 def test_raster_is_the_priors_order(residual):
     shape = (3, 4, 5) if residual else (4, 5)
     t = torch.arange(int(np.prod(shape))).reshape(shape)
-    flat = entropy.raster(t, residual)
+    flat = raster(t, residual)
     levels = 3 if residual else 1
     p = TokenPrior(PriorConfig(codebook_size=64, dim=8, depth=1, heads=2, levels=levels, residual=residual))
     torch.testing.assert_close(flat, p.flatten(t[None])[0], rtol=0, atol=0)
     if residual:
         assert flat[:4].tolist() == [0, 20, 40, 1]  # the level innermost
-    torch.testing.assert_close(entropy.unraster(flat, shape, residual), t, rtol=0, atol=0)
+    torch.testing.assert_close(unraster(flat, shape, residual), t, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("layout,starts,context", [((1, 5, 7), [0, 9, 20], 6), ((3, 1, 11), [0, 4], 40)])
@@ -158,7 +158,7 @@ def test_audio_round_trip_resampled_stereo(models, prior):
     y = torch.rand(2, 7000, generator=torch.Generator().manual_seed(4)) - 0.5
     data = codec.compress(y, a, prior=prior, sample_rate=22050, num_quantizers=3, chunk_tokens=10, group=4)
     out = codec.decompress(data)
-    from codec.audio_io import resample
+    from codec.media import resample
 
     x = resample(y, 22050, 16000).mean(dim=0, keepdim=True)
     ref = a.encode(x[None], num_quantizers=3)[0]
@@ -177,13 +177,13 @@ def test_prior_mode_is_smaller_on_predictable_tokens(tmp_path):
     x = torch.full((3, 64, 64), 0.5)
     target = m.encode(x[None]).clone()  # (1, 8, 8): one value everywhere
     opt = torch.optim.Adam(p.parameters(), lr=3e-3)
-    from prior.model import positions
+    from prior.layout import positions
 
     inputs = torch.cat([torch.tensor([[32]]), p.flatten(target)[:, :-1]], dim=1)
     pos = positions((1, 8, 8), 0, 64)[None]
     p.train()
     for _ in range(60):
-        logits, _ = p(inputs, pos)
+        logits = p(inputs, pos)
         loss = torch.nn.functional.cross_entropy(logits[0], p.flatten(target)[0])
         opt.zero_grad()
         loss.backward()
@@ -396,7 +396,7 @@ def test_a_header_claiming_many_tokens_allocates_nothing_for_them(models):
 
 
 def test_auto_chunk_size():
-    from codec.compress import auto_chunk_tokens
+    from codec.bitstream.compress import auto_chunk_tokens
 
     assert auto_chunk_tokens(100) == 256  # never below one prior context
     assert auto_chunk_tokens(4096) == 256  # a 512 x 512 image: 16 chunks

@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 
 import codec
 from codec import Codec, ImageCodecConfig, QuantizerConfig
-from codec.audio_io import read_audio
 from codec.cli import main as cli_main
 from codec.errors import ModelMismatchError
-from codec.image_io import read_image
-from codec.losses import mel_distance
+from codec.media.audio_io import read_audio
+from codec.media.image_io import read_image
+from codec.train.losses import mel_distance
 from prior.checkpoint import load_prior, save_prior
 from prior.config import PriorConfig
 from prior.model import TokenPrior

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import codec
+import codec.store.registry
 from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
-from codec.audio_io import read_audio, write_audio
 from codec.cli import main
-from codec.image_io import read_image, write_image
+from codec.media.audio_io import read_audio, write_audio
+from codec.media.image_io import read_image, write_image
 from prior.checkpoint import save_prior
 from prior.config import PriorConfig
 from prior.model import TokenPrior
@@ -122,7 +123,7 @@ def test_folder_with_a_bad_file_reports_it_and_exits_2(runs, tmp_path, capsys):
 
 
 def test_user_errors_are_one_line_and_status_2(runs, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(codec, "BUNDLED_DIR", tmp_path / "no-models")  # an install without bundled models
+    monkeypatch.setattr(codec.store.registry, "BUNDLED_DIR", tmp_path / "no-models")  # an install without bundled models
     good = tmp_path / "good.vqc"
     assert run("encode", runs / "media" / "a.png", "-o", good, "--model", runs / "img") == 0
     data = good.read_bytes()

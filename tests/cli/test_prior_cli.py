@@ -1,7 +1,7 @@
 """The prior's CLI end to end on tiny codecs: tokenize -> train-prior -> sample, resuming tokenize and
 train-prior after an interruption, and one-line errors for user mistakes.
 
-Runs the subcommands through ``prior.cli.main`` (the same parsers ``codec.cli`` registers)."""
+Runs the subcommands through ``codec.cli.main``."""
 
 import json
 
@@ -10,14 +10,17 @@ import torch
 from safetensors.torch import load_file
 
 import codec
+import codec.train.loop
 import prior.data
-import prior.train
 from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
-from codec.audio_io import write_audio
-from codec.image_io import read_image, write_image
-from prior.cli import main
+from codec.cli import main
+from codec.media.audio_io import write_audio
+from codec.media.image_io import read_image, write_image
 
-TINY = {"prior": {"dim": 32, "depth": 2, "heads": 2, "context": 16}, "train": {"batch_size": 4, "warmup_steps": 2}}
+TINY = {
+    "prior": {"dim": 32, "depth": 2, "heads": 2, "context": 16},
+    "train": {"batch_size": 4, "warmup_steps": 2, "log_every": 2},
+}
 
 
 @pytest.fixture
@@ -37,22 +40,26 @@ def image_run(tmp_path):
 
 
 def run(*argv) -> int:
-    return main([str(a) for a in argv])
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as e:  # user errors: one line, status 2
+        return e.code
 
 
 def test_tokenize_train_sample_images(image_run, capsys):
     d = image_run
-    with pytest.warns(UserWarning, match="broken.png"):
-        assert run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens") == 0
-    out = capsys.readouterr().out
+    assert run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens") == 0
+    out, err = capsys.readouterr()
+    assert "codec: warning:" in err and "broken.png" in err  # the CLI prints warnings on one line each
     assert "tokenized 7 files" in out and "1 unreadable files skipped" in out
     index = json.loads((d / "tokens" / "index.json").read_text())
     assert index["codec_hash"] == codec.model_hash(codec.load(d / "codec"))
     args = ("train-prior", "--tokens", d / "tokens", "--out", d / "prior", "--config", d / "tiny.json")
     assert run(*args, "--steps", "4") == 0
     assert "held-out" in capsys.readouterr().out
-    log = [json.loads(line) for line in (d / "prior" / "train_log.jsonl").read_text().splitlines()]
-    assert any("val_bits" in r for r in log)
+    log = [json.loads(line) for line in (d / "prior" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "eval" and "val_bits" in r for r in log)
+    assert [r["step"] for r in log if r["kind"] == "train"] == [2, 4]  # log_every 2, as the config says
     cfg = json.loads((d / "prior" / "config.json").read_text())
     assert cfg["sample_shape"] == [4, 6] and cfg["codec_hash"] == index["codec_hash"]  # 4 of 7 are 32 x 48
     samples = d / "samples"
@@ -79,8 +86,7 @@ def test_tokenize_resumes_after_an_interruption(image_run, monkeypatch, capsys):
         return real(model, path)
 
     monkeypatch.setattr(prior.data, "_load_item", flaky)
-    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning):
-        run(*args, d / "tokens", "--shard-size", 2)
+    assert run(*args, d / "tokens", "--shard-size", 2) == 130  # interrupted
     assert sorted(p.name for p in (d / "tokens").glob("shard_*")) == [
         "shard_00000.safetensors",
         "shard_00001.safetensors",
@@ -89,8 +95,8 @@ def test_tokenize_resumes_after_an_interruption(image_run, monkeypatch, capsys):
     assert run(*args, d / "tokens", "--shard-size", 2) == 0  # broken.png was in a finished shard: no warning
     out = capsys.readouterr().out
     assert "2 shards already done" in out and "1 unreadable files skipped" in out
-    with pytest.warns(UserWarning):
-        assert run(*args, d / "clean", "--shard-size", 2) == 0
+    assert run(*args, d / "clean", "--shard-size", 2) == 0
+    assert "broken.png" in capsys.readouterr().err
     for shard in sorted(p.name for p in (d / "clean").glob("shard_*")):
         a, b = load_file(d / "tokens" / shard), load_file(d / "clean" / shard)
         assert all(torch.equal(a[k], b[k]) for k in a)
@@ -103,35 +109,34 @@ def test_tokenize_resumes_after_an_interruption(image_run, monkeypatch, capsys):
 
 def test_train_prior_resume_matches_an_uninterrupted_run(image_run, monkeypatch, capsys):
     d = image_run
-    with pytest.warns(UserWarning):
-        run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens")
+    run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens")
     cfg = {"prior": TINY["prior"], "train": {**TINY["train"], "save_every": 2, "eval_every": 3}}
     (d / "cfg.json").write_text(json.dumps(cfg))
     base = ("train-prior", "--tokens", d / "tokens", "--config", d / "cfg.json", "--steps", 6, "--out")
     assert run(*base, d / "straight") == 0
 
-    real = prior.train._save_checkpoint
+    real = codec.train.loop.write_train_state
 
-    def crash_at_4(out, model, optimizer, step, *rest):
-        real(out, model, optimizer, step, *rest)
-        if step == 4:
+    def crash_at_4(out, meta, tensors):
+        real(out, meta, tensors)
+        if meta["step"] == 4:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(prior.train, "_save_checkpoint", crash_at_4)
-    with pytest.raises(KeyboardInterrupt):
-        run(*base, d / "resumed")
-    monkeypatch.setattr(prior.train, "_save_checkpoint", real)
+    monkeypatch.setattr(codec.train.loop, "write_train_state", crash_at_4)
+    assert run(*base, d / "resumed") == 130  # interrupted after the checkpoint of step 4
+    monkeypatch.setattr(codec.train.loop, "write_train_state", real)
     assert run(*base, d / "resumed") == 2  # not without --resume
     assert "--resume" in capsys.readouterr().err
     assert run(*base, d / "resumed", "--resume") == 0
+    assert run(*base, d / "fresh", "--resume") == 2  # --resume needs a checkpoint, as for codecs
+    assert "no checkpoint to resume from" in capsys.readouterr().err
     a, b = load_file(d / "straight" / "model.safetensors"), load_file(d / "resumed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_sample_refuses_another_codec(image_run, capsys):
     d = image_run
-    with pytest.warns(UserWarning):
-        run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens")
+    run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens")
     run("train-prior", "--tokens", d / "tokens", "--out", d / "prior", "--config", d / "tiny.json", "--steps", 1)
     other = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=QuantizerConfig(32)))
     codec.save_model(d / "other", other.eval())

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from codec.quantizer import ResidualVectorQuantizer, VectorQuantizer
+from codec.core.quantizer import ResidualVectorQuantizer, VectorQuantizer
 
 
 def main(out_dir: str) -> None:

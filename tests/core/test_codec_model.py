@@ -8,6 +8,7 @@ import torch
 
 import codec
 from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
+from codec.core.config import config_from_dict
 
 
 def tiny_image(f=8, n_q=1, **kw):
@@ -168,19 +169,19 @@ def test_load_errors(tmp_path):
 
 
 def test_partial_quantizer_config_keeps_modality_defaults():
-    cfg = codec.config.config_from_dict({"modality": "audio", "quantizer": {"codebook_size": 64}})
+    cfg = config_from_dict({"modality": "audio", "quantizer": {"codebook_size": 64}})
     assert cfg.quantizer.codebook_size == 64
     assert cfg.quantizer.num_quantizers == 8 and cfg.quantizer.quantizer_dropout == 1.0
     with pytest.raises(ValueError, match="unknown quantizer config keys"):
-        codec.config.config_from_dict({"modality": "image", "quantizer": {"codebok_size": 64}})
+        config_from_dict({"modality": "image", "quantizer": {"codebok_size": 64}})
     with pytest.raises(ValueError, match="unknown modality"):
-        codec.config.config_from_dict({"modality": "video"})
+        config_from_dict({"modality": "video"})
 
 
 def test_audio_encoder_output_varies_over_time_at_init():
     """Regression: PyTorch's default init left the encoder's output nearly constant over time (13x less variation
     than its per-channel bias), so the codebook collapsed to a few codes on real audio."""
-    from codec.config import AudioCodecConfig
+    from codec.core.config import AudioCodecConfig
 
     torch.manual_seed(0)
     m = Codec(AudioCodecConfig())

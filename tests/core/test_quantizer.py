@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from codec.quantizer import ResidualVectorQuantizer, VectorQuantizer
+from codec.core.quantizer import ResidualVectorQuantizer, VectorQuantizer
 from kernels import nearest_code_naive
 
 

@@ -11,24 +11,26 @@ import torch
 
 import codec
 from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
-from codec import evaluate as eval_rd
-from codec.audio_io import read_audio, write_audio
-from codec.image_io import write_image
+from codec.eval import audio as eval_audio
+from codec.eval import image as eval_image
+from codec.eval import rd as eval_rd
+from codec.media.audio_io import read_audio, write_audio
+from codec.media.image_io import write_image
 
 
 def test_psnr_matches_a_hand_computation():
     x = torch.zeros(1, 2, 2)
     y = torch.tensor([[[10 / 255, 0.0], [0.0, 0.0]]])  # one pixel off by 10 levels: MSE = 100 / 4
-    assert eval_rd.psnr(x, y) == pytest.approx(10 * math.log10(255**2 / 25))
-    assert eval_rd.psnr(x, x) == float("inf")
+    assert eval_image.psnr(x, y) == pytest.approx(10 * math.log10(255**2 / 25))
+    assert eval_image.psnr(x, x) == float("inf")
 
 
 def test_ms_ssim_is_one_for_identical_images_and_lower_for_noise():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 64, 80, generator=g)
-    assert eval_rd.ms_ssim(x, x) == pytest.approx(1.0, abs=1e-5)
+    assert eval_image.ms_ssim(x, x) == pytest.approx(1.0, abs=1e-5)
     noisy = (x + 0.2 * torch.randn(3, 64, 80, generator=g)).clamp(0, 1)
-    assert eval_rd.ms_ssim(x, noisy) < 0.99
+    assert eval_image.ms_ssim(x, noisy) < 0.99
 
 
 SIZES = [(3, 5), (8, 9), (10, 31), (21, 22), (88, 90), (90, 173), (95, 96), (98, 120), (175, 176)]
@@ -39,14 +41,14 @@ def test_ms_ssim_handles_awkward_sizes(hw):
     """Every size picks parameters torchmetrics accepts (88-98 px used to crash the tool)."""
     g = torch.Generator().manual_seed(1)
     x = torch.rand(3, *hw, generator=g)
-    assert eval_rd.ms_ssim(x, x) == pytest.approx(1.0, abs=1e-5)
+    assert eval_image.ms_ssim(x, x) == pytest.approx(1.0, abs=1e-5)
     noisy = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(0, 1)
-    assert eval_rd.ms_ssim(x, noisy) < 0.95
-    assert math.isnan(eval_rd.ms_ssim(x[:, :2], x[:, :2]))  # too small to measure: NaN, not a crash
+    assert eval_image.ms_ssim(x, noisy) < 0.95
+    assert math.isnan(eval_image.ms_ssim(x[:, :2], x[:, :2]))  # too small to measure: NaN, not a crash
 
 
 def test_ms_ssim_uses_the_standard_parameters_on_large_images():
-    assert eval_rd.ms_ssim_params(176) == (5, 11) and eval_rd.ms_ssim_params(512) == (5, 11)
+    assert eval_image.ms_ssim_params(176) == (5, 11) and eval_image.ms_ssim_params(512) == (5, 11)
 
 
 def test_ms_ssim_on_one_scale_is_plain_ssim():
@@ -55,17 +57,17 @@ def test_ms_ssim_on_one_scale_is_plain_ssim():
     g = torch.Generator().manual_seed(2)
     x = torch.rand(3, 21, 30, generator=g)  # short side 21: one scale, 11-tap window
     y = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
-    assert eval_rd.ms_ssim_params(21) == (1, 11)
-    assert eval_rd.ms_ssim(x, y) == pytest.approx(float(ssim(y[None], x[None], data_range=1.0)), abs=1e-6)
+    assert eval_image.ms_ssim_params(21) == (1, 11)
+    assert eval_image.ms_ssim(x, y) == pytest.approx(float(ssim(y[None], x[None], data_range=1.0)), abs=1e-6)
 
 
 @pytest.mark.parametrize("peer", ["JPEG", "WebP"])
 def test_match_bpp_finds_the_closest_quality(peer):
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 40), indexing="ij")
     x = torch.stack([xx, yy, (xx * 7).sin() * 0.5 + 0.5])
-    sizes = {q: eval_rd.peer_encode(x, peer, q)[0] for q in range(1, 101)}
+    sizes = {q: eval_image.peer_encode(x, peer, q)[0] for q in range(1, 101)}
     target = (sizes[20] + sizes[60]) / 2
-    q, size, decoded = eval_rd.match_bpp(x, peer, target)
+    q, size, decoded = eval_image.match_bpp(x, peer, target)
     assert size == sizes[q] and decoded.shape == x.shape
     best = min(abs(s - target) for s in sizes.values())
     assert abs(size - target) <= best * 1.0 + 0.05 * target  # sizes are not strictly monotone in quality
@@ -109,20 +111,20 @@ def test_audio_metrics_rank_clean_above_noisy():
     pytest.importorskip("pesq")
     rate = 24000
     ref = _speechlike(3.0, rate, 0)
-    clean = eval_rd.audio_metrics(ref, ref, rate, speech=True)
+    clean = eval_audio.audio_metrics(ref, ref, rate, speech=True)
     g = torch.Generator().manual_seed(5)
-    noisy = eval_rd.audio_metrics(ref, ref + 0.05 * torch.randn(ref.shape, generator=g), rate, speech=True)
+    noisy = eval_audio.audio_metrics(ref, ref + 0.05 * torch.randn(ref.shape, generator=g), rate, speech=True)
     assert clean["mel"] == pytest.approx(0.0, abs=1e-6) and clean["si_snr"] > 60
     assert clean["pesq"] > 4.0 and clean["stoi"] > 0.99
     assert noisy["pesq"] < clean["pesq"] - 1 and noisy["stoi"] < clean["stoi"] and noisy["mel"] > 0.1
-    music = eval_rd.audio_metrics(ref, ref, rate, speech=False)
+    music = eval_audio.audio_metrics(ref, ref, rate, speech=False)
     assert music["pesq"] is None and music["stoi"] is None
 
 
 def test_default_audio_levels_are_the_nominal_bitrates():
     q = QuantizerConfig(codebook_size=1024, num_quantizers=8)
     m = Codec(AudioCodecConfig(base_channels=4, latent_dim=8, quantizer=q))  # 75 frames/s x 10 bits = 0.75 kbps
-    assert eval_rd.default_audio_levels(m) == [2, 4, 8]
+    assert eval_audio.default_audio_levels(m) == [2, 4, 8]
 
 
 HAVE_OGG_TOOLS = bool(shutil.which("opusenc") and shutil.which("oggenc"))
@@ -173,15 +175,15 @@ def test_si_snr_matches_a_float64_formula_at_a_known_snr():
     r, e = ref[0] - ref.mean(), est[0] - est.mean()
     target = (e @ r) / (r @ r) * r
     expected = 10 * math.log10(float(target @ target) / float((e - target) @ (e - target)))
-    got = eval_rd.audio_metrics(ref.float(), est.float(), 16000, speech=False)["si_snr"]
+    got = eval_audio.audio_metrics(ref.float(), est.float(), 16000, speech=False)["si_snr"]
     assert got == pytest.approx(expected, abs=0.01) and got == pytest.approx(10.0, abs=0.5)
 
 
 def test_speech_is_decided_below_the_evaluated_folder():
     root = Path("/corpora/speech/heldout")
-    assert not eval_rd.is_speech(root / "music" / "a.wav", root)
-    assert eval_rd.is_speech(root / "speech" / "b.wav", root)
-    assert eval_rd.is_speech(Path("/corpora/heldout/speech/c.wav"), Path("/corpora/heldout/speech"))
+    assert not eval_audio.is_speech(root / "music" / "a.wav", root)
+    assert eval_audio.is_speech(root / "speech" / "b.wav", root)
+    assert eval_audio.is_speech(Path("/corpora/heldout/speech/c.wav"), Path("/corpora/heldout/speech"))
 
 
 def test_json_output_has_no_infinities():

@@ -13,11 +13,11 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from codec import audio_io, image_io
-from codec.audio_io import AUDIO_EXTENSIONS, is_audio_file, iter_audio_blocks, read_audio, resample, write_audio
 from codec.errors import MediaError, VQCodecError
-from codec.fileio import atomic_write, atomic_write_bytes, atomic_write_text
-from codec.image_io import IMAGE_EXTENSIONS, is_image_file, read_image, write_image
+from codec.media import audio_io, image_io
+from codec.media.audio_io import AUDIO_EXTENSIONS, is_audio_file, iter_audio_blocks, read_audio, resample, write_audio
+from codec.media.image_io import IMAGE_EXTENSIONS, is_image_file, read_image, write_image
+from codec.store.files import atomic_write, atomic_write_bytes, atomic_write_text
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -14,7 +14,7 @@ from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
 from codec.errors import CheckpointError, ModelMismatchError
 from prior import PriorConfig, TokenPrior
 from prior.data import write_tokens
-from prior.model import positions
+from prior.layout import positions
 from prior.sample import draw, filter_logits
 from prior.train import train_prior
 
@@ -94,8 +94,8 @@ def test_cached_logits_equal_uncached_past_the_window(layout):
     assert n > 3 * p.config.context
     inputs, grid = p._inputs(tokens, None)
     with torch.no_grad():
-        full, _ = p(inputs, positions(grid, 0, n)[None])  # one pass, sliding window by attention mask
-    chunked = p._logits_flat(tokens, chunk=5)  # cached, 5 tokens at a time
+        full = p(inputs, positions(grid, 0, n)[None])  # one pass, sliding window by attention mask
+    chunked = torch.cat([lg for _, lg in p._chunks(tokens, None, 5)], dim=1)  # windows of 5 targets, with context
     incremental = p.incremental_logits(tokens)  # cached, one token at a time (the entropy coder's path)
     torch.testing.assert_close(chunked, full, rtol=0, atol=1e-4)
     torch.testing.assert_close(incremental, full, rtol=0, atol=1e-4)
@@ -113,7 +113,7 @@ def test_cached_sampling_equals_uncached(layout, filters):
     assert torch.equal(cached, uncached)
     assert torch.equal(p.sample(3, shape, seed=7, **filters), cached)  # reproducible
     assert torch.equal(p.sample(2, shape, seed=7, first_index=1, **filters), cached[1:])  # whatever the batch
-    assert not torch.equal(p.sample(3, shape, seed=8, **filters), cached)
+    assert any(not torch.equal(p.sample(3, shape, seed=s, **filters), cached) for s in (8, 9, 10))  # seeds matter
 
 
 def test_incremental_api_matches_teacher_forcing():

@@ -8,18 +8,18 @@ import torch
 from PIL import Image
 from synth_media import make_broken, make_image, make_wav
 
-from codec.audio_io import read_audio, resample
-from codec.data import (
+from codec.media import find_files
+from codec.media.audio_io import read_audio, resample
+from codec.media.image_io import read_image
+from codec.train.data import (
     AudioFolderDataset,
     ImageFolderDataset,
     SkippedFileWarning,
     StreamSampler,
     collate,
-    find_files,
     split_files,
     stream_loader,
 )
-from codec.image_io import read_image
 
 
 def test_find_files_is_recursive_sorted_and_skips_hidden(tmp_path):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from codec.losses import (
+from codec.train.losses import (
     CodecLoss,
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
@@ -14,7 +14,7 @@ from codec.losses import (
     mel_filterbank,
     mel_to_hz,
 )
-from codec.metrics import psnr, si_snr
+from codec.train.metrics import psnr, si_snr
 
 # ------------------------------------------------------------------------------------------- mel scale
 

@@ -17,19 +17,13 @@ from synth_media import make_broken, make_image, make_wav
 
 from codec import load_model, model_hash, save_model
 from codec.cli import main as cli_main
-from codec.config import AudioCodecConfig, ImageCodecConfig, QuantizerConfig, config_to_dict
-from codec.data import SkippedFileWarning
+from codec.core.config import AudioCodecConfig, ImageCodecConfig, QuantizerConfig, config_to_dict
+from codec.core.model import Codec
 from codec.errors import CheckpointError
-from codec.model import Codec
-from codec.train import (
-    STATE_JSON,
-    STATE_NAME,
-    TrainConfig,
-    load_train_state,
-    read_checkpoint_meta,
-    restore_model,
-    train,
-)
+from codec.train.codec_task import check_dead_code_threshold, train
+from codec.train.config import TrainConfig
+from codec.train.data import SkippedFileWarning
+from codec.train.state import STATE_JSON, STATE_NAME, load_train_state, read_checkpoint_meta, restore_model
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ImageCodecConfig(
@@ -304,20 +298,18 @@ def test_two_cpu_processes_keep_identical_weights_and_codebooks(tmp_path):
 
 def test_a_dead_code_threshold_above_the_mean_code_count_is_warned():
 
-    from codec.train import _check_dead_code_threshold
-
     audio = AudioCodecConfig(quantizer=QuantizerConfig(codebook_size=1024, dead_code_threshold=2.0))
     cfg = TrainConfig(batch_size=8, segment_samples=24000)  # 8 x 75 frames = 600 vectors: 0.59 per code
     with pytest.warns(UserWarning, match="600 vectors per update and 1024 codes"):
-        _check_dead_code_threshold(audio, cfg, processes=1)
+        check_dead_code_threshold(audio, cfg, processes=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         audio.quantizer.dead_code_threshold = 0.1
-        _check_dead_code_threshold(audio, cfg, processes=1)
+        check_dead_code_threshold(audio, cfg, processes=1)
         image = ImageCodecConfig(quantizer=QuantizerConfig(codebook_size=1024, dead_code_threshold=2.0))
-        _check_dead_code_threshold(image, TrainConfig(batch_size=32, crop=128), processes=1)  # 8192: 8 per code
+        check_dead_code_threshold(image, TrainConfig(batch_size=32, crop=128), processes=1)  # 8192: 8 per code
     with pytest.warns(UserWarning):
-        _check_dead_code_threshold(image, TrainConfig(batch_size=4, crop=128), processes=1)  # 1 per code
+        check_dead_code_threshold(image, TrainConfig(batch_size=4, crop=128), processes=1)  # 1 per code
 
 
 # ------------------------------------------------------------------------------------------ fine-tuning

@@ -1,0 +1,176 @@
+"""``decompress`` and ``read_info``: ``.vqc`` bytes back to an image or audio tensor (the CLI's ``decode``).
+
+>>> import codec
+>>> out = codec.decompress(data)                # the models the file names (bundled names or directories)
+>>> out.data.shape, out.metadata.mode          # (3, H, W) float32 in [0, 1], "prior"
+
+``decompress`` loads the models a file names when none is given and refuses models whose hash differs.
+"""
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from codec.bitstream import container, range_coding
+from codec.bitstream.container import Metadata, open_source, read_info
+from codec.bitstream.models import default_prior_dir, load_named_prior, load_recorded
+from codec.bitstream.packing import bits_per_token, unpack_bits
+from codec.core.checkpoint import load
+from codec.core.model import Codec
+from codec.errors import CorruptFileError, ModelMismatchError
+from codec.media import resample, to_audio_channels
+from codec.store.rundir import model_hash
+from prior.checkpoint import load_prior
+from prior.layout import unraster
+from prior.model import TokenPrior
+
+__all__ = ["Decompressed", "decompress", "read_info"]
+
+
+@dataclass
+class Decompressed:
+    """What ``decompress`` returns.
+
+    Attributes:
+        data: image (C, H, W) float32 in [0, 1], or audio (C, T) float32 in [-1, 1] at ``sample_rate``,
+            with the original's channel count, size, and sample rate.
+        metadata: the file's metadata (``codec.bitstream.container.Metadata``).
+        tokens: the decoded tokens, int64 with ``metadata.token_shape``.
+        sample_rate: audio only: the rate of ``data`` (the original file's); None for images.
+    """
+
+    data: torch.Tensor
+    metadata: Metadata
+    tokens: torch.Tensor
+    sample_rate: int | None = None
+
+
+def _check_tokens_fit(meta: Metadata, model: Codec) -> None:
+    """The file's token layout must be what ``model`` makes of its media."""
+    if meta.modality != model.modality or meta.codebook_size != model.codebook_size or meta.residual != model.residual:
+        raise ModelMismatchError("the file's token layout does not match this codec")
+    f, m = model.downsample, meta.media
+    grid = [m["height"], m["width"]] if meta.modality == "image" else [m["frames"]]
+    grid = [-(-s // f) for s in grid]
+    levels = meta.token_shape[0] if meta.residual else 1
+    if meta.token_shape[int(meta.residual) :] != grid or not 1 <= levels <= model.num_quantizers:
+        raise CorruptFileError(f"token shape {meta.token_shape} does not fit the recorded media size {m}")
+    if meta.modality == "image" and m["channels"] == 3 and model.channels == 1:
+        raise CorruptFileError("a 3-channel image recorded for a 1-channel codec")
+
+
+def decompress(source, model=None, prior=None, *, device=None, progress: bool = False) -> Decompressed:
+    """Decode ``.vqc`` bytes (or a path, or a binary file) back to an image or audio tensor.
+
+    Args:
+        source: the file's bytes, its path, or a binary file object.
+        model, prior: the codec and prior it was made with (objects, run directories or bundled names); None
+            loads the ones the file names.
+        device: where the codec runs (default: CUDA when available).
+        progress: show a progress bar over the tokens being decoded.
+
+    Raises:
+        CorruptFileError: damaged, truncated or extended data, or not a .vqc file.
+        ModelMismatchError: the file was made with another codec or prior, or the one it names is not available.
+    """
+    f, close = open_source(source)
+    try:
+        return _decompress(f, model, prior, device, progress)
+    finally:
+        if close:
+            f.close()
+
+
+def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompressed:
+    meta = container.read_header(f)
+    if model is None:
+        model = load_recorded("codec", meta.codec, lambda name: load(name, device=device))
+    elif not isinstance(model, Codec):
+        model = load(model, device=device)
+    got = model_hash(model)[: container.HASH_CHARS]
+    if got != meta.codec["hash"]:
+        raise ModelMismatchError(
+            f"this file was encoded with codec {meta.codec['name']!r} ({meta.codec['hash'][:12]}), "
+            f"not with the given codec ({got[:12]})"
+        )
+    _check_tokens_fit(meta, model)
+    prior_model = _file_prior(meta, model, prior) if meta.mode == "prior" else None
+    parts = []  # decoded chunks: memory grows with the data actually present, never with the header's claims
+    chunks = container.iter_chunks(f, meta)
+    layout = prior_model.layout(meta.token_shape) if prior_model is not None else None
+    bits = bits_per_token(meta.codebook_size)
+    bar = tqdm(total=meta.num_tokens, unit="tok", desc="decode", disable=not progress, leave=False)
+    with bar:
+        for group_chunks in meta.groups():
+            got_chunks = [next(chunks) for _ in group_chunks]
+            lengths = [b - a for _, a, b in group_chunks]
+            if prior_model is None:
+                decoded = [unpack_bits(p, n, bits) for (p, _), n in zip(got_chunks, lengths)]
+            else:
+                starts, payloads = [a for _, a, _ in group_chunks], [p for p, _ in got_chunks]
+                try:
+                    decoded = range_coding.prior_decode(prior_model, layout, starts, lengths, payloads)
+                except ValueError as e:
+                    first, last = group_chunks[0][0], group_chunks[-1][0]
+                    raise CorruptFileError(f"chunks {first}..{last}: {e}") from None
+            for (i, _, _), tokens, (_, tcrc) in zip(group_chunks, decoded, got_chunks):
+                if tokens.size and (tokens.min() < 0 or tokens.max() >= meta.codebook_size):
+                    raise CorruptFileError(f"chunk {i} holds token values outside [0, {meta.codebook_size})")
+                if container.token_crc(tokens) != tcrc:
+                    raise CorruptFileError(
+                        f"chunk {i} decoded to tokens that fail their checksum (damaged data, or a prior computing "
+                        "differently from the encoder's)"
+                    )
+                parts.append(tokens)
+            bar.update(sum(lengths))
+    next(chunks, None)  # runs the end-of-file check
+    flat = torch.from_numpy(np.concatenate(parts))
+    tokens = unraster(flat, tuple(meta.token_shape), meta.residual)
+    return _reconstruct(model, meta, tokens)
+
+
+def _file_prior(meta: Metadata, model: Codec, prior):
+    """The prior a "prior"-mode file was made with: ``prior`` (an object or a directory) if given, else the one
+    stored with the codec if its hash is the file's, else the one the file names. Each candidate is hashed once.
+
+    Raises:
+        ModelMismatchError: not the file's prior (by hash), or not trained on the file's codec.
+    """
+
+    def hashed(p):
+        return p, model_hash(p)[: container.HASH_CHARS]
+
+    candidate = got = None
+    if prior is not None:
+        candidate, got = hashed(prior if isinstance(prior, TokenPrior) else load_prior(prior, device="cpu"))
+    elif (beside := default_prior_dir(model)) is not None:
+        candidate, got = hashed(load_prior(beside, device="cpu"))
+        if got != meta.prior["hash"]:
+            candidate = None
+    if candidate is None:
+        candidate, got = hashed(load_recorded("prior", meta.prior, load_named_prior))
+    if got != meta.prior["hash"]:
+        raise ModelMismatchError(
+            f"this file was encoded with prior {meta.prior['name']!r} ({meta.prior['hash'][:12]}), "
+            f"not with the given prior ({got[:12]})"
+        )
+    if candidate.config.codec_hash[: container.HASH_CHARS] != meta.codec["hash"]:
+        raise ModelMismatchError("the file's prior was not trained on the file's codec")
+    return candidate
+
+
+def _reconstruct(model: Codec, meta: Metadata, tokens: torch.Tensor) -> Decompressed:
+    m = meta.media
+    if meta.modality == "image":
+        y = model.decode(tokens[None].to(model.device), shape=(m["channels"], m["height"], m["width"]))[0]
+        return Decompressed(y.cpu(), meta, tokens)
+    y = model.decode(tokens[None].to(model.device), shape=(model.channels, m["frames"]))[0].cpu()
+    y = resample(y, m["sample_rate"], m["orig_sample_rate"]).clamp(-1, 1)
+    if m["orig_channels"] <= 2:  # back to the original's layout; more channels than 2 stay as the codec gives them
+        y = to_audio_channels(y, m["orig_channels"])
+    n = m["orig_frames"]
+    y = y[:, :n] if y.shape[1] >= n else torch.nn.functional.pad(y, (0, n - y.shape[1]))
+    return Decompressed(y.contiguous(), meta, tokens, sample_rate=m["orig_sample_rate"])

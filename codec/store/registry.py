@@ -1,0 +1,75 @@
+"""Where models are found by name: the bundled models shipped inside the package, and run directories.
+
+A bundled model is ``BUNDLED_DIR/NAME`` (a codec: ``config.json`` + ``model.safetensors``) with its default prior
+in ``BUNDLED_DIR/NAME/prior``. Every loader (``codec.load``, ``prior.load``, the CLI's ``--model``, ``--codec`` and
+``--prior``) resolves names here, so a name works the same from any directory. No torch: the CLI resolves names
+before it loads anything heavy.
+"""
+
+from pathlib import Path
+
+from codec.errors import CheckpointError
+
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models"  # bundled models: BUNDLED_DIR/NAME
+CONFIG_NAME = "config.json"
+PRIOR_DIR_NAME = "prior"  # a codec run directory may hold its default prior in this subdirectory
+
+
+def bundled_models() -> list[str]:
+    """Names of the codecs shipped inside the package ("audio", "image")."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+
+
+def bundled_names() -> set[str]:
+    """Every name ``model_dir`` resolves inside the package: each bundled codec and its prior ("image/prior")."""
+    names = set(bundled_models())
+    return names | {f"{m}/{PRIOR_DIR_NAME}" for m in names if beside_prior(BUNDLED_DIR / m) is not None}
+
+
+def portable_name(path) -> str:
+    """How a ``.vqc`` file records a model directory: a bundled model as its name ("image", "image/prior"), so
+    files made with bundled models do not carry (or depend on) where the package is installed; any other
+    directory as its absolute path."""
+    p = Path(path).resolve()
+    for name in bundled_names():
+        if p == (BUNDLED_DIR / name).resolve():
+            return name
+    return str(p)
+
+
+def model_dir(name_or_path) -> Path:
+    """The run directory of a model given as a directory or a bundled name: "image", "audio", or the prior
+    shipped with one ("image/prior").
+
+    Raises:
+        CheckpointError: neither an existing directory nor a bundled name.
+    """
+    path = Path(name_or_path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    # a bundled name wins over a directory of that name that holds no model (say ./image/ of photos)
+    if isinstance(name_or_path, str) and name_or_path in bundled_names():
+        return BUNDLED_DIR / name_or_path
+    if path.is_dir():
+        return path  # the loader says what is missing
+    names = ", ".join(sorted(bundled_names())) or "none installed"
+    raise CheckpointError(f"{name_or_path}: not a model directory, nor a bundled model name (bundled: {names})")
+
+
+def beside_prior(codec_dir) -> Path | None:
+    """The default prior stored with a codec (``RUN_DIR/prior``), or None."""
+    p = Path(codec_dir) / PRIOR_DIR_NAME
+    return p if (p / CONFIG_NAME).is_file() else None
+
+
+def prior_dir(name_or_path) -> Path:
+    """The run directory of a prior given as its directory, a bundled name ("image/prior"), or a codec (directory
+    or bundled name, "image") whose default prior is meant.
+
+    Raises:
+        CheckpointError: neither an existing directory nor a bundled name.
+    """
+    path = model_dir(name_or_path)
+    return beside_prior(path) or path
