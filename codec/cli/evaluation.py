@@ -3,6 +3,7 @@
 import argparse
 
 from codec.cli.common import PROG, fatal
+from codec.eval.options import add_arguments  # argparse only
 
 
 def register(subparsers) -> None:
@@ -17,8 +18,6 @@ def register(subparsers) -> None:
         f"  {PROG} eval --model audio --data speech/ --speech --out results/rd_audio",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from codec.eval.options import add_arguments  # argparse only
-
     add_arguments(p)
 
     def cmd_eval(args):

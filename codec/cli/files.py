@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from codec.cli.common import PROG
@@ -293,8 +294,6 @@ def cmd_info(args) -> int:
     meta = read_info(path)
     info = describe(path, meta)
     if args.json:
-        from dataclasses import asdict
-
         print(json.dumps({**info, "metadata": asdict(meta)}, sort_keys=True))
         return 0
     m = meta.media

@@ -123,7 +123,7 @@ def test_folder_with_a_bad_file_reports_it_and_exits_2(runs, tmp_path, capsys):
 
 
 def test_user_errors_are_one_line_and_status_2(runs, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(codec.store.registry, "BUNDLED_DIR", tmp_path / "no-models")  # an install without bundled models
+    monkeypatch.setattr(codec.store.registry, "BUNDLED_DIR", tmp_path / "no-models")  # an install without them
     good = tmp_path / "good.vqc"
     assert run("encode", runs / "media" / "a.png", "-o", good, "--model", runs / "img") == 0
     data = good.read_bytes()

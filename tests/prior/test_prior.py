@@ -250,11 +250,17 @@ def test_samples_decode_with_the_codec(kind):
     x = torch.rand(1, 3, 24, 40) if kind != "audio" else torch.rand(1, 1, 320 * 6) * 2 - 1
     shape = tuple(m.encode(x).shape[1:])
     p = TokenPrior(PriorConfig.for_codec(m, context=8, dim=32, depth=2, heads=2)).eval()
+    with torch.no_grad():  # sharper than the initial near-uniform distributions
+        p.net.to_logits.weight.mul_(20.0)
     tokens = p.sample(2, shape, seed=0, top_p=0.9)
     assert tokens.shape == (2, *shape) and tokens.dtype == torch.int64
-    y = m.decode(tokens, shape=x.shape[1:])
-    assert y.shape == (2, *x.shape[1:])
-    assert p.bits_per_token(tokens) > 0
+    y = m.decode(tokens, shape=x.shape[1:])  # the codec takes them: right layout, values in [0, K)
+    lo = -1.0 if kind == "audio" else 0.0
+    assert y.shape == (2, *x.shape[1:]) and y.min() >= lo and y.max() <= 1.0
+    torch.testing.assert_close(m.decode(tokens[1:], shape=x.shape[1:])[0], y[1], rtol=0, atol=1e-3)  # one by one
+    # they are the prior's samples: far more probable under it than uniformly random tokens of the same shape
+    noise = torch.randint(0, m.codebook_size, tokens.shape)
+    assert p.bits_per_token(tokens) < p.bits_per_token(noise) - 1.0
 
 
 def test_level_subsets_add_each_item_cut_to_fewer_levels():

@@ -20,9 +20,11 @@ from codec.cli import main as cli_main
 from codec.core.config import AudioCodecConfig, ImageCodecConfig, QuantizerConfig, config_to_dict
 from codec.core.model import Codec
 from codec.errors import CheckpointError
+from codec.media import read_image
 from codec.train.codec_task import check_dead_code_threshold, train
 from codec.train.config import TrainConfig
 from codec.train.data import SkippedFileWarning
+from codec.train.metrics import psnr
 from codec.train.state import STATE_JSON, STATE_NAME, load_train_state, read_checkpoint_meta, restore_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,8 +64,16 @@ def test_image_overfits_one_image(tmp_path):
     assert log[-1]["psnr"] > log[0]["psnr"] + 6
     assert result["step"] == 80 and result["eval_psnr"] > 15 and result["eval_on"] == "train"
     assert (tmp_path / "run" / "samples" / "step0000080.png").is_file()
-    model = load_model(tmp_path / "run", device="cpu")  # the exported model loads with codec.load
-    assert model_hash(model) == model_hash(load_model(tmp_path / "run", device="cpu"))
+    # the exported model is the trained one: it holds the checkpoint's weights and reconstructs the image well
+    model = load_model(tmp_path / "run", device="cpu")
+    trained = Codec(IMAGE)
+    restore_model(trained, load_train_state(tmp_path / "run")[1], "train_state")
+    untrained = Codec(IMAGE).eval()
+    assert model_hash(model) == model_hash(trained.eval()) != model_hash(untrained)
+    x = read_image(tmp_path / "data" / "a.png").pixels[None]
+    fresh = float(psnr(untrained.decode(untrained.encode(x), shape=x.shape[1:]), x)[0])
+    ours = float(psnr(model.decode(model.encode(x), shape=x.shape[1:]), x)[0])
+    assert ours > 15 and ours > fresh + 6 and ours == pytest.approx(result["eval_psnr"], abs=1.5)
 
 
 def test_audio_overfits_one_segment(tmp_path):
