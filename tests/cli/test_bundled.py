@@ -143,3 +143,27 @@ def test_bundled_names_win_over_folders_without_a_model(tmp_path, monkeypatch):
     assert codec.portable_name(codec.BUNDLED_DIR / "image" / "prior") == "image/prior"
     assert codec.portable_name(codec.BUNDLED_DIR) == str(codec.BUNDLED_DIR.resolve())  # not a model name
     assert codec.portable_name(tmp_path / "image") == str((tmp_path / "image").resolve())
+
+
+@needs_shipped
+def test_bundled_priors_load_by_name_from_any_directory(tmp_path, monkeypatch):
+    """prior.load takes the name `codec info` prints ("image/prior") or the codec's name ("image")."""
+    import prior
+
+    monkeypatch.chdir(tmp_path)
+    image = codec.load("image", device="cpu")
+    by_codec, by_name = prior.load("image", codec=image), prior.load("image/prior", device="cpu")
+    assert by_codec.name == by_name.name == "image/prior"
+    assert prior.prior_hash(by_codec) == prior.prior_hash(by_name)
+    assert by_codec.config.codec_hash == codec.model_hash(image)
+    assert prior.load("audio", device="cpu").config.modality == "audio"
+    with pytest.raises(ModelMismatchError):
+        prior.load("audio", codec=image)
+
+
+@needs_shipped
+def test_sample_with_the_bundled_codec_and_its_prior_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # not the repository: bundled names must not depend on the working directory
+    assert cli_main(["sample", "--codec", "image", "-n", "1", "--size", "16x24", "--seed", "0", "-o", "s"]) == 0
+    assert read_image(tmp_path / "s" / "sample_000.png").pixels.shape == (3, 16, 24)
+    assert "token shape (3, 2, 3)" in capsys.readouterr().out  # the prior stored with the codec: 3 levels
