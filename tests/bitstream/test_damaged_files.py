@@ -1,0 +1,220 @@
+"""The .vqc format under attack: huge or inconsistent header fields, tampered chunks, corrupted files
+(hypothesis), files that are not .vqc, and the format versions."""
+
+import struct
+import time
+import tracemalloc
+import zlib
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from vqc_helpers import build_models, image
+
+import codec
+from codec import (
+    CorruptFileError,
+)
+from codec.bitstream import container
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Tiny image and audio codecs, each with a prior stored beside it (RUN_DIR/prior)."""
+    return build_models(tmp_path_factory)
+
+
+# -------------------------------------------------------------------------------------- bad headers
+def _with_meta(data: bytes, **changes) -> bytes:
+    """A file whose metadata fields are replaced, with a valid header CRC (as a forger would write)."""
+    meta = codec.read_info(data)
+    for k, v in changes.items():
+        setattr(meta, k, v)
+    old = len(container.header_bytes(codec.read_info(data)))
+    return container.header_bytes(meta) + data[old:]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"token_shape": [1 << 20, 1 << 20]},
+        {"media": {"channels": 3, "height": 1 << 30, "width": 7, "format": None}},
+        {"media": {"channels": 3, "height": 60000, "width": 60000, "format": None}},
+        {"chunk_tokens": 1 << 30},
+        {"codebook_size": 1 << 40},
+        {"group": 10**9},
+    ],
+)
+def test_huge_header_fields_are_rejected_before_allocating(models, changes):
+    data = _with_meta(codec.compress(image(), models["image"], prior=None), **changes)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptFileError):
+            codec.decompress(data, models["image"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+def test_huge_lengths_in_the_binary_header_are_rejected(models):
+    data = codec.compress(image(), models["image"], prior=None)
+    fixed = struct.pack("<4sHI", container.MAGIC, container.FORMAT_VERSION, 0xFFFFFFFF)
+    with pytest.raises(CorruptFileError, match="metadata length"):
+        codec.decompress(fixed + struct.pack("<I", zlib.crc32(fixed)) + data[14:])
+    meta = codec.read_info(data)
+    head = len(container.header_bytes(meta))
+    forged = struct.pack("<III", 0xFFFFFFF0, 0, 0)
+    with pytest.raises(CorruptFileError, match="claims"):
+        codec.decompress(data[:head] + forged + data[head + 12 :], models["image"])
+    with pytest.raises(CorruptFileError, match="version"):
+        codec.decompress(data[:4] + b"\x07\x00" + data[6:], models["image"])
+
+
+def test_tampered_tokens_with_recomputed_chunk_crc_fail_the_token_check(models):
+    """Only the token checksum can catch this: the chunk's own CRC was forged to match."""
+    m = models["image"]
+    data = bytearray(codec.compress(image(), m, chunk_tokens=64))
+    head = len(container.header_bytes(codec.read_info(bytes(data))))
+    length = struct.unpack_from("<I", data, head)[0]
+    data[head + 12 + length // 2] ^= 0x10
+    crc = zlib.crc32(bytes(data[head : head + 8]) + bytes(data[head + 12 : head + 12 + length]))
+    struct.pack_into("<I", data, head + 8, crc)
+    with pytest.raises(CorruptFileError):
+        codec.decompress(bytes(data))
+
+
+# ------------------------------------------------------------------------------------ corrupted files
+@pytest.fixture(scope="module")
+def valid_files(models):
+    img, aud = models["image"], models["audio"]
+    y = torch.rand(1, 3000, generator=torch.Generator().manual_seed(6)) - 0.5
+    files = {
+        "image-packed": codec.compress(image(h=30, w=22), img, prior=None, chunk_tokens=5),
+        "image-prior": codec.compress(image(h=30, w=22), img, chunk_tokens=5, group=2),
+        "audio-prior": codec.compress(y, aud, chunk_tokens=9, group=3),
+    }
+    return {k: (v, codec.decompress(v).tokens) for k, v in files.items()}
+
+
+@st.composite
+def damaged(draw, files):
+    name = draw(st.sampled_from(sorted(files)))
+    data = bytearray(files[name][0])
+    kind = draw(st.sampled_from(["flip", "truncate", "extend", "splice", "overwrite"]))
+    if kind == "flip":
+        for _ in range(draw(st.integers(1, 4))):
+            i = draw(st.integers(0, len(data) - 1))
+            data[i] ^= 1 << draw(st.integers(0, 7))
+    elif kind == "truncate":
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    elif kind == "extend":
+        data += draw(st.binary(min_size=1, max_size=64))
+    elif kind == "splice":
+        other = files[draw(st.sampled_from(sorted(files)))][0]
+        cut, cut2 = draw(st.integers(0, len(data))), draw(st.integers(0, len(other)))
+        data = data[:cut] + other[cut2:]
+    else:
+        i = draw(st.integers(0, len(data) - 1))
+        blob = draw(st.binary(min_size=1, max_size=16))
+        data[i : i + len(blob)] = blob
+    return name, bytes(data)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damaged_files_decode_exactly_or_raise_corrupt(models, valid_files, data):
+    _, blob = data.draw(damaged(valid_files))
+    t0 = time.perf_counter()
+    tracemalloc.start()
+    try:
+        out = codec.decompress(blob)
+    except CorruptFileError:
+        out = None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < 10 and peak < 64 << 20
+    if out is not None:  # only an intact file may decode (a splice can rebuild another whole file), exactly
+        intact = [toks for b, toks in valid_files.values() if b == blob]
+        assert intact, "a damaged file decoded without an error"
+        torch.testing.assert_close(out.tokens, intact[0], rtol=0, atol=0)
+
+
+def test_not_a_vqc_file(tmp_path):
+    for blob in (b"", b"VQ", b"PNG\x00" + bytes(40), bytes(range(256))):
+        with pytest.raises(CorruptFileError):
+            codec.decompress(blob)
+    with pytest.raises(CorruptFileError, match="no such file"):
+        codec.decompress(tmp_path / "missing.vqc")
+
+
+def test_a_header_claiming_many_tokens_allocates_nothing_for_them(models):
+    """A consistent header for 2^24 tokens (an 11-hour recording) over a short file: refused, in little memory."""
+    a = models["audio"]
+    data = codec.compress(torch.rand(1, 3000) - 0.5, a, prior=None)
+    meta = codec.read_info(data)
+    frames = 320 * (1 << 22)
+    media = {**meta.media, "frames": frames, "orig_frames": frames}
+    forged = _with_meta(data, token_shape=[4, 1 << 22], media=media)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptFileError, match="chunk 0 claims"):  # 1024 packed tokens need 640 bytes
+            codec.decompress(forged, a)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+def test_auto_chunk_size():
+    from codec.bitstream.compress import auto_chunk_tokens
+
+    assert auto_chunk_tokens(100) == 256  # never below one prior context
+    assert auto_chunk_tokens(4096) == 256  # a 512 x 512 image: 16 chunks
+    assert auto_chunk_tokens(32 * 500) == 500  # exactly one full group
+    assert auto_chunk_tokens(10**6) == 1024  # long files: the largest chunks, many groups
+
+
+# ------------------------------------------------------------------------------------- format versions
+def test_version_2_compresses_the_metadata_and_version_1_still_reads(models):
+    m, x = models["image"], image()
+    data = codec.compress(x, m, prior=None)
+    meta = codec.read_info(data)
+    v2, v1 = container.header_bytes(meta), container.header_bytes(meta, version=1)
+    assert data.startswith(v2) and struct.unpack_from("<H", data, 4)[0] == 2
+    plain = container.metadata_bytes(meta)
+    assert v1[14:] == plain and zlib.decompress(v2[14:], -15) == plain  # an independent inflater agrees
+    assert len(v2) < len(v1)
+    old = v1 + data[len(v2) :]  # the same file as version 1 wrote it
+    out_old, out_new = codec.decompress(old), codec.decompress(data)
+    assert codec.read_info(old) == meta
+    torch.testing.assert_close(out_old.data, out_new.data, rtol=0, atol=0)
+
+
+def _v2_header(body: bytes) -> bytes:
+    fixed = struct.pack("<4sHI", container.MAGIC, 2, len(body))
+    return fixed + struct.pack("<I", zlib.crc32(fixed + body)) + body
+
+
+def test_bad_compressed_metadata_is_refused_without_inflating_it(models):
+    data = codec.compress(image(), models["image"], prior=None)
+    rest = data[len(container.header_bytes(codec.read_info(data))) :]
+    bomb = container.deflate(b"{" + b" " * (64 << 20))  # 64 MiB of JSON-ish text in about 64 KB
+    assert len(bomb) <= container.MAX_META_BYTES
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptFileError, match="inflates to more than"):
+            codec.read_info(_v2_header(bomb) + rest)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+    good = container.deflate(container.metadata_bytes(codec.read_info(data)))
+    with pytest.raises(CorruptFileError, match="truncated"):
+        codec.read_info(_v2_header(good[:-3]) + rest)
+    with pytest.raises(CorruptFileError, match="stray"):
+        codec.read_info(_v2_header(good + b"xx") + rest)
+    with pytest.raises(CorruptFileError, match="deflate"):
+        codec.read_info(_v2_header(b"\xff" * 40) + rest)

@@ -1,0 +1,44 @@
+"""Tiny codecs and priors for the bitstream tests (imported by test_container.py and test_damaged_files.py)."""
+
+import torch
+
+import codec
+from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
+from prior.checkpoint import load_prior, save_prior
+from prior.config import PriorConfig
+from prior.model import TokenPrior
+
+
+def image_codec(tmp_path, name="img", K=32, seed=0):
+    torch.manual_seed(seed)
+    m = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=QuantizerConfig(K)))
+    m(torch.rand(2, 3, 32, 32))
+    codec.save_model(tmp_path / name, m.eval())
+    return codec.load(tmp_path / name, device="cpu")
+
+
+def make_prior(m, path, context=16):
+    torch.manual_seed(1)
+    p = TokenPrior(PriorConfig.for_codec(m, dim=32, depth=2, heads=2, context=context)).eval()
+    save_prior(path, p)
+    return load_prior(path, device="cpu")
+
+
+def build_models(tmp_path_factory):
+    """Tiny image and audio codecs, each with a prior stored beside it (RUN_DIR/prior)."""
+    tmp = tmp_path_factory.mktemp("models")
+    img = image_codec(tmp)
+    make_prior(img, tmp / "img" / "prior")
+    torch.manual_seed(2)
+    q = QuantizerConfig(codebook_size=32, num_quantizers=4, quantizer_dropout=1.0)
+    aud = Codec(AudioCodecConfig(base_channels=8, latent_dim=8, sample_rate=16000, quantizer=q))
+    aud(torch.rand(2, 1, 320 * 8) * 2 - 1)
+    codec.save_model(tmp / "aud", aud.eval())
+    aud = codec.load(tmp / "aud", device="cpu")
+    make_prior(aud, tmp / "aud" / "prior")
+    return {"image": img, "audio": aud, "dir": tmp}
+
+
+def image(seed=0, c=3, h=37, w=53):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(c, h, w, generator=g)
