@@ -80,6 +80,12 @@ def add_train(subparsers) -> None:
     p.add_argument("--steps", type=int, metavar="N", help="total optimizer steps (default 100000)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in RUN_DIR")
     p.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="M",
+        help="stop after about M minutes of this call's wall time (evaluated and checkpointed; --resume goes on)",
+    )
+    p.add_argument(
         "--init",
         metavar="MODEL",
         help="start from a trained codec's weights (run directory or bundled name, e.g. image): fine-tuning "
@@ -126,6 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "num_workers": args.num_workers,
         "val_fraction": args.val_fraction,
+        "max_minutes": args.max_minutes,
     }
     train_overrides = {**sections.get("train", {}), **{k: v for k, v in flags.items() if v is not None}}
     init = None

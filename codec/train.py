@@ -23,6 +23,7 @@ the commit record that says which step is complete (see ``read_checkpoint_meta``
 
 import json
 import os
+import time
 import warnings
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from functools import partial
@@ -85,9 +86,14 @@ class TrainConfig:
     # "l1" or "l2". Measured: 500 steps on synthetic photos + real photo tiles, held-out PSNR 22.2 dB with l1
     # vs 20.2 dB with l2 (mean of 3 seeds; l1 ahead on every seed).
     image_loss: str = "l1"
+    saturation_jitter: float = 0.0  # images: scale each training crop's saturation by 1 + U(-s, s), clamped
     recon_weight: float = 1.0  # image L1/L2, or audio time-domain L1
     stft_weight: float = 1.0  # audio multi-resolution STFT loss
     mel_weight: float = 1.0  # audio multi-resolution log-mel L1
+    cstft_weight: float = 0.0  # audio: MSE of the power-law compressed complex STFT (phase-aware)
+    # > 0: stop (evaluate, checkpoint) once this much wall time has passed in this call; the cosine then follows
+    # the time or the steps, whichever is further along
+    max_minutes: float = 0.0
     vq_weight: float = 1.0  # quantizer commitment loss
 
     def __post_init__(self):
@@ -105,14 +111,16 @@ class TrainConfig:
             raise ValueError(f"train config: image_loss must be 'l1' or 'l2', got {self.image_loss!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"train config: val_fraction must be in [0, 1), got {self.val_fraction}")
-        if min(self.warmup, self.num_workers, self.sample_items, self.grad_clip) < 0:
-            raise ValueError("train config: warmup, num_workers, sample_items and grad_clip must be >= 0")
+        if min(self.warmup, self.num_workers, self.sample_items, self.grad_clip, self.max_minutes) < 0:
+            raise ValueError("train config: warmup, num_workers, sample_items, grad_clip, max_minutes must be >= 0")
+        if not 0.0 <= self.saturation_jitter < 1.0:
+            raise ValueError(f"train config: saturation_jitter must be in [0, 1), got {self.saturation_jitter}")
 
 
 # Settings that may differ when a run is resumed; any other difference is an error.
 RESUMABLE_CHANGES = frozenset(
     {"steps", "eval_every", "eval_items", "sample_items", "checkpoint_every", "log_every", "num_workers"}
-    | {"mixed_precision"}
+    | {"mixed_precision", "max_minutes"}
 )
 
 
@@ -320,12 +328,12 @@ class Trainer:
             recon_weight=cfg.recon_weight,
             stft_weight=cfg.stft_weight,
             mel_weight=cfg.mel_weight,
+            cstft_weight=cfg.cstft_weight,
             vq_weight=cfg.vq_weight,
         ).to(acc.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
-        )
+        self.clock: tuple[float, float] | None = None  # (start, deadline) of a max_minutes budget, set by run()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.step, self.position = 0, 0  # optimizer steps done, items consumed from the stream
         if saved is not None:
             meta, tensors = saved
@@ -358,7 +366,7 @@ class Trainer:
             val_files, eval_on = train_files, "train"
         root, c, m = self.data_dir, self.cfg, model
         if self.modality == "image":
-            make = partial(ImageFolderDataset, root, c.crop, m.downsample, m.channels)
+            make = partial(ImageFolderDataset, root, c.crop, m.downsample, m.channels, saturation=c.saturation_jitter)
         else:
             make = partial(AudioFolderDataset, root, c.segment_samples, m.sample_rate, m.channels, m.downsample)
         train_ds, eval_ds = make(files=train_files, train=True), make(files=val_files, train=False)
@@ -391,6 +399,8 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.main, dynamic_ncols=True, desc="train")
         window: list[torch.Tensor] = []
         saved_at = evaluated_at = self.step if self.step else -1
+        deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
+        self.clock = (time.monotonic(), deadline) if deadline is not None else None
         try:
             while self.step < cfg.steps:
                 window.append(self._train_step())
@@ -400,6 +410,8 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self._log(torch.stack(window).mean(dim=0), bar)
                     window = []
+                    if deadline is not None and self._out_of_time(deadline):
+                        break
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     self.evaluate()
                     evaluated_at = self.step
@@ -420,6 +432,20 @@ class Trainer:
             {k if k == "eval_on" else f"eval_{k}": v for k, v in self.last_eval.items() if k not in ("step", "kind")}
         )
         return result
+
+    def _lr_factor(self, step: int) -> float:
+        """Warm-up then cosine over ``steps``; under a max_minutes budget the cosine follows whichever of the steps
+        or the minutes is further along, so the rate has decayed when the time is up."""
+        cfg = self.cfg
+        if self.clock is not None:
+            start, deadline = self.clock
+            step = max(step, int(cfg.steps * min(1.0, (time.monotonic() - start) / (deadline - start))))
+        return lr_factor(step, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+
+    def _out_of_time(self, deadline: float) -> bool:
+        """Whether any process has passed the wall-clock deadline (a collective: all stop together)."""
+        late = torch.tensor(float(time.monotonic() > deadline), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(late, reduction="sum") > 0)
 
     def _train_step(self) -> torch.Tensor:
         """One optimizer step over grad_accum micro-batches; returns this process's mean statistics (K,)."""
@@ -450,7 +476,7 @@ class Trainer:
         return torch.stack([v.to(x.device) for v in values])
 
     def _term_names(self) -> list[str]:
-        return ["recon", "vq"] if self.modality == "image" else ["recon", "stft", "mel", "vq"]
+        return ["recon", "vq"] if self.modality == "image" else ["recon", "stft", "mel", "cstft", "vq"]
 
     def _stat_names(self) -> list[str]:
         return ["loss", *self._term_names(), self._quality_name(), "usage", "perplexity"]

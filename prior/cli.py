@@ -76,6 +76,9 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--config", metavar="FILE", help='JSON overrides: {"prior": {...}, "train": {...}}')
     p.add_argument("--steps", type=_positive_int, help="total optimisation steps (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument(
+        "--max-minutes", type=float, metavar="M", help="stop after about M minutes of this call (checkpointed)"
+    )
     p.set_defaults(func=cmd_train_prior)
 
     p = subparsers.add_parser(
@@ -124,6 +127,8 @@ def cmd_train_prior(args) -> dict:
     train = dict(overrides.get("train", {}))
     if args.steps is not None:
         train["steps"] = args.steps
+    if args.max_minutes is not None:
+        train["max_minutes"] = args.max_minutes
     summary = train_prior(args.tokens, args.out, overrides.get("prior", {}), train, resume=args.resume)
     print(
         f"prior in {summary['out']} at step {summary['step']}: held-out {summary['val_bits']:.4f} bits/token "

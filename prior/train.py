@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import struct
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -67,12 +68,19 @@ class TrainPriorConfig:
     # Residual tokens: also train on each item cut to its first 1..L-1 levels, the sequences that files coded at
     # lower bitrates (``--quantizers``) present to the coder.
     level_subsets: bool = True
+    max_minutes: float = 0.0  # > 0: stop (evaluate, checkpoint) once this much wall time has passed in this call
 
     def __post_init__(self):
         if min(self.steps, self.batch_size, self.seq_len, self.eval_every, self.save_every, self.log_every) < 1:
             raise ValueError("steps, batch_size, seq_len, eval_every, save_every and log_every must be >= 1")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+
+
+def _any_late(accelerator, deadline: float) -> bool:
+    """Whether any process has passed the wall-clock deadline (a collective: all stop together)."""
+    late = torch.tensor(float(time.monotonic() > deadline), device=accelerator.device)
+    return bool(accelerator.reduce(late, reduction="sum") > 0)
 
 
 def train_config_from_dict(data: dict) -> TrainPriorConfig:
@@ -289,12 +297,18 @@ def train_prior(
     train_bits = val_bits = float("nan")
     model.train()
     bar = tqdm(total=train_cfg.steps, initial=step, desc="train-prior", disable=not (progress and main))
+    start = time.monotonic()
+    deadline = start + 60 * train_cfg.max_minutes if train_cfg.max_minutes > 0 else None
     while step < train_cfg.steps:
         g = torch.Generator().manual_seed(_seed(train_cfg.seed, step, accelerator.process_index))
         torch.manual_seed(_seed(train_cfg.seed, step, accelerator.process_index, 1))  # dropout
         inputs, targets, pos = (t.to(accelerator.device) for t in train_sampler.batch(train_cfg.batch_size, g))
+        # under a time budget the cosine follows the time or the steps, whichever is further along
+        lr_step = step
+        if deadline is not None:
+            lr_step = max(step, int(train_cfg.steps * min(1.0, (time.monotonic() - start) / (deadline - start))))
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, train_cfg)
+            group["lr"] = lr_at(lr_step, train_cfg)
         with accelerator.autocast():
             logits, _ = model(inputs, pos)
         loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-1)
@@ -316,6 +330,15 @@ def train_prior(
                 bar.write(f"step {step}: held-out {val_bits:.4f} bits/token (log2 K = {log2_k:g})")
         if step % train_cfg.save_every == 0 or step == train_cfg.steps:
             checkpoint()
+        if deadline is not None and step % train_cfg.log_every == 0 and _any_late(accelerator, deadline):
+            if step % train_cfg.eval_every:
+                unwrapped = accelerator.unwrap_model(model)
+                cfg = train_cfg
+                val_bits = evaluate(unwrapped, val_sampler, cfg.eval_batches, cfg.batch_size, cfg.seed)
+                log(dict(step=step, val_bits=val_bits, log2_K=log2_k, held_out_items=len(val_names)))
+            if step % train_cfg.save_every:
+                checkpoint()
+            break
     bar.close()
     if ckpt is not None and step == int(ckpt[1]["step"]):  # nothing left to do: still report
         unwrapped = accelerator.unwrap_model(model)

@@ -10,17 +10,21 @@ import codec
 from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
 
 
-def tiny_image(f=8, n_q=1, **kw):
+def tiny_image(f=8, n_q=1, arch="conv", **kw):
     q = QuantizerConfig(codebook_size=32, num_quantizers=n_q)
-    cfg = ImageCodecConfig(downsample=f, base_channels=8, max_channels=16, latent_dim=8, quantizer=q, **kw)
+    if arch == "shuffle":
+        kw = {"stem": min(4, f), "norm_groups": 0, **kw}
+    cfg = ImageCodecConfig(downsample=f, arch=arch, base_channels=8, max_channels=16, latent_dim=8, quantizer=q, **kw)
     m = Codec(cfg)
     m(torch.rand(2, cfg.channels, 4 * f, 4 * f))  # k-means init on a first training batch
     return m.eval()
 
 
-def tiny_audio(channels=1, **kw):
+def tiny_audio(channels=1, arch="seanet", **kw):
     q = QuantizerConfig(codebook_size=32, num_quantizers=4, quantizer_dropout=1.0)
-    cfg = AudioCodecConfig(channels=channels, base_channels=8, latent_dim=8, quantizer=q, **kw)
+    if arch == "stft":
+        kw = {"width": 16, "num_blocks": 2, **kw}
+    cfg = AudioCodecConfig(channels=channels, arch=arch, base_channels=8, latent_dim=8, quantizer=q, **kw)
     m = Codec(cfg)
     m(torch.rand(2, channels, 320 * 8) * 2 - 1)
     return m.eval()
@@ -29,8 +33,9 @@ def tiny_audio(channels=1, **kw):
 @pytest.mark.parametrize("f", [4, 8, 16])
 @pytest.mark.parametrize("hw", [(1, 1), (17, 33), (5, 700)])
 @pytest.mark.parametrize("c", [1, 3])
-def test_image_round_trip_shapes(f, hw, c):
-    m = tiny_image(f)
+@pytest.mark.parametrize("arch", ["conv", "shuffle"])
+def test_image_round_trip_shapes(f, hw, c, arch):
+    m = tiny_image(f, arch=arch)
     x = torch.rand(2, c, *hw)
     tokens = m.encode(x)
     assert tokens.shape == (2, -(-hw[0] // f), -(-hw[1] // f)) and tokens.dtype == torch.int64
@@ -53,8 +58,9 @@ def test_residual_image_tokens_and_bitrates():
 
 @pytest.mark.parametrize("length", [1, 321, 320, 5000])
 @pytest.mark.parametrize("channels", [1, 2])
-def test_audio_round_trip_shapes(length, channels):
-    m = tiny_audio(channels)
+@pytest.mark.parametrize("arch", ["seanet", "stft"])
+def test_audio_round_trip_shapes(length, channels, arch):
+    m = tiny_audio(channels, arch=arch)
     x = torch.rand(2, channels, length) * 2 - 1
     tokens = m.encode(x)
     assert tokens.shape == (2, 4, -(-length // 320)) and tokens.dtype == torch.int64
@@ -65,8 +71,9 @@ def test_audio_round_trip_shapes(length, channels):
     assert m.decode(low, shape=x.shape[1:]).shape == x.shape
 
 
-def test_tiled_image_matches_whole_image():
-    m = tiny_image(8, tile=4, tile_overlap=6)
+@pytest.mark.parametrize("arch", ["conv", "shuffle"])
+def test_tiled_image_matches_whole_image(arch):
+    m = tiny_image(8, arch=arch, tile=4, tile_overlap=6)
     x = torch.rand(1, 3, 200, 333)
     tiled = m.encode(x)
     m.config.tile = 10_000
@@ -78,8 +85,9 @@ def test_tiled_image_matches_whole_image():
     torch.testing.assert_close(y_tiled, y_whole, rtol=0, atol=1e-4)  # no seams
 
 
-def test_chunked_audio_matches_whole_signal_without_clicks():
-    m = tiny_audio(2, chunk_frames=7, chunk_context=16)
+@pytest.mark.parametrize("arch", ["seanet", "stft"])
+def test_chunked_audio_matches_whole_signal_without_clicks(arch):
+    m = tiny_audio(2, arch=arch, chunk_frames=7, chunk_context=16)
     x = torch.sin(torch.linspace(0, 900, 320 * 61 + 17)).expand(1, 2, -1) * 0.5
     x = x + 0.05 * torch.randn_like(x)
     chunked = m.encode(x)
