@@ -22,8 +22,9 @@ def test_istft_inverts_the_encoder_framing(n_fft, hop, frames):
     enc = STFTEncoder(cfg).double()
     x = torch.randn(3, frames * hop, dtype=torch.float64)
     pad = (n_fft - hop) // 2
-    spec = torch.stft(torch.nn.functional.pad(x, (pad, pad)), n_fft, hop, window=enc.window, center=False,
-                      return_complex=True)
+    spec = torch.stft(
+        torch.nn.functional.pad(x, (pad, pad)), n_fft, hop, window=enc.window, center=False, return_complex=True
+    )
     assert spec.shape[-1] == frames
     y = istft_same(spec, n_fft, hop, enc.window, pad)
     torch.testing.assert_close(y, x, rtol=0, atol=1e-10)
