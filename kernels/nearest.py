@@ -1,5 +1,7 @@
 """Public entry point of the nearest-codebook search: validation and backend dispatch."""
 
+import os
+
 import torch
 
 from kernels.errors import BackendUnavailableError
@@ -8,6 +10,8 @@ from kernels.nearest_triton import HAS_TRITON, INTERPRET, nearest_code_triton, t
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 BACKENDS = ("auto", "triton", "torch")
+# "torch" here makes backend="auto" use the PyTorch path everywhere (a fallback where Triton misbehaves)
+AUTO_ENV = "VQCODEC_NEAREST_BACKEND"
 
 
 def triton_available(device: torch.device | str = "cuda") -> bool:
@@ -71,7 +75,8 @@ def nearest_code(
         x: (N, D) float32, float16 or bfloat16. N may be 0.
         codebook: (K, D), same dtype and device as ``x``; K >= 1.
         backend: ``"auto"`` (Triton on CUDA tensors, PyTorch otherwise), ``"triton"`` (CUDA, or CPU with
-            ``TRITON_INTERPRET=1`` set before triton is imported) or ``"torch"``.
+            ``TRITON_INTERPRET=1`` set before triton is imported) or ``"torch"``. ``"auto"`` takes the PyTorch
+            path everywhere when the environment variable ``VQCODEC_NEAREST_BACKEND`` is ``torch``.
         out: optional preallocated ``(indices, sqdist)`` to write into.
 
     Returns:
@@ -88,7 +93,8 @@ def nearest_code(
     _validate(x, codebook, backend)
     n = x.shape[0]
     indices, sqdist = _check_out(out, n, x.device)
-    use_triton = backend == "triton" or (backend == "auto" and x.device.type == "cuda" and HAS_TRITON)
+    auto_triton = x.device.type == "cuda" and HAS_TRITON and os.environ.get(AUTO_ENV, "auto") != "torch"
+    use_triton = backend == "triton" or (backend == "auto" and auto_triton)
     if use_triton:
         if not triton_usable(x.device):
             why = (

@@ -56,12 +56,15 @@ class TrainPriorConfig:
     # Residual tokens: also train on each item cut to its first 1..L-1 levels, the sequences that files coded at
     # lower bitrates (``--quantizers``) present to the coder.
     level_subsets: bool = True
+    max_minutes: float = 0.0  # > 0: stop (evaluate, checkpoint) once this much wall time has passed in this call
 
     def __post_init__(self):
         if min(self.steps, self.batch_size, self.seq_len, self.eval_every, self.save_every, self.log_every) < 1:
             raise ValueError("steps, batch_size, seq_len, eval_every, save_every and log_every must be >= 1")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.max_minutes < 0:
+            raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
 
     def loop_settings(self) -> LoopSettings:
         """The loop's share of these settings."""
@@ -79,6 +82,7 @@ class TrainPriorConfig:
             eval_every=self.eval_every,
             checkpoint_every=self.save_every,
             seed=self.seed,
+            max_minutes=self.max_minutes,
         )
 
 

@@ -60,6 +60,12 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, metavar="N", help="total optimizer steps (default 100000)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in RUN_DIR")
     p.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="M",
+        help="stop after about M minutes of this call's wall time (evaluated and checkpointed; --resume goes on)",
+    )
+    p.add_argument(
         "--init",
         metavar="MODEL",
         help="start from a trained codec's weights (run directory or bundled name, e.g. image): fine-tuning "
@@ -104,6 +110,9 @@ def register(subparsers) -> None:
     p.add_argument("--config", metavar="FILE", help='JSON overrides: {"prior": {...}, "train": {...}}')
     p.add_argument("--steps", type=positive_int, help="total optimisation steps (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument(
+        "--max-minutes", type=float, metavar="M", help="stop after about M minutes of this call (checkpointed)"
+    )
     p.set_defaults(func=cmd_train_prior)
 
 
@@ -120,6 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "num_workers": args.num_workers,
         "val_fraction": args.val_fraction,
+        "max_minutes": args.max_minutes,
     }
     train_overrides = {**sections.get("train", {}), **{k: v for k, v in flags.items() if v is not None}}
     init = None
@@ -163,6 +173,8 @@ def cmd_train_prior(args) -> dict:
     train = dict(overrides.get("train", {}))
     if args.steps is not None:
         train["steps"] = args.steps
+    if args.max_minutes is not None:
+        train["max_minutes"] = args.max_minutes
     summary = train_prior(args.tokens, args.out, overrides.get("prior", {}), train, resume=args.resume)
     print(
         f"prior in {summary['out']} at step {summary['step']}: held-out {summary['val_bits']:.4f} bits/token "

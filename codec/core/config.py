@@ -24,11 +24,16 @@ class ImageCodecConfig:
     modality: str = "image"
     channels: int = 3  # model channels: 3 accepts RGB and grayscale (replicated), 1 grayscale only
     downsample: int = 8  # f: 4, 8 or 16
-    base_channels: int = 64  # width at full resolution, doubled at each level up to max_channels
+    # "conv": convolutions from full resolution down (codec.core.image_net.ImageEncoder);
+    # "shuffle": a pixel-unshuffle stem by ``stem`` and a pixel-shuffle head, so no convolution runs at full
+    # resolution (codec.core.image_net.ShuffleEncoder), the cheaper design per CPU-hour
+    arch: str = "conv"
+    stem: int = 4  # "shuffle" only: space-to-depth factor of the stem (a power of 2 dividing downsample)
+    base_channels: int = 64  # width at the first level, doubled at each level up to max_channels
     max_channels: int = 256
     num_res_blocks: int = 1  # per level
     latent_dim: int = 64  # code vector size
-    norm_groups: int = 8
+    norm_groups: int = 8  # 0: no normalisation ("shuffle" only)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     tile: int = 64  # tokens per tile side when encoding/decoding large images (512 px at f = 8)
     tile_overlap: int = 6  # tokens of context on each side of a tile (covers the receptive field)
@@ -38,10 +43,22 @@ class ImageCodecConfig:
             raise ValueError(f"downsample must be 4, 8 or 16, got {self.downsample}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.arch not in ("conv", "shuffle"):
+            raise ValueError(f"image arch must be 'conv' or 'shuffle', got {self.arch!r}")
+        if self.arch == "shuffle" and (self.stem not in (1, 2, 4, 8, 16) or self.downsample % self.stem):
+            raise ValueError(f"stem must be a power of 2 dividing downsample {self.downsample}, got {self.stem}")
+        if self.arch == "conv" and self.norm_groups < 1:
+            raise ValueError("the 'conv' image arch needs norm_groups >= 1")
+
+    def identity(self) -> dict:
+        """What ``model_hash`` hashes of this config (see ``identity_dict``)."""
+        return identity_dict(self)
 
     @property
     def levels(self) -> int:
-        return int(math.log2(self.downsample))
+        """Halvings done by strided convolutions: log2(f), or log2(f / stem) after a shuffle stem."""
+        stem = self.stem if self.arch == "shuffle" else 1
+        return int(math.log2(self.downsample // stem))
 
 
 @dataclass
@@ -51,9 +68,15 @@ class AudioCodecConfig:
     modality: str = "audio"
     channels: int = 1  # 1 (mono) or 2 (stereo)
     sample_rate: int = 24000
+    # "seanet": strided 1-D convolutions at sample rate (codec.core.audio_net); "stft": ConvNeXt blocks at frame rate
+    # on the compressed complex STFT with an inverse-STFT head (codec.core.audio_stft_net), the cheaper design
+    arch: str = "seanet"
     ratios: tuple[int, ...] = (2, 4, 5, 8)  # encoder strides; hop = product = 320 (75 frames/s at 24 kHz)
     base_channels: int = 16  # doubled at each level; 16 runs >2x EnCodec's speed on CPU (tools/bench_codec.py)
     dilations: tuple[int, ...] = (1, 3, 9)  # residual units per level
+    n_fft: int = 1280  # "stft" only: FFT size (4 hops), even, >= hop, (n_fft - hop) even
+    width: int = 256  # "stft" only: channels of the frame-rate blocks
+    num_blocks: int = 6  # "stft" only: ConvNeXt blocks in the encoder and in the decoder
     latent_dim: int = 128
     # 75 frames/s: a batch of 16 one-second segments gives ~1.2 vectors per code per step, so the dead-code
     # threshold must sit well below that (see codec.train.codec_task.check_dead_code_threshold)
@@ -70,6 +93,14 @@ class AudioCodecConfig:
             raise ValueError(f"channels must be 1 or 2, got {self.channels}")
         if self.sample_rate <= 0 or any(r < 1 for r in self.ratios):
             raise ValueError("sample_rate and ratios must be positive")
+        if self.arch not in ("seanet", "stft"):
+            raise ValueError(f"audio arch must be 'seanet' or 'stft', got {self.arch!r}")
+        if self.arch == "stft" and (self.n_fft < self.hop or self.n_fft % 2 or (self.n_fft - self.hop) % 2):
+            raise ValueError(f"n_fft must be even, >= the hop {self.hop}, and differ from it by an even number")
+
+    def identity(self) -> dict:
+        """What ``model_hash`` hashes of this config (see ``identity_dict``)."""
+        return identity_dict(self)
 
     @property
     def hop(self) -> int:
@@ -78,9 +109,23 @@ class AudioCodecConfig:
 
 CodecConfig = ImageCodecConfig | AudioCodecConfig
 
+# Fields added after models were first bundled, with the values that reproduce the models made before them. A field
+# holding that value is left out of a model's identity (``identity_dict``, hashed by ``model_hash``), so those
+# models, the priors paired with them, and the .vqc files that record their hashes keep working.
+LATER_FIELDS = {
+    "image": {"arch": "conv", "stem": 4},
+    "audio": {"arch": "seanet", "n_fft": 1280, "width": 256, "num_blocks": 6},
+}
+
 
 def config_to_dict(config: CodecConfig) -> dict:
     return asdict(config)
+
+
+def identity_dict(config: CodecConfig) -> dict:
+    """The config as ``model_hash`` sees it: ``config_to_dict`` without the later fields at their old values."""
+    later = LATER_FIELDS[config.modality]
+    return {k: v for k, v in config_to_dict(config).items() if k not in later or v != later[k]}
 
 
 def config_from_dict(data: dict) -> CodecConfig:

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codec.core.config import ImageCodecConfig
-from codec.core.layers import LocalGroupNorm, ResBlock2d
+from codec.core.layers import LocalGroupNorm, PlainResBlock2d, ResBlock2d
 
 
 def _widths(cfg: ImageCodecConfig) -> list[int]:
@@ -51,3 +51,52 @@ class ImageDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.blocks(self.conv_in(z))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def _block(c: int, groups: int) -> nn.Module:
+    return ResBlock2d(c, c, groups) if groups else PlainResBlock2d(c)
+
+
+class ShuffleEncoder(nn.Module):
+    """Pixel-unshuffle stem, then residual blocks at 1/stem resolution and below; nothing at full resolution.
+
+    (B, C, H, W) in [0, 1], H and W multiples of f -> (B, latent_dim, H/f, W/f). The stem folds each
+    stem x stem patch into channels (space-to-depth); each further level halves H and W with a 2x2 stride-2
+    convolution.
+    """
+
+    def __init__(self, cfg: ImageCodecConfig):
+        super().__init__()
+        w, g, s = _widths(cfg), cfg.norm_groups, cfg.stem
+        layers: list[nn.Module] = [nn.PixelUnshuffle(s), nn.Conv2d(cfg.channels * s * s, w[0], 3, padding=1)]
+        for i in range(cfg.levels):
+            layers += [_block(w[i], g) for _ in range(cfg.num_res_blocks)]
+            layers.append(nn.Conv2d(w[i], w[i + 1], 2, stride=2))
+        layers += [_block(w[-1], g) for _ in range(cfg.num_res_blocks)]
+        layers += [nn.SiLU(), nn.Conv2d(w[-1], cfg.latent_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2 - 1)  # centred input: saturated colours sit at the ends of a symmetric range
+
+
+class ShuffleDecoder(nn.Module):
+    """Mirror of ShuffleEncoder: (B, latent_dim, h, w) -> (B, C, h*f, w*f), unbounded values.
+
+    Each level doubles H and W with a 1x1 convolution to 4x the channels and a pixel shuffle; the head predicts
+    every stem x stem patch from its low-resolution position (depth-to-space).
+    """
+
+    def __init__(self, cfg: ImageCodecConfig):
+        super().__init__()
+        w, g, s = _widths(cfg), cfg.norm_groups, cfg.stem
+        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, w[-1], 3, padding=1)]
+        layers += [_block(w[-1], g) for _ in range(cfg.num_res_blocks)]
+        for i in reversed(range(cfg.levels)):
+            layers += [nn.Conv2d(w[i + 1], 4 * w[i], 1), nn.PixelShuffle(2)]
+            layers += [_block(w[i], g) for _ in range(cfg.num_res_blocks)]
+        layers += [nn.SiLU(), nn.Conv2d(w[0], cfg.channels * s * s, 3, padding=1), nn.PixelShuffle(s)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (self.net(z) + 1) / 2

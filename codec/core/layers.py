@@ -62,3 +62,21 @@ class ResUnit1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class PlainResBlock2d(nn.Module):
+    """SiLU-conv3x3 twice with a skip and no normalisation; (B, C, H, W) -> (B, C, H, W).
+
+    The second convolution starts at zero, so every block starts as the identity and a deep stack trains
+    without normalisation (the per-position norm is memory-bound on a CPU and costs more than the convs).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from codec.core.audio_net import AudioDecoder, AudioEncoder
+from codec.core.audio_stft_net import STFTDecoder, STFTEncoder
 from codec.core.config import CodecConfig, ImageCodecConfig
-from codec.core.image_net import ImageDecoder, ImageEncoder
+from codec.core.image_net import ImageDecoder, ImageEncoder, ShuffleDecoder, ShuffleEncoder
 from codec.core.quantizer import QuantizerOutput, ResidualVectorQuantizer, VectorQuantizer
 
 RANGE_SLACK = 1e-3  # inputs may overshoot their range by this much (rounding); beyond it is an error
@@ -60,8 +61,12 @@ class Codec(nn.Module):
             commitment_weight=q.commitment_weight,
             kmeans_init=q.kmeans_init,
         )
-        if isinstance(config, ImageCodecConfig):
+        if isinstance(config, ImageCodecConfig) and config.arch == "shuffle":
+            self.encoder, self.decoder = ShuffleEncoder(config), ShuffleDecoder(config)
+        elif isinstance(config, ImageCodecConfig):
             self.encoder, self.decoder = ImageEncoder(config), ImageDecoder(config)
+        elif config.arch == "stft":
+            self.encoder, self.decoder = STFTEncoder(config), STFTDecoder(config)
         else:
             self.encoder, self.decoder = AudioEncoder(config), AudioDecoder(config)
         if config.modality == "audio" or q.num_quantizers > 1:

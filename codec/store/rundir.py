@@ -93,5 +93,10 @@ def default_device(device: str | torch.device | None) -> str | torch.device:
 
 
 def model_hash(model: torch.nn.Module) -> str:
-    """Hex SHA-256 identity of a model whose ``config`` is a dataclass (a codec or a prior): config + tensors."""
-    return state_hash(asdict(model.config), model)
+    """Hex SHA-256 identity of a model whose ``config`` is a dataclass (a codec or a prior): config + tensors.
+
+    A config with an ``identity()`` method is hashed as that dict (fields added later, left out while they hold the
+    values that reproduce older models: their hashes stay the same); otherwise as all its fields.
+    """
+    identity = getattr(model.config, "identity", None)
+    return state_hash(identity() if identity is not None else asdict(model.config), model)

@@ -57,7 +57,7 @@ def default_codec_config(modality: str) -> CodecConfig:
 def loop_settings(cfg: TrainConfig) -> LoopSettings:
     """The loop's share of a codec's TrainConfig."""
     names = ("steps", "batch_size", "lr", "betas", "weight_decay", "warmup", "min_lr_ratio", "grad_clip")
-    names += ("grad_accum", "mixed_precision", "log_every", "eval_every", "checkpoint_every", "seed")
+    names += ("grad_accum", "mixed_precision", "log_every", "eval_every", "checkpoint_every", "seed", "max_minutes")
     return LoopSettings(**{k: getattr(cfg, k) for k in names})
 
 
@@ -77,7 +77,7 @@ class CodecTask(TrainTask):
         self.data_dir, self.codec_config, self.cfg, self.init_state = data_dir, codec_config, cfg, init_state
         self.modality = codec_config.modality
         self.quality = "psnr" if self.modality == "image" else "si_snr"
-        terms = ["recon", "vq"] if self.modality == "image" else ["recon", "stft", "mel", "vq"]
+        terms = ["recon", "vq"] if self.modality == "image" else ["recon", "stft", "mel", "cstft", "vq"]
         self.terms = tuple(terms)
         self.stat_names = ("loss", *terms, self.quality, "usage", "perplexity")
         self.progress_stats = ("loss", self.quality, "usage")
@@ -104,6 +104,7 @@ class CodecTask(TrainTask):
             recon_weight=cfg.recon_weight,
             stft_weight=cfg.stft_weight,
             mel_weight=cfg.mel_weight,
+            cstft_weight=cfg.cstft_weight,
             vq_weight=cfg.vq_weight,
         ).to(accelerator.device)
         files = find_files(self.data_dir, self.modality)
@@ -115,7 +116,8 @@ class CodecTask(TrainTask):
             val_files, self.eval_on = train_files, "train"
         root, m = self.data_dir, model
         if self.modality == "image":
-            make = partial(ImageFolderDataset, root, cfg.crop, m.downsample, m.channels)
+            jitter = cfg.saturation_jitter
+            make = partial(ImageFolderDataset, root, cfg.crop, m.downsample, m.channels, saturation=jitter)
         else:
             make = partial(AudioFolderDataset, root, cfg.segment_samples, m.sample_rate, m.channels, m.downsample)
         self.train_ds, self.eval_ds = make(files=train_files, train=True), make(files=val_files, train=False)

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from codec.errors import MediaError
 from codec.media import find_files, read_audio, read_image, to_audio_channels, to_image_channels
+from codec.media.channels import LUMA
 
 RESAMPLE_MARGIN = 64  # extra samples (model rate) read on each side of a segment, so resampling edges fall outside
 
@@ -167,6 +168,8 @@ class ImageFolderDataset(_FolderDataset):
         channels: the model's channels: 3 (grayscale images are replicated) or 1 (RGB becomes BT.601 luma).
         files: relative paths to use (e.g. one side of ``split_files``); None = every image under root.
         train: random crops and flips (True) or centre crops (False).
+        saturation: training only, with 3 channels: each crop's saturation is scaled by 1 + U(-s, s) about its
+            BT.601 luma and clamped to [0, 1] (0 = off).
 
     Items: {"x": (channels, crop, crop) float32 in [0, 1], "bad": [...]}.
     """
@@ -181,13 +184,14 @@ class ImageFolderDataset(_FolderDataset):
         channels: int = 3,
         files: list[str] | None = None,
         train: bool = True,
+        saturation: float = 0.0,
     ):
         if crop < 1 or crop % multiple:
             raise ValueError(f"crop must be a positive multiple of the model's downsampling {multiple}, got {crop}")
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         super().__init__(root, files, train)
-        self.crop, self.channels = crop, channels
+        self.crop, self.channels, self.saturation = crop, channels, saturation
 
     def _load(self, index: int, g: torch.Generator) -> torch.Tensor:
         x = to_image_channels(read_image(self.root / self.files[index]).pixels, self.channels)
@@ -201,6 +205,10 @@ class ImageFolderDataset(_FolderDataset):
         x = x[:, top : top + self.crop, left : left + self.crop]
         if self.train and bool(torch.rand((), generator=g) < 0.5):
             x = x.flip(-1)
+        if self.train and self.saturation and x.shape[0] == 3:
+            scale = 1 + self.saturation * (2 * float(torch.rand((), generator=g)) - 1)
+            gray = (x * torch.tensor(LUMA, dtype=x.dtype).view(3, 1, 1)).sum(0, keepdim=True)
+            x = (gray + scale * (x - gray)).clamp(0, 1)
         return x.contiguous()
 
 

@@ -159,9 +159,8 @@ class Trainer:
         set_seed(s.seed)  # identical model initialisation on every process
         model = task.build_model()
         optimizer = torch.optim.AdamW(task.param_groups(model), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, s.warmup, s.steps, s.min_lr_ratio)
-        )
+        self.clock: tuple[float, float] | None = None  # (start, deadline) of a max_minutes budget, set by run()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.step, self.position = 0, 0  # optimizer steps done, items consumed from the data stream
         if saved is not None:
             meta, tensors = saved
@@ -209,6 +208,7 @@ class Trainer:
         started_at = self.step
         saved_at = evaluated_at = self.step if self.step else -1
         deadline = time.monotonic() + 60 * s.max_minutes if s.max_minutes else None
+        self.clock = (time.monotonic(), deadline) if deadline is not None else None
         try:
             while self.step < s.steps:
                 window.append(self._train_step())
@@ -236,6 +236,15 @@ class Trainer:
             self.save_checkpoint()
         self._dump_rank_state()
         return {"step": self.step, "train": self.last_train, "eval": self.last_eval}
+
+    def _lr_factor(self, step: int) -> float:
+        """Warm-up then cosine over ``steps``; under a max_minutes budget the cosine follows whichever of the steps
+        or the minutes is further along, so the rate has decayed when the time is up."""
+        s = self.task.settings
+        if self.clock is not None:
+            start, deadline = self.clock
+            step = max(step, int(s.steps * min(1.0, (time.monotonic() - start) / (deadline - start))))
+        return lr_factor(step, s.warmup, s.steps, s.min_lr_ratio)
 
     def _out_of_time(self, deadline: float) -> bool:
         """Whether any process has passed the wall-clock deadline (a collective: all stop together)."""

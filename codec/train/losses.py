@@ -147,6 +147,36 @@ class MultiResolutionMelLoss(nn.Module):
         return torch.stack([F.l1_loss(a, b) for a, b in pairs]).mean()
 
 
+class CompressedSTFTLoss(nn.Module):
+    """Mean squared error between power-law compressed complex spectra, |X|^c e^{i angle X} (c = 0.3).
+
+    Unlike magnitude losses it asks for the right phase, while the compression keeps quiet bins in play (as in
+    the Efficient Speech Codec and MP-SENet). Hann window, centred frames.
+
+    Args:
+        n_fft, hop: STFT size and hop in samples.
+        power: the compression exponent c.
+    """
+
+    def __init__(self, n_fft: int = 1024, hop: int = 256, power: float = 0.3):
+        super().__init__()
+        self.n_fft, self.hop, self.power = n_fft, hop, power
+
+    def compressed(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., T) -> (..., bins, frames) complex64: each bin scaled to magnitude |X|^c, phase kept."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            flat = x.reshape(-1, x.shape[-1]).float()
+            window = torch.hann_window(self.n_fft, device=x.device)
+            spec = torch.stft(flat, self.n_fft, self.hop, window=window, center=True, return_complex=True)
+            # the small floor keeps the gradient of |X|^c finite at silent bins
+            spec = spec * (spec.abs().square() + 1e-8) ** ((self.power - 1) / 2)
+        return spec
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of estimate x against reference y, both (B, C, T) (or any (..., T))."""
+        return (self.compressed(x) - self.compressed(y)).abs().square().mean()
+
+
 _MEL_CACHE: dict[tuple[int, str], MultiResolutionMelLoss] = {}
 
 
@@ -176,14 +206,15 @@ class CodecLoss(nn.Module):
     """Training objective of a codec: weighted reconstruction terms plus the quantizer's commitment loss.
 
     - image: ``recon_weight * (L1 or L2)(x_hat, x)``.
-    - audio: ``recon_weight * L1(x_hat, x) + stft_weight * MultiResolutionSTFTLoss + mel_weight * MelLoss``.
+    - audio: ``recon_weight * L1(x_hat, x) + stft_weight * MultiResolutionSTFTLoss + mel_weight * MelLoss
+      + cstft_weight * CompressedSTFTLoss``.
     - both: ``+ vq_weight * vq_loss`` (the quantizer's loss already includes its commitment weight).
 
     Args:
         modality: "image" or "audio".
         image_loss: "l1" or "l2" (images only).
         sample_rate: audio rate in Hz (audio only).
-        recon_weight, stft_weight, mel_weight, vq_weight: term weights; a 0 weight skips the term.
+        recon_weight, stft_weight, mel_weight, cstft_weight, vq_weight: term weights; a 0 weight skips the term.
     """
 
     def __init__(
@@ -195,6 +226,7 @@ class CodecLoss(nn.Module):
         recon_weight: float = 1.0,
         stft_weight: float = 1.0,
         mel_weight: float = 1.0,
+        cstft_weight: float = 0.0,
         vq_weight: float = 1.0,
     ):
         super().__init__()
@@ -203,12 +235,19 @@ class CodecLoss(nn.Module):
         if image_loss not in ("l1", "l2"):
             raise ValueError(f"image_loss must be 'l1' or 'l2', got {image_loss!r}")
         self.modality, self.image_loss = modality, image_loss
-        self.weights = {"recon": recon_weight, "stft": stft_weight, "mel": mel_weight, "vq": vq_weight}
+        self.weights = {
+            "recon": recon_weight,
+            "stft": stft_weight,
+            "mel": mel_weight,
+            "cstft": cstft_weight,
+            "vq": vq_weight,
+        }
         if modality == "audio":
             if sample_rate is None:
                 raise ValueError("the audio loss needs the sample rate")
             self.stft = MultiResolutionSTFTLoss()
             self.mel = MultiResolutionMelLoss(sample_rate)
+            self.cstft = CompressedSTFTLoss()
 
     def forward(
         self, x_hat: torch.Tensor, x: torch.Tensor, vq_loss: torch.Tensor
@@ -233,6 +272,8 @@ class CodecLoss(nn.Module):
                 terms["stft"] = self.stft(x_hat, x)
             if self.weights["mel"]:
                 terms["mel"] = self.mel(x_hat, x)
+            if self.weights["cstft"]:
+                terms["cstft"] = self.cstft(x_hat, x)
         terms["vq"] = vq_loss.float()
         total = sum(self.weights[k] * v for k, v in terms.items())
         return total, {k: v.detach() for k, v in terms.items()}

@@ -7,21 +7,26 @@ import pytest
 import torch
 
 import codec
+import codec.core.config
 from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
 from codec.core.config import config_from_dict
 
 
-def tiny_image(f=8, n_q=1, **kw):
+def tiny_image(f=8, n_q=1, arch="conv", **kw):
     q = QuantizerConfig(codebook_size=32, num_quantizers=n_q)
-    cfg = ImageCodecConfig(downsample=f, base_channels=8, max_channels=16, latent_dim=8, quantizer=q, **kw)
+    if arch == "shuffle":
+        kw = {"stem": min(4, f), "norm_groups": 0, **kw}
+    cfg = ImageCodecConfig(downsample=f, arch=arch, base_channels=8, max_channels=16, latent_dim=8, quantizer=q, **kw)
     m = Codec(cfg)
     m(torch.rand(2, cfg.channels, 4 * f, 4 * f))  # k-means init on a first training batch
     return m.eval()
 
 
-def tiny_audio(channels=1, **kw):
+def tiny_audio(channels=1, arch="seanet", **kw):
     q = QuantizerConfig(codebook_size=32, num_quantizers=4, quantizer_dropout=1.0)
-    cfg = AudioCodecConfig(channels=channels, base_channels=8, latent_dim=8, quantizer=q, **kw)
+    if arch == "stft":
+        kw = {"width": 16, "num_blocks": 2, **kw}
+    cfg = AudioCodecConfig(channels=channels, arch=arch, base_channels=8, latent_dim=8, quantizer=q, **kw)
     m = Codec(cfg)
     m(torch.rand(2, channels, 320 * 8) * 2 - 1)
     return m.eval()
@@ -30,8 +35,9 @@ def tiny_audio(channels=1, **kw):
 @pytest.mark.parametrize("f", [4, 8, 16])
 @pytest.mark.parametrize("hw", [(1, 1), (17, 33), (5, 700)])
 @pytest.mark.parametrize("c", [1, 3])
-def test_image_round_trip_shapes(f, hw, c):
-    m = tiny_image(f)
+@pytest.mark.parametrize("arch", ["conv", "shuffle"])
+def test_image_round_trip_shapes(f, hw, c, arch):
+    m = tiny_image(f, arch=arch)
     x = torch.rand(2, c, *hw)
     tokens = m.encode(x)
     assert tokens.shape == (2, -(-hw[0] // f), -(-hw[1] // f)) and tokens.dtype == torch.int64
@@ -54,8 +60,9 @@ def test_residual_image_tokens_and_bitrates():
 
 @pytest.mark.parametrize("length", [1, 321, 320, 5000])
 @pytest.mark.parametrize("channels", [1, 2])
-def test_audio_round_trip_shapes(length, channels):
-    m = tiny_audio(channels)
+@pytest.mark.parametrize("arch", ["seanet", "stft"])
+def test_audio_round_trip_shapes(length, channels, arch):
+    m = tiny_audio(channels, arch=arch)
     x = torch.rand(2, channels, length) * 2 - 1
     tokens = m.encode(x)
     assert tokens.shape == (2, 4, -(-length // 320)) and tokens.dtype == torch.int64
@@ -66,8 +73,9 @@ def test_audio_round_trip_shapes(length, channels):
     assert m.decode(low, shape=x.shape[1:]).shape == x.shape
 
 
-def test_tiled_image_matches_whole_image():
-    m = tiny_image(8, tile=4, tile_overlap=6)
+@pytest.mark.parametrize("arch", ["conv", "shuffle"])
+def test_tiled_image_matches_whole_image(arch):
+    m = tiny_image(8, arch=arch, tile=4, tile_overlap=6)
     x = torch.rand(1, 3, 200, 333)
     tiled = m.encode(x)
     m.config.tile = 10_000
@@ -79,8 +87,9 @@ def test_tiled_image_matches_whole_image():
     torch.testing.assert_close(y_tiled, y_whole, rtol=0, atol=1e-4)  # no seams
 
 
-def test_chunked_audio_matches_whole_signal_without_clicks():
-    m = tiny_audio(2, chunk_frames=7, chunk_context=16)
+@pytest.mark.parametrize("arch", ["seanet", "stft"])
+def test_chunked_audio_matches_whole_signal_without_clicks(arch):
+    m = tiny_audio(2, arch=arch, chunk_frames=7, chunk_context=16)
     x = torch.sin(torch.linspace(0, 900, 320 * 61 + 17)).expand(1, 2, -1) * 0.5
     x = x + 0.05 * torch.randn_like(x)
     chunked = m.encode(x)
@@ -190,3 +199,15 @@ def test_audio_encoder_output_varies_over_time_at_init():
     with torch.no_grad():
         z = m.encoder(x[None, None])
     assert z.std(dim=2).mean() > 2 * z.mean(dim=2).abs().mean()
+
+
+def test_fields_added_later_keep_older_models_hashes():
+    """A config field added after models were made is left out of the hash while it holds the old behaviour's value,
+    so older models (and the priors and .vqc files that record their hashes) keep their identity."""
+    from codec.store.rundir import state_hash
+
+    m = tiny_image(8)
+    old_fields = {k: v for k, v in codec.core.config.config_to_dict(m.config).items() if k not in ("arch", "stem")}
+    assert codec.model_hash(m) == state_hash(old_fields, m)
+    m.config.stem = 2  # meaningless for "conv", but now part of the identity
+    assert codec.model_hash(m) != state_hash(old_fields, m)

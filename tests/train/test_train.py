@@ -362,3 +362,14 @@ def test_init_errors(tmp_path):
         train("image", tmp_path / "data", tmp_path / "f", knobs, tiny(1), init=tmp_path / "start")
     with pytest.raises(CheckpointError):
         train("image", tmp_path / "data", tmp_path / "d", None, tiny(1), init=tmp_path / "missing")
+
+
+def test_max_minutes_stops_at_a_log_step_with_a_checkpoint_and_a_decayed_rate(tmp_path):
+    make_image(tmp_path / "data" / "a.png", size=(32, 32))
+    cfg = tiny(10_000, max_minutes=1e-4, log_every=3, min_lr_ratio=0.1)  # 6 ms: over at the first log step
+    with pytest.warns(UserWarning, match="no held-out files"):
+        result = train("image", tmp_path / "data", tmp_path / "run", IMAGE, cfg)
+    assert result["step"] == 3  # stopped at the first log step, long before 10_000
+    assert read_checkpoint_meta(tmp_path / "run")["step"] == 3
+    # the cosine followed the clock: at the end the rate is the floor, not the 3/10_000 point of the schedule
+    assert rows(tmp_path / "run")[0]["lr"] == pytest.approx(cfg.lr * cfg.min_lr_ratio)

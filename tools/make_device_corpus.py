@@ -1,0 +1,91 @@
+"""Build the compact training corpus that travels with the working tree to a GPU machine (no network there).
+
+    python tools/make_device_corpus.py --images data/images/train --audio data/audio/train --out .device_data
+
+A GPU machine lent for a few minutes gets the working tree and nothing else (64 MiB in all, the bundled models
+included), so the corpus it trains on must be small: ``--image-mb`` of training crops re-encoded as JPEG
+(quality 92, no chroma subsampling) and ``--audio-mb`` of training clips re-encoded as Ogg Vorbis (quality 0.6,
+mono), both far above the codecs' own error. Files are taken round-robin over the sources (photograph, voice
+or instrument set: the name before the last ``_``) in a fixed order, so a small budget still spans the corpus.
+Only training files are read: the held-out splits never travel.
+
+Output: ``OUT/images/*.jpg`` and ``OUT/audio/*.ogg``, plus ``OUT/manifest.json`` (the source file of each).
+"""
+
+import argparse
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import soundfile as sf
+from PIL import Image
+
+from codec.media.audio_io import is_audio_file
+from codec.media.image_io import is_image_file
+
+
+def round_robin(files: list[Path]) -> list[Path]:
+    """Files ordered so that consecutive picks come from different sources (name before the last '_')."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for f in sorted(files):
+        groups[f.parent.name + "/" + f.stem.rsplit("_", 1)[0]].append(f)
+    queues = [groups[k] for k in sorted(groups)]
+    out = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out += [q[i] for q in queues if i < len(q)]
+    return out
+
+
+def jpeg_bytes(path: Path) -> bytes:
+    buf = io.BytesIO()
+    with Image.open(path) as im:
+        im.convert("RGB").save(buf, "JPEG", quality=92, subsampling=0)
+    return buf.getvalue()
+
+
+def vorbis_bytes(path: Path) -> bytes:
+    y, rate = sf.read(path, dtype="float32", always_2d=True)
+    buf = io.BytesIO()
+    sf.write(buf, y.mean(axis=1), rate, format="OGG", subtype="VORBIS", compression_level=0.4)
+    return buf.getvalue()
+
+
+def fill(files: list[Path], encode, out: Path, ext: str, budget: int) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    used, record = 0, []
+    for i, f in enumerate(round_robin(files)):
+        data = encode(f)
+        if used + len(data) > budget:
+            break
+        name = f"{i:05d}_{f.stem}{ext}"
+        (out / name).write_bytes(data)
+        used += len(data)
+        record.append({"file": name, "source": str(f)})
+    print(f"{out}: {len(record)} files, {used / 2**20:.1f} MiB")
+    return record
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", required=True, help="image training folder (make_image_corpus.py's train/)")
+    ap.add_argument("--audio", required=True, help="audio training folder (make_audio_corpus.py's train/)")
+    ap.add_argument("--out", default=".device_data", help="output folder (default .device_data, git-ignored)")
+    ap.add_argument("--image-mb", type=float, default=15.0, help="MiB of images (default 15)")
+    ap.add_argument("--audio-mb", type=float, default=13.0, help="MiB of audio (default 13)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    images = [p for p in Path(args.images).rglob("*") if is_image_file(p)]
+    audio = [p for p in Path(args.audio).rglob("*") if is_audio_file(p)]
+    if not images or not audio:
+        raise SystemExit(f"no images under {args.images} or no audio under {args.audio}")
+    record = {
+        "images": fill(images, jpeg_bytes, out / "images", ".jpg", int(args.image_mb * 2**20)),
+        "audio": fill(audio, vorbis_bytes, out / "audio", ".ogg", int(args.audio_mb * 2**20)),
+    }
+    (out / "manifest.json").write_text(json.dumps(record, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

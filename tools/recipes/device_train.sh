@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Train the image and audio codecs and their priors on a GPU machine lent for a few minutes (no network there).
+#
+#   bash tools/recipes/device_train.sh CHECKPOINT_DIR [PACK_DIR]
+#
+# Runs from the repository root of the working tree that travelled to the machine, with the compact corpus made
+# by tools/make_device_corpus.py in $DEVICE_DATA (default .device_data) and, where the machine's Python lacks
+# them, the wheels of x-transformers (and its pure-Python needs), constriction, soundfile and soxr in .whl/.
+# Both codecs train at once on the one GPU for 62% of $DEVICE_MINUTES (default 9), then each is tokenized and
+# its prior trained for 20%. Writes CHECKPOINT_DIR/{image,audio} (codec run directories, each with prior/ beside
+# its weights) and CHECKPOINT_DIR/log.txt. With PACK_DIR, it also bundles both in fp16 (tools/bundle_models.py)
+# and writes archives of at most 16 MiB each there, to bring back: image.tar (codec and prior), audio_codec.tar,
+# audio_prior.tar, logs.tgz; unpack them into codec/models/ (tar -C codec/models -xf ...).
+#
+# Environment:
+#   DEVICE_MINUTES  total minutes of training (default 9)
+#   DEVICE_DATA     the compact corpus (default .device_data: images/ and audio/)
+#   INIT_IMAGE, INIT_AUDIO   codec to continue from: bundled name or run directory (default image / audio);
+#                   "none" trains from scratch with the recipe's codec section
+#   DEVICE_STEPS    cap on the optimizer steps of each codec (default: the recipe's); 2 tests the script on a CPU
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CK=${1:?usage: device_train.sh CHECKPOINT_DIR [PACK_DIR]}
+PACK=${2:-}
+MIN=${DEVICE_MINUTES:-9}
+DATA=${DEVICE_DATA:-.device_data}
+R=tools/recipes
+mkdir -p "$CK"
+exec > >(tee -a "$CK/log.txt") 2>&1
+
+if ! python3 -c "import x_transformers, constriction, soundfile, soxr" 2>/dev/null; then
+    [ -d .whl ] || { echo "device_train: missing Python packages and no .whl/ folder of wheels"; exit 2; }
+    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
+[ -d "$DATA/images" ] && [ -d "$DATA/audio" ] || { echo "device_train: no corpus in $DATA (make_device_corpus.py)"; exit 2; }
+
+codec_min=$(python3 -c "print(round($MIN * 0.62, 2))")
+prior_min=$(python3 -c "print(round($MIN * 0.20, 2))")
+steps=${DEVICE_STEPS:+--steps $DEVICE_STEPS}
+# Both codecs at once: each alone leaves most of the GPU idle.
+for m in image audio; do
+    init_var="INIT_${m^^}"
+    init=${!init_var:-$m}
+    init_flag=()
+    [ "$init" = none ] || init_flag=(--init "$init")
+    python3 -m codec train --modality $m --data "$DATA/$( [ $m = image ] && echo images || echo audio )" \
+        --out "$CK/$m" --config $R/${m}_device.json "${init_flag[@]}" --mixed-precision bf16 \
+        --max-minutes "$codec_min" $steps > "$CK/train_$m.log" 2>&1 &
+done
+fail=0
+for job in $(jobs -p); do wait "$job" || fail=1; done
+tail -n 3 "$CK"/train_*.log
+[ $fail = 0 ] || { echo "device_train: a codec run failed (logs above)"; exit 1; }
+
+for m in image audio; do
+    (
+        python3 -m codec tokenize --codec "$CK/$m" --data "$DATA/$( [ $m = image ] && echo images || echo audio )" \
+            --out "$CK/tokens_$m" &&
+        python3 -m codec train-prior --tokens "$CK/tokens_$m" --out "$CK/$m/prior" --config $R/prior_device.json \
+            --max-minutes "$prior_min" ${DEVICE_STEPS:+--steps $DEVICE_STEPS}
+    ) > "$CK/prior_$m.log" 2>&1 &
+done
+fail=0
+for job in $(jobs -p); do wait "$job" || fail=1; done
+tail -n 2 "$CK"/prior_*.log
+[ $fail = 0 ] || { echo "device_train: a prior run failed (logs above)"; exit 1; }
+echo "device_train: done -> $CK"
+
+if [ -n "$PACK" ]; then
+    mkdir -p "$PACK"
+    B=$(mktemp -d)
+    for m in image audio; do
+        python3 tools/bundle_models.py --codec "$CK/$m" --prior "$CK/$m/prior" --name $m --dest "$B" --max-mb 1000
+    done
+    tar -C "$B" -cf "$PACK/image.tar" image
+    tar -C "$B" -cf "$PACK/audio_codec.tar" audio/config.json audio/model.safetensors
+    tar -C "$B" -cf "$PACK/audio_prior.tar" audio/prior
+    tar -C "$CK" -czf "$PACK/logs.tgz" --exclude='*.safetensors' --exclude='tokens_*' --exclude=samples .
+    ls -l "$PACK"
+fi
