@@ -117,18 +117,17 @@ def held_out_rows(pairs: list[tuple[str, str]]) -> list[dict]:
     """Bits/token of each trained prior on the whole items its training held out, against log2 K."""
     import prior as prior_pkg
     from codec.train.data import split_files
+    from codec.train.state import STATE_NAME, read_checkpoint_meta
     from prior.data import load_tokens
-    from prior.train import CHECKPOINT_NAME, TrainPriorConfig, _read_checkpoint
+    from prior.train import TrainPriorConfig
 
     rows = []
     for prior_dir, tokens_dir in pairs:
         p = prior_pkg.load(prior_dir, device="cpu")
         items = load_tokens(tokens_dir)
         val_fraction = TrainPriorConfig().val_fraction
-        if (Path(prior_dir) / CHECKPOINT_NAME).exists():
-            val_fraction = json.loads(_read_checkpoint(Path(prior_dir) / CHECKPOINT_NAME)[1]["train_config"])[
-                "val_fraction"
-            ]
+        if (Path(prior_dir) / STATE_NAME).exists():
+            val_fraction = read_checkpoint_meta(prior_dir)["train_config"]["val_fraction"]
         _, held_out = split_files(items.names, val_fraction)
         by_name = dict(zip(items.names, items.tokens))
         bits = count = 0.0

@@ -6,6 +6,7 @@ in ``BUNDLED_DIR/NAME/prior``. Every loader (``codec.load``, ``prior.load``, the
 before it loads anything heavy.
 """
 
+import json
 from pathlib import Path
 
 from codec.errors import CheckpointError
@@ -69,7 +70,15 @@ def prior_dir(name_or_path) -> Path:
     or bundled name, "image") whose default prior is meant.
 
     Raises:
-        CheckpointError: neither an existing directory nor a bundled name.
+        CheckpointError: neither an existing directory nor a bundled name, or a codec with no prior stored beside it.
     """
     path = model_dir(name_or_path)
-    return beside_prior(path) or path
+    if beside_prior(path) is not None:
+        return beside_prior(path)
+    try:
+        is_codec = "quantizer" in json.loads((path / CONFIG_NAME).read_text())  # a codec's config, not a prior's
+    except (OSError, ValueError, TypeError):
+        is_codec = False  # the loader says what is wrong
+    if is_codec:
+        raise CheckpointError(f"{name_or_path}: a codec with no prior stored beside it ({path / PRIOR_DIR_NAME})")
+    return path

@@ -144,6 +144,8 @@ def test_sample_refuses_another_codec(image_run, capsys):
     assert run("sample", "--codec", d / "other", "--prior", d / "prior", "-n", 1, "-o", d / "s") == 2
     err = capsys.readouterr().err
     assert err.startswith("codec: error:") and "trained on codec" in err and err.count("\n") == 1
+    assert run("sample", "--codec", d / "other", "-n", 1, "-o", d / "s") == 2  # no --prior, none stored with it
+    assert "a codec with no prior stored beside it" in capsys.readouterr().err
 
 
 def test_tokenize_train_sample_audio(tmp_path):
