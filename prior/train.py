@@ -14,7 +14,7 @@ Output directory: ``config.json`` and ``model.safetensors`` (the prior, ``prior.
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from codec.train.config import dataclass_from_dict
 from codec.train.data import mix_seed, split_files, stream_loader
 from codec.train.loop import LoopSettings, TrainTask, run_training
 from codec.train.state import read_checkpoint_meta
-from prior.checkpoint import save_prior
+from prior.checkpoint import load_prior, save_prior
 from prior.config import PriorConfig, config_from_dict, config_to_dict
 from prior.data import load_tokens
 from prior.layout import positions
@@ -175,12 +175,17 @@ class PriorTask(TrainTask):
     stat_names = ("loss", "bits")
     progress_stats = ("bits",)
 
-    def __init__(self, prior_cfg: PriorConfig, cfg: TrainPriorConfig, items, tokens_dir: Path):
+    def __init__(self, prior_cfg: PriorConfig, cfg: TrainPriorConfig, items, tokens_dir: Path, init_state=None):
         super().__init__(cfg.loop_settings())
         self.prior_cfg, self.cfg, self.items, self.tokens_dir = prior_cfg, cfg, items, tokens_dir
+        self.init_state = init_state  # weights to start from (--init), or None
 
     def build_model(self) -> TokenPrior:
-        return TokenPrior(self.prior_cfg)
+        model = TokenPrior(self.prior_cfg)
+        if self.init_state is not None:
+            model.load_state_dict(self.init_state)
+            self.init_state = None  # free the copy
+        return model
 
     def param_groups(self, model: TokenPrior) -> list[dict]:
         matrices = [p for p in model.parameters() if p.ndim >= 2]
@@ -235,6 +240,7 @@ def train_prior(
     train_overrides: dict | None = None,
     resume: bool = False,
     progress: bool = True,
+    init=None,
 ) -> dict:
     """Train (or resume training) a prior on a tokens directory.
 
@@ -245,6 +251,10 @@ def train_prior(
         train_overrides: TrainPriorConfig fields (steps, batch_size, ...).
         resume: continue the run in ``out_dir`` from its checkpoint (an error when it has none).
         progress: show a progress bar.
+        init: a trained prior to start from (a ``TokenPrior``, or a run directory or name for ``load_prior``):
+            its config and weights, with a fresh optimizer. Its token layout (modality, codebook size, levels) must
+            be the tokens'; its codec may be another (a prior of the codec that a fine-tuned one started from is a
+            good start), and the new prior records the tokens' codec. ``prior_overrides`` may not change it.
 
     Returns:
         {"step", "train_bits" (last logged), "val_bits", "log2_K", "out"}.
@@ -252,8 +262,10 @@ def train_prior(
     Raises:
         CheckpointError: ``resume`` without a checkpoint, or a fresh run in a directory that holds one.
         ValueError: a bad config, or a prior setting that differs from the resumed run's.
-        ModelMismatchError: resuming on tokens of another codec.
+        ModelMismatchError: resuming on tokens of another codec; an ``init`` prior of another token layout.
     """
+    if resume and init is not None:
+        raise ValueError("--init starts a new run from a prior's weights; --resume continues a run: use one")
     out = Path(out_dir)
     items = load_tokens(tokens_dir)
     if not items.tokens:
@@ -271,12 +283,25 @@ def train_prior(
         if prior_cfg.codec_hash != meta["codec_hash"]:
             raise ModelMismatchError(f"{out} was trained on tokens of another codec than those in {tokens_dir}")
         train_cfg = train_config_from_dict({**saved["train_config"], **(train_overrides or {})})
+    elif init is not None:
+        start = init if isinstance(init, TokenPrior) else load_prior(init, device="cpu")
+        for key in ("modality", "codebook_size", "levels", "residual"):  # any codec with this token layout
+            have, want = getattr(start.config, key), meta[key]
+            if have != want:
+                raise ModelMismatchError(f"the --init prior has {key}={have!r}, the tokens in {tokens_dir} {want!r}")
+        for key, value in prior_overrides.items():
+            if getattr(start.config, key) != value:
+                have = getattr(start.config, key)
+                raise ValueError(f"cannot change prior setting {key!r} of the --init prior (it is {have})")
+        prior_cfg = replace(start.config, codec_hash=meta["codec_hash"])  # the new prior belongs to these tokens
+        init_state = start.state_dict()
+        train_cfg = train_config_from_dict(train_overrides or {})
     else:
         shapes = Counter(tuple(t.shape) for t in items.tokens)
         layout = {k: meta[k] for k in LAYOUT_KEYS}
         prior_cfg = PriorConfig(**{"sample_shape": shapes.most_common(1)[0][0], **prior_overrides, **layout})
         train_cfg = train_config_from_dict(train_overrides or {})
-    task = PriorTask(prior_cfg, train_cfg, items, Path(tokens_dir))
+    task = PriorTask(prior_cfg, train_cfg, items, Path(tokens_dir), init_state if init is not None else None)
     result = run_training(task, out, resume=resume, progress=progress)
     return dict(
         step=result["step"],

@@ -113,6 +113,12 @@ def register(subparsers) -> None:
     p.add_argument(
         "--max-minutes", type=float, metavar="M", help="stop after about M minutes of this call (checkpointed)"
     )
+    p.add_argument(
+        "--init",
+        metavar="PRIOR",
+        help="start from a trained prior's weights and architecture (run directory, bundled name such as image, "
+        "or a codec run directory holding prior/); it must belong to the codec of --tokens",
+    )
     p.set_defaults(func=cmd_train_prior)
 
 
@@ -175,7 +181,7 @@ def cmd_train_prior(args) -> dict:
         train["steps"] = args.steps
     if args.max_minutes is not None:
         train["max_minutes"] = args.max_minutes
-    summary = train_prior(args.tokens, args.out, overrides.get("prior", {}), train, resume=args.resume)
+    summary = train_prior(args.tokens, args.out, overrides.get("prior", {}), train, resume=args.resume, init=args.init)
     print(
         f"prior in {summary['out']} at step {summary['step']}: held-out {summary['val_bits']:.4f} bits/token "
         f"(log2 K = {summary['log2_K']:g})"

@@ -168,3 +168,70 @@ def test_tokenize_train_sample_audio(tmp_path):
         == 0
     )
     assert sorted(p.name for p in out.iterdir()) == ["sample_000.wav", "sample_001.wav"]
+
+
+def test_train_prior_init_starts_from_a_priors_weights(image_run, capsys):
+    d = image_run
+    run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens")
+    base = ("train-prior", "--tokens", d / "tokens", "--config", d / "tiny.json")
+    assert run(*base, "--out", d / "first", "--steps", 3) == 0
+    # zero steps of training from --init: the saved weights are exactly the init prior's
+    assert (
+        run(
+            "train-prior",
+            "--tokens",
+            d / "tokens",
+            "--out",
+            d / "same",
+            "--init",
+            d / "first",
+            "--steps",
+            1,
+            "--config",
+            d / "lr0.json",
+        )
+        == 2
+    )  # no such config file: one line
+    (d / "lr0.json").write_text(json.dumps({"train": {"lr": 1e-12, "warmup_steps": 0, "weight_decay": 0.0}}))
+    capsys.readouterr()
+    assert (
+        run(
+            "train-prior",
+            "--tokens",
+            d / "tokens",
+            "--out",
+            d / "same",
+            "--init",
+            d / "first",
+            "--steps",
+            1,
+            "--config",
+            d / "lr0.json",
+        )
+        == 0
+    )
+    a, b = load_file(d / "first" / "model.safetensors"), load_file(d / "same" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-9) for k in a)
+    assert json.loads((d / "same" / "config.json").read_text()) == json.loads((d / "first" / "config.json").read_text())
+    # the architecture is the init prior's: changing it is refused, and so is --resume with --init
+    (d / "wider.json").write_text(json.dumps({"prior": {"dim": 64}}))
+    assert run(*base[:3], "--out", d / "w", "--init", d / "first", "--config", d / "wider.json") == 2
+    assert "cannot change prior setting 'dim'" in capsys.readouterr().err
+    assert run(*base, "--out", d / "first", "--init", d / "first", "--resume") == 2
+    # another codec with the same token layout (a fine-tuned one): the init is a start, the new prior is its
+    other = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=QuantizerConfig(32)))
+    other(torch.rand(2, 3, 32, 32))
+    codec.save_model(d / "other", other.eval())
+    run("tokenize", "--codec", d / "other", "--data", d / "data", "--out", d / "other_tokens")
+    assert (
+        run("train-prior", "--tokens", d / "other_tokens", "--out", d / "x", "--init", d / "first", "--steps", 1) == 0
+    )
+    assert json.loads((d / "x" / "config.json").read_text())["codec_hash"] == codec.model_hash(codec.load(d / "other"))
+    # another token layout is refused
+    residual = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=QuantizerConfig(32, 2)))
+    residual(torch.rand(2, 3, 32, 32))
+    codec.save_model(d / "residual", residual.eval())
+    run("tokenize", "--codec", d / "residual", "--data", d / "data", "--out", d / "res_tokens")
+    capsys.readouterr()
+    assert run("train-prior", "--tokens", d / "res_tokens", "--out", d / "y", "--init", d / "first") == 2
+    assert "--init prior has" in capsys.readouterr().err

@@ -16,7 +16,9 @@
 #   DEVICE_MINUTES  total minutes of training (default 9)
 #   DEVICE_DATA     the compact corpus (default .device_data: images/ and audio/)
 #   INIT_IMAGE, INIT_AUDIO   codec to continue from: bundled name or run directory (default image / audio);
-#                   "none" trains from scratch with the recipe's codec section
+#                   "none" trains from scratch with the recipe's codec section. Its stored prior starts the new prior.
+#   MODALITIES      which models to train (default "image audio")
+#   DEVICE_LR       peak learning rate of the codecs (default: the recipe's)
 #   DEVICE_STEPS    cap on the optimizer steps of each codec (default: the recipe's); 2 tests the script on a CPU
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,32 +36,40 @@ if ! python3 -c "import x_transformers, constriction, soundfile, soxr" 2>/dev/nu
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
-[ -d "$DATA/images" ] && [ -d "$DATA/audio" ] || { echo "device_train: no corpus in $DATA (make_device_corpus.py)"; exit 2; }
 
 codec_min=$(python3 -c "print(round($MIN * 0.62, 2))")
 prior_min=$(python3 -c "print(round($MIN * 0.20, 2))")
 steps=${DEVICE_STEPS:+--steps $DEVICE_STEPS}
 # Both codecs at once: each alone leaves most of the GPU idle.
-for m in image audio; do
+MODALITIES=${MODALITIES:-image audio}
+for m in $MODALITIES; do
+    d="$DATA/$( [ $m = image ] && echo images || echo audio )"
+    [ -d "$d" ] || { echo "device_train: no $m corpus in $d (make_device_corpus.py)"; exit 2; }
+done
+for m in $MODALITIES; do
     init_var="INIT_${m^^}"
     init=${!init_var:-$m}
     init_flag=()
     [ "$init" = none ] || init_flag=(--init "$init")
     python3 -m codec train --modality $m --data "$DATA/$( [ $m = image ] && echo images || echo audio )" \
         --out "$CK/$m" --config $R/${m}_device.json "${init_flag[@]}" --mixed-precision bf16 \
-        --max-minutes "$codec_min" $steps > "$CK/train_$m.log" 2>&1 &
+        --max-minutes "$codec_min" $steps ${DEVICE_LR:+--lr $DEVICE_LR} > "$CK/train_$m.log" 2>&1 &
 done
 fail=0
 for job in $(jobs -p); do wait "$job" || fail=1; done
 tail -n 3 "$CK"/train_*.log
 [ $fail = 0 ] || { echo "device_train: a codec run failed (logs above)"; exit 1; }
 
-for m in image audio; do
+for m in $MODALITIES; do
+    init_var="INIT_${m^^}"
+    init=${!init_var:-$m}
+    prior_init=()  # the start codec's prior: same token layout, a far better start than random weights
+    [ "$init" = none ] || prior_init=(--init "$init")
     (
         python3 -m codec tokenize --codec "$CK/$m" --data "$DATA/$( [ $m = image ] && echo images || echo audio )" \
             --out "$CK/tokens_$m" &&
         python3 -m codec train-prior --tokens "$CK/tokens_$m" --out "$CK/$m/prior" --config $R/prior_device.json \
-            --max-minutes "$prior_min" ${DEVICE_STEPS:+--steps $DEVICE_STEPS}
+            "${prior_init[@]}" --max-minutes "$prior_min" ${DEVICE_STEPS:+--steps $DEVICE_STEPS}
     ) > "$CK/prior_$m.log" 2>&1 &
 done
 fail=0
@@ -71,12 +81,12 @@ echo "device_train: done -> $CK"
 if [ -n "$PACK" ]; then
     mkdir -p "$PACK"
     B=$(mktemp -d)
-    for m in image audio; do
+    for m in $MODALITIES; do
         python3 tools/bundle_models.py --codec "$CK/$m" --prior "$CK/$m/prior" --name $m --dest "$B" --max-mb 1000
     done
-    tar -C "$B" -cf "$PACK/image.tar" image
-    tar -C "$B" -cf "$PACK/audio_codec.tar" audio/config.json audio/model.safetensors
-    tar -C "$B" -cf "$PACK/audio_prior.tar" audio/prior
+    [ ! -d "$B/image" ] || tar -C "$B" -cf "$PACK/image.tar" image
+    [ ! -d "$B/audio" ] || tar -C "$B" -cf "$PACK/audio_codec.tar" audio/config.json audio/model.safetensors
+    [ ! -d "$B/audio" ] || tar -C "$B" -cf "$PACK/audio_prior.tar" audio/prior
     tar -C "$CK" -czf "$PACK/logs.tgz" --exclude='*.safetensors' --exclude='tokens_*' --exclude=samples .
     ls -l "$PACK"
 fi
