@@ -29,6 +29,9 @@ class ImageCodecConfig:
     # resolution (codec.core.image_net.ShuffleEncoder), the cheaper design per CPU-hour
     arch: str = "conv"
     stem: int = 4  # "shuffle" only: space-to-depth factor of the stem (a power of 2 dividing downsample)
+    # "shuffle" only: how convolutions pad at the image's edges; "replicate" repeats the edge pixels' features,
+    # so the outermost rows and columns are coded about as well as the interior ("zeros" doubled their error)
+    padding: str = "zeros"
     base_channels: int = 64  # width at the first level, doubled at each level up to max_channels
     max_channels: int = 256
     num_res_blocks: int = 1  # per level
@@ -47,6 +50,8 @@ class ImageCodecConfig:
             raise ValueError(f"image arch must be 'conv' or 'shuffle', got {self.arch!r}")
         if self.arch == "shuffle" and (self.stem not in (1, 2, 4, 8, 16) or self.downsample % self.stem):
             raise ValueError(f"stem must be a power of 2 dividing downsample {self.downsample}, got {self.stem}")
+        if self.padding not in ("zeros", "replicate") or (self.arch == "conv" and self.padding != "zeros"):
+            raise ValueError(f"padding must be 'zeros' or, for the 'shuffle' arch, 'replicate'; got {self.padding!r}")
         if self.arch == "conv" and self.norm_groups < 1:
             raise ValueError("the 'conv' image arch needs norm_groups >= 1")
 
@@ -113,7 +118,7 @@ CodecConfig = ImageCodecConfig | AudioCodecConfig
 # holding that value is left out of a model's identity (``identity_dict``, hashed by ``model_hash``), so those
 # models, the priors paired with them, and the .vqc files that record their hashes keep working.
 LATER_FIELDS = {
-    "image": {"arch": "conv", "stem": 4},
+    "image": {"arch": "conv", "stem": 4, "padding": "zeros"},
     "audio": {"arch": "seanet", "n_fft": 1280, "width": 256, "num_blocks": 6},
 }
 

@@ -53,6 +53,13 @@ class ImageDecoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def _set_padding(net: nn.Module, mode: str) -> None:
+    """Make every padded convolution of ``net`` pad with ``mode`` ("zeros" or "replicate")."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and any(m.padding):
+            m.padding_mode = mode
+
+
 def _block(c: int, groups: int) -> nn.Module:
     return ResBlock2d(c, c, groups) if groups else PlainResBlock2d(c)
 
@@ -75,6 +82,7 @@ class ShuffleEncoder(nn.Module):
         layers += [_block(w[-1], g) for _ in range(cfg.num_res_blocks)]
         layers += [nn.SiLU(), nn.Conv2d(w[-1], cfg.latent_dim, 1)]
         self.net = nn.Sequential(*layers)
+        _set_padding(self.net, cfg.padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x * 2 - 1)  # centred input: saturated colours sit at the ends of a symmetric range
@@ -97,6 +105,7 @@ class ShuffleDecoder(nn.Module):
             layers += [_block(w[i], g) for _ in range(cfg.num_res_blocks)]
         layers += [nn.SiLU(), nn.Conv2d(w[0], cfg.channels * s * s, 3, padding=1), nn.PixelShuffle(s)]
         self.net = nn.Sequential(*layers)
+        _set_padding(self.net, cfg.padding)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return (self.net(z) + 1) / 2

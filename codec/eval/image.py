@@ -11,6 +11,7 @@ from tqdm import tqdm
 from codec.bitstream.compress import compress
 from codec.bitstream.decompress import decompress
 from codec.errors import VQCodecError
+from codec.eval.fidelity import edge_ratios
 from codec.media import read_image
 from codec.train.metrics import psnr as _psnr
 
@@ -118,6 +119,8 @@ def evaluate(model, files: list[Path], levels: list[int | None], prior="auto", s
             level = n or model.num_quantizers
             row = {"file": path.name, "codec": "vqcodec", "level": level, "bytes": len(data)}
             row.update(bpp=len(data) * 8 / pixels, psnr=psnr(x, y), ms_ssim=ms_ssim(x, y))
+            if min(x.shape[-2:]) > 4 * 8:  # an interior to compare the edges with
+                row.update({f"edge_{k}": v for k, v in edge_ratios(x, y).items()})
             rows.append(row)
             for peer in PEERS:
                 q, size, z = match_bpp(x, peer, len(data))

@@ -13,7 +13,9 @@ For every image and every bitrate of our model (each residual level count, ``--q
 the real ``.vqc`` file (``codec.compress``, header included), PSNR and MS-SSIM (torchmetrics) of its decoding.
 Then, for JPEG and WebP, the quality setting (1..100) whose file size comes closest to that bpp on that image
 (bisection over quality, file size grows with it), and the PSNR and MS-SSIM at that setting. So each curve point
-compares codecs at matched bpp, image by image.
+compares codecs at matched bpp, image by image. Then fidelity (``codec.eval.fidelity``): per level, the worst
+per-channel error on a card of flat saturated patches and ramps, and each outermost row's and column's error over
+the interior's (JSON ``colour`` and ``edges``).
 
 Audio
 -----
@@ -45,6 +47,7 @@ from pathlib import Path
 
 from codec.core.checkpoint import load
 from codec.eval.audio import AUDIO_METRICS, default_audio_levels, evaluate_audio
+from codec.eval.fidelity import colour_errors
 from codec.eval.image import IMAGE_METRICS, evaluate
 from codec.eval.options import add_arguments
 from codec.media import is_audio_file, is_image_file
@@ -114,6 +117,28 @@ def check_eval_dependencies(audio: bool) -> None:
             raise SystemExit(f"{', '.join(tools)} not found: apt-get install opus-tools vorbis-tools")
 
 
+def image_fidelity(model, levels, prior, rows: list[dict]) -> dict:
+    """Print and return the colour card's errors and the edge-to-interior error ratios (``codec.eval.fidelity``)."""
+    colour = colour_errors(model, levels, prior=prior)
+    print("colour card (worst per-channel error of 255, flat patch interiors / ramps):")
+    for c in colour:
+        flat, ramps = f"{c['flat_max_error']:.0f} ({c['flat_worst_patch']})", f"{c['ramp_max_error']:.0f}"
+        print(f"  level {c['level']}: flat {flat}, ramps {ramps}")
+    sides = ("left", "right", "top", "bottom")
+    edges = []
+    for level in sorted({r["level"] for r in rows if r["codec"] == "vqcodec" and "edge_left" in r}):
+        sel = [r for r in rows if r["codec"] == "vqcodec" and r["level"] == level and "edge_left" in r]
+        mean = {s: sum(r[f"edge_{s}"] for r in sel) / len(sel) for s in sides}
+        worst = max(r[f"edge_{s}"] for r in sel for s in sides)
+        edges.append({"level": level, "items": len(sel), **{f"mean_{s}": v for s, v in mean.items()}, "max": worst})
+    if edges:
+        print("edge lines' MSE / interior MSE (mean left, right, top, bottom; worst of any image and side):")
+        for e in edges:
+            means = " ".join(f"{e[f'mean_{s}']:.2f}" for s in sides)
+            print(f"  level {e['level']}: {means}; worst {e['max']:.2f}")
+    return {"colour": colour, "edges": edges}
+
+
 def json_safe(value):
     """``value`` with infinite and NaN floats (a lossless PSNR, an MS-SSIM too small to measure) as None."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -150,9 +175,10 @@ def run(args: argparse.Namespace) -> int:
     for s in summary:
         vals = " ".join(f"{s[m]:8.4f}" if s[m] is not None else f"{'-':>8s}" for m in metrics)
         print(f"{s['codec']:8s} {s['level']:5d} {s['items']:5d} {vals}")
+    extra = {} if audio else image_fidelity(model, levels, prior, rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = json_safe({"summary": summary, "rows": rows, "skipped": skipped})
+    result = json_safe({"summary": summary, **extra, "rows": rows, "skipped": skipped})
     atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2, allow_nan=False) + "\n")
     plot(summary, out.with_suffix(".png"), metrics)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")

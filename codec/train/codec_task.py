@@ -40,7 +40,7 @@ SAMPLES_DIR = "samples"
 
 # what a fine-tuning run (init=) may change in the start model's config: training knobs, not the architecture
 INIT_CHANGEABLE = {
-    "tile", "tile_overlap", "chunk_frames", "chunk_context",
+    "tile", "tile_overlap", "chunk_frames", "chunk_context", "padding",
     "quantizer.decay", "quantizer.dead_code_threshold", "quantizer.commitment_weight",
     "quantizer.quantizer_dropout", "quantizer.kmeans_init",
 }  # fmt: skip

@@ -1,0 +1,52 @@
+"""Colour and edge fidelity measures against hand-computed values and a direct decoding."""
+
+import pytest
+import torch
+
+from codec import Codec, ImageCodecConfig, QuantizerConfig
+from codec.bitstream.compress import compress
+from codec.bitstream.decompress import decompress
+from codec.eval.fidelity import CARD_COLOURS, MARGIN, PATCH, colour_card, colour_errors, edge_ratios
+
+
+def test_colour_card_layout():
+    card, patches, ramps = colour_card()
+    assert card.shape == (3, 2 * PATCH, len(CARD_COLOURS) * PATCH)
+    green = dict(patches)["green"]
+    assert torch.equal(card[:, :PATCH, green], torch.tensor([0.0, 1.0, 0.0]).view(3, 1, 1).expand(3, PATCH, PATCH))
+    name, cols = ramps[0]  # red -> blue, left to right
+    assert name == "red-blue"
+    assert card[:, PATCH:, cols.start].tolist()[0][0] == 1.0 and card[2, PATCH, cols.stop - 1] == 1.0
+    assert torch.all(card[0, PATCH, cols].diff() <= 0) and torch.all(card[2, PATCH, cols].diff() >= 0)
+
+
+def test_edge_ratios_hand_computed():
+    x = torch.zeros(3, 40, 50)
+    y = torch.full_like(x, 0.1)  # interior squared error 0.01
+    y[:, :, 0] = 0.2  # left column: 0.04, four times the interior
+    y[:, -1, :] = 0.0  # bottom row: no error
+    r = edge_ratios(x, y)
+    assert r["left"] == pytest.approx(4 * (39 / 40) + 1 / 40 * 0)  # the bottom-left pixel is 0 too
+    assert r["right"] == pytest.approx(39 / 40)
+    assert r["top"] == pytest.approx((4 + 49) / 50)
+    assert r["bottom"] == pytest.approx(0.0)
+
+
+def test_colour_errors_match_a_direct_decoding():
+    q = QuantizerConfig(codebook_size=16, num_quantizers=2)
+    m = Codec(
+        ImageCodecConfig(arch="shuffle", norm_groups=0, base_channels=8, max_channels=8, latent_dim=4, quantizer=q)
+    )
+    m(torch.rand(2, 3, 32, 32))
+    m.eval()
+    rows = colour_errors(m, [1, 2], prior=None)
+    card, patches, _ = colour_card()
+    for row, n in zip(rows, [1, 2]):
+        got = (decompress(compress(card, m, prior=None, num_quantizers=n), m).data.clamp(0, 1) * 255).round()
+        err = (got - (card * 255).round()).abs()
+        want = {
+            k: float(err[:, MARGIN : PATCH - MARGIN, c.start + MARGIN : c.stop - MARGIN].amax()) for k, c in patches
+        }
+        assert row["level"] == n and row["flat_errors"] == want
+        assert row["flat_max_error"] == max(want.values()) and want[row["flat_worst_patch"]] == row["flat_max_error"]
+        assert 0 <= row["ramp_max_error"] <= 255
