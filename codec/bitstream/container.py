@@ -42,6 +42,7 @@ FORMAT_VERSION = 3  # the newest; a file is written in the oldest version that h
 READ_VERSIONS = (1, 2, 3)  # 1: plain JSON metadata; 2: the same JSON, raw-deflate compressed; 3: 2 + alpha
 _FIXED = struct.Struct("<4sHII")  # magic, version, meta_length, header_crc
 _CHUNK = struct.Struct("<III")  # payload_length, token_crc, chunk_crc
+CHUNK_HEAD = _CHUNK.size  # bytes before each chunk's payload (and the alpha record's)
 MAX_META_BYTES = 1 << 16
 MAX_TOKENS = 1 << 28  # per file: 2^27-pixel images at f = 4 with 4 levels; 9 days of 75 Hz audio at 8 levels
 MAX_CHUNK_TOKENS = 1 << 16
@@ -386,43 +387,6 @@ def alpha_record_size(f: BinaryIO, meta: Metadata) -> int:
     head = _read_exact(f, _CHUNK.size, "the alpha record header")
     f.seek(pos)
     return _CHUNK.size + _CHUNK.unpack(head)[0]
-
-
-@dataclass
-class FileSizes:
-    """Where a file's bytes go (``read_sizes``).
-
-    Attributes:
-        total: the whole file.
-        header: fixed header and metadata.
-        alpha: the alpha record, head included (0 without alpha).
-        chunk_heads: the 12-byte heads of the chunks.
-        tokens: the chunks' payloads: the coded tokens.
-    """
-
-    total: int
-    header: int
-    alpha: int
-    chunk_heads: int
-
-    @property
-    def tokens(self) -> int:
-        return self.total - self.header - self.alpha - self.chunk_heads
-
-
-def read_sizes(source) -> tuple[Metadata, FileSizes]:
-    """The metadata of a ``.vqc`` file (bytes, path or seekable binary file) and where its bytes go; only the header
-    and the alpha record's head are read."""
-    f, close = open_source(source)
-    try:
-        meta = read_header(f)
-        header = f.tell()
-        alpha = alpha_record_size(f, meta)
-        total = f.seek(0, io.SEEK_END)
-    finally:
-        if close:
-            f.close()
-    return meta, FileSizes(total, header, alpha, _CHUNK.size * meta.num_chunks)
 
 
 def iter_chunks(f: BinaryIO, meta: Metadata) -> Iterator[tuple[bytes, int]]:

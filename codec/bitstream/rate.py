@@ -1,19 +1,21 @@
 """Rates in the units people use: bits per second for audio, bits per pixel for images. No torch.
 
 ``parse_bitrate`` reads what a user types ("3kbps", "3k", "3000"); ``level_rate`` is what one residual level costs
-bit-packed, from the codec's properties; ``choose_levels`` turns a requested rate into a level count; ``describe``
-says what a ``.vqc`` file really costs (``codec info``, and the line ``codec encode`` prints per file).
+bit-packed, from the codec's properties; ``choose_levels`` turns a requested rate into a level count; ``read_sizes``
+and ``describe`` say what a ``.vqc`` file really costs (``codec info``, and the line ``codec encode`` prints per file).
 
 n residual levels cost, bit-packed, n * ceil(log2 K) * frame rate (sample_rate / hop) bits per second for audio, and
 n * ceil(log2 K) / f^2 bits per pixel for images. Range coding with the prior makes files smaller than that; the
 header (about 0.25 KB) makes short clips and small images larger.
 """
 
+import io
 import math
 import re
 from dataclasses import dataclass
 
-from codec.bitstream.container import FileSizes, Metadata
+from codec.bitstream import container
+from codec.bitstream.container import Metadata
 from codec.bitstream.packing import bits_per_token
 
 _UNITS = {"": 1, "bps": 1, "b/s": 1, "bit/s": 1, "k": 1e3, "kbps": 1e3, "kb/s": 1e3, "kbit/s": 1e3}
@@ -79,6 +81,43 @@ def choose_levels(model, target: float) -> LevelChoice:
 def format_rate(modality: str, rate: float) -> str:
     """ "3 kbps", "1.5 kbps" (rate in bits per second) or "0.156 bpp"."""
     return f"{rate / 1000:.4g} kbps" if modality == "audio" else f"{rate:.3g} bpp"
+
+
+@dataclass
+class FileSizes:
+    """Where a file's bytes go (``read_sizes``).
+
+    Attributes:
+        total: the whole file.
+        header: fixed header and metadata.
+        alpha: the alpha record, head included (0 without alpha).
+        chunk_heads: the 12-byte heads of the chunks.
+        tokens: the chunks' payloads: the coded tokens.
+    """
+
+    total: int
+    header: int
+    alpha: int
+    chunk_heads: int
+
+    @property
+    def tokens(self) -> int:
+        return self.total - self.header - self.alpha - self.chunk_heads
+
+
+def read_sizes(source) -> tuple[Metadata, FileSizes]:
+    """The metadata of a ``.vqc`` file (bytes, path or seekable binary file) and where its bytes go; only the header
+    and the alpha record's head are read."""
+    f, close = container.open_source(source)
+    try:
+        meta = container.read_header(f)
+        header = f.tell()
+        alpha = container.alpha_record_size(f, meta)
+        total = f.seek(0, io.SEEK_END)
+    finally:
+        if close:
+            f.close()
+    return meta, FileSizes(total, header, alpha, container.CHUNK_HEAD * meta.num_chunks)
 
 
 def describe(meta: Metadata, sizes: FileSizes) -> dict:

@@ -46,6 +46,11 @@ def report(args: argparse.Namespace, line: str) -> None:
         tqdm.write(line, file=sys.stdout)
 
 
+def plural(n: int, noun: str) -> str:
+    """ "1 level", "3 levels"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

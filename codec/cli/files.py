@@ -1,4 +1,4 @@
-"""The ``encode``, ``decode`` and ``info`` subcommands of the ``codec`` CLI (see ``codec.cli.main``).
+"""The ``encode`` and ``decode`` subcommands of the ``codec`` CLI (see ``codec.cli.main``; ``info`` is in ``info``).
 
 Outputs are written atomically and never overwrite an existing file without ``--force``. Each file gets a report
 line on stdout (sizes, rate, levels); a folder is processed recursively, with one summary line at the end, and a
@@ -8,12 +8,20 @@ only on a terminal; ``--quiet`` leaves errors and warnings only.
 
 import argparse
 import contextlib
-import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
-from codec.cli.common import PROG, add_quiet, bitrate, fatal, positive_float, positive_int, report, show_progress
+from codec.cli.common import (
+    PROG,
+    add_quiet,
+    bitrate,
+    fatal,
+    plural,
+    positive_float,
+    positive_int,
+    report,
+    show_progress,
+)
 from codec.errors import VQCodecError
 
 ENCODE_EXAMPLES = """examples:
@@ -37,11 +45,6 @@ DECODE_EXAMPLES = """examples:
   codec decode photo.vqc -o photo.png --model runs/img --prior runs/img-prior
 """
 
-INFO_EXAMPLES = """examples:
-  codec info photo.vqc
-  codec info speech.vqc --json
-"""
-
 _IMAGE_EXT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 _AUDIO_EXT = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
 _MODE_WORDS = {"prior": "prior-coded", "packed": "bit-packed"}
@@ -49,7 +52,7 @@ _DEVICE_HELP = "cpu, cuda or cuda:N for the codec (default: cuda when available)
 
 
 def register(subparsers) -> None:
-    """Register ``encode``, ``decode`` and ``info``."""
+    """Register ``encode`` and ``decode``."""
     raw = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
         "encode",
@@ -121,19 +124,6 @@ def register(subparsers) -> None:
     add_quiet(p)
     p.set_defaults(func=cmd_decode)
 
-    p = subparsers.add_parser(
-        "info",
-        help="describe a .vqc file: content, rate, coding mode, models",
-        description="Print what a .vqc file holds, from its checked header (the chunks are not decoded): the "
-        "content, the rate of the whole file and without its header (bpp for images, kbps for audio), the coding "
-        "mode with the bits per coded token against bit-packing, and the models.",
-        epilog=INFO_EXAMPLES,
-        formatter_class=raw,
-    )
-    p.add_argument("input", metavar="IN", help="a .vqc file")
-    p.add_argument("--json", action="store_true", help="print the metadata and sizes as one JSON object")
-    p.set_defaults(func=cmd_info)
-
 
 # ------------------------------------------------------------------------------------------- helpers
 def _about(path: Path, e: Exception) -> str:
@@ -149,10 +139,6 @@ def _run_one(path: Path, work, *args) -> int:
     except (VQCodecError, ValueError, OSError) as e:
         fatal(_about(path, e))
     return 0
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _check_output(path: Path, force: bool) -> None:
@@ -239,19 +225,18 @@ def _level_options(args, path: Path, modality: str, single: bool) -> dict:
 
 def _encode_line(src: Path, out: Path, data: bytes, model, options: dict) -> str:
     """'a.png -> a.vqc: 5930 bytes, 0.483 bpp; 3 levels, prior-coded' (with the choice --bitrate / --bpp made)."""
-    from codec.bitstream.container import read_sizes
-    from codec.bitstream.rate import describe, format_rate, level_rate
+    from codec.bitstream.rate import describe, format_rate, level_rate, read_sizes
 
     meta, sizes = read_sizes(data)
     info = describe(meta, sizes)
     rate = f"{info['bpp']:.3f} bpp" if meta.modality == "image" else f"{info['kbps']:.2f} kbps"
     n = info["levels"]
-    levels = _count(n, "level")
+    levels = plural(n, "level")
     if options.get("bitrate") is not None:
         levels += f" for --bitrate {format_rate('audio', options['bitrate'])}"
     if options.get("bpp") is not None:
         levels += f" for --bpp {options['bpp']:g}"
-    if len(levels) > len(_count(n, "level")):
+    if len(levels) > len(plural(n, "level")):
         levels += f" ({format_rate(meta.modality, n * level_rate(model))} bit-packed)"
     alpha = ", alpha kept" if meta.has_alpha else ""
     return f"{src} -> {out}: {len(data)} bytes, {rate}; {levels}, {_MODE_WORDS[meta.mode]}{alpha}"
@@ -369,60 +354,3 @@ def cmd_decode(args) -> int:
     out_root = Path(args.output)
     jobs = [(f, None) for f in files]
     return _run_many(args, jobs, lambda path, _: work(path, None, out_root / path.relative_to(src)), "decoded")
-
-
-# ---------------------------------------------------------------------------------------------- info
-def info_lines(path: Path, meta, info: dict) -> list[str]:
-    """The text of ``codec info``: what the file holds, its real rate, how it is coded, by which models."""
-    m = meta.media
-    if meta.modality == "image":
-        alpha = " with alpha" if meta.has_alpha else ""
-        what = f"image {m['channels']}x{m['height']}x{m['width']}{alpha} ({m['format'] or 'tensor'})"
-        rate = f"{info['bpp']:.4f} bpp; {info['bpp_without_header']:.4f} bpp without the header"
-    else:
-        what = (
-            f"audio, {_count(m['orig_channels'], 'channel')}, {info['seconds']:.2f} s at {m['orig_sample_rate']} Hz "
-            f"({m['format'] or 'tensor'}); coded as {_count(m['channels'], 'channel')} at {m['sample_rate']} Hz"
-        )
-        rate = f"{info['kbps']:.3f} kbps; {info['kbps_without_header']:.3f} kbps without the header"
-    bits, packed = info["bits_per_token"], info["packed_bits_per_token"]
-    if meta.mode == "prior":
-        change = (1 - bits / packed) * 100
-        versus = f"{abs(change):.1f}% {'below' if change >= 0 else 'above'} bit-packed ({packed} bits/token)"
-        coding = f"prior-coded: {bits:.3f} bits per coded token, {versus}"
-    else:
-        coding = f"packed: {packed} bits per token (ceil(log2 {meta.codebook_size}))"
-    parts = [f"header {info['header_bytes']}"]
-    if meta.has_alpha:
-        parts.append(f"alpha {info['alpha_bytes']}")
-    parts.append(f"chunk heads {info['chunk_header_bytes']}, coded tokens {info['token_bytes']}")
-    n = info["levels"]
-    lines = [
-        f"file:     {path}: {info['bytes']} bytes ({', '.join(parts)})",
-        f"content:  {what}",
-        f"rate:     {rate}",
-        f"coding:   {coding}",
-        f"tokens:   {meta.token_shape} = {meta.num_tokens} ({_count(n, 'residual level')}), "
-        f"codebook {meta.codebook_size}, {meta.num_chunks} chunks of up to {meta.chunk_tokens}"
-        + (f", decoded {meta.group} at a time" if meta.mode == "prior" else ""),
-    ]
-    if meta.has_alpha:
-        lines.append(f"alpha:    lossless, 8 bits ({m['alpha']}), {info['alpha_bytes']} bytes")
-    lines.append(f"codec:    {meta.codec['name']} ({meta.codec['hash'][:12]})")
-    if meta.prior:
-        lines.append(f"prior:    {meta.prior['name']} ({meta.prior['hash'][:12]})")
-    return lines
-
-
-def cmd_info(args) -> int:
-    from codec.bitstream.container import read_sizes  # no torch: info starts fast
-    from codec.bitstream.rate import describe
-
-    path = Path(args.input)
-    meta, sizes = read_sizes(path)
-    info = {"file": str(path), **describe(meta, sizes)}
-    if args.json:
-        print(json.dumps({**info, "metadata": asdict(meta)}, sort_keys=True))
-    else:
-        print("\n".join(info_lines(path, meta, info)))
-    return 0

@@ -14,11 +14,11 @@ import argparse
 import sys
 import warnings
 
-from codec.cli import evaluation, files, sampling, training
+from codec.cli import evaluation, files, info, sampling, training
 from codec.cli.common import PROG, Parser, fatal, show_warning
 from codec.errors import VQCodecError
 
-GROUPS = (files, training, sampling, evaluation)  # the subcommand registry, in help order
+GROUPS = (files, info, training, sampling, evaluation)  # the subcommand registry, in help order
 
 MAIN_EPILOG = f"""\
 examples:

@@ -10,6 +10,7 @@ from vqc_helpers import build_models, image
 
 import codec
 from codec.bitstream import alpha, container
+from codec.bitstream.rate import read_sizes
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_alpha_needs_version_3(models):
 
 def test_sizes_account_for_every_byte(models):
     data = codec.compress(_with_alpha(3), models["image"], "auto")
-    meta, sizes = container.read_sizes(data)
+    meta, sizes = read_sizes(data)
     assert sizes.total == len(data) and sizes.header == _alpha_record_offset(data)
     assert sizes.alpha == 12 + struct.unpack_from("<I", data, sizes.header)[0]
     assert sizes.chunk_heads == 12 * meta.num_chunks and sizes.tokens > 0

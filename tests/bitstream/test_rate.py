@@ -9,8 +9,7 @@ import torch
 from vqc_helpers import build_models, image
 
 import codec
-from codec.bitstream import container
-from codec.bitstream.rate import choose_levels, describe, level_rate, parse_bitrate
+from codec.bitstream.rate import choose_levels, describe, level_rate, parse_bitrate, read_sizes
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +92,7 @@ def test_compress_picks_levels_for_the_rate(models):
 def test_describe_splits_the_file(models):
     y = torch.rand(2, 16000) - 0.5  # 1 s at 16 kHz
     data = codec.compress(y, models["audio"], "auto", num_quantizers=3, packed_if_smaller=False)
-    meta, sizes = container.read_sizes(data)
+    meta, sizes = read_sizes(data)
     info = describe(meta, sizes)
     assert info["bytes"] == len(data) and info["mode"] == "prior" and info["levels"] == 3
     assert info["header_bytes"] + info["chunk_header_bytes"] + info["token_bytes"] == len(data)
