@@ -126,18 +126,18 @@ def register(subparsers) -> None:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def _about(path: Path, e: Exception) -> str:
-    """An error's message on one line, naming the file it is about."""
+def _about(e: Exception, path: Path, out: Path | None = None) -> str:
+    """An error's message on one line, naming the file it is about (``path`` unless it names ``out`` already)."""
     msg = " ".join(str(e).split())
-    return msg if str(path) in msg else f"{path}: {msg}"
+    return msg if str(path) in msg or (out is not None and str(out) in msg) else f"{path}: {msg}"
 
 
-def _run_one(path: Path, work, *args) -> int:
-    """work(path, *args) for a single file; its error, naming the file, is the command's one line."""
+def _run_one(path: Path, work, out: Path | None, *args) -> int:
+    """work(path, out, *args) for a single file; its error, naming the file, is the command's one line."""
     try:
-        work(path, *args)
+        work(path, out, *args)
     except (VQCodecError, ValueError, OSError) as e:
-        fatal(_about(path, e))
+        fatal(_about(e, path, out))
     return 0
 
 
@@ -172,7 +172,7 @@ def _run_many(args, jobs: list[tuple[Path, Path | None]], work, verb: str) -> in
                 a, b = work(src, dst)
             except (VQCodecError, ValueError, OSError) as e:
                 failed += 1
-                tqdm.write(f"{PROG}: error: {_about(src, e)}", file=sys.stderr)
+                tqdm.write(f"{PROG}: error: {_about(e, src, dst)}", file=sys.stderr)
                 continue
             done, size_in, size_out = done + 1, size_in + a, size_out + b
     ratio = f" ({size_in / size_out:.1f}:1)" if verb == "encoded" and size_out else ""
@@ -232,12 +232,10 @@ def _encode_line(src: Path, out: Path, data: bytes, model, options: dict) -> str
     rate = f"{info['bpp']:.3f} bpp" if meta.modality == "image" else f"{info['kbps']:.2f} kbps"
     n = info["levels"]
     levels = plural(n, "level")
-    if options.get("bitrate") is not None:
-        levels += f" for --bitrate {format_rate('audio', options['bitrate'])}"
-    if options.get("bpp") is not None:
-        levels += f" for --bpp {options['bpp']:g}"
-    if len(levels) > len(plural(n, "level")):
-        levels += f" ({format_rate(meta.modality, n * level_rate(model))} bit-packed)"
+    ((option, value),) = options.items()  # num_quantizers, bitrate or bpp
+    if option != "num_quantizers" and value is not None:
+        asked = format_rate("audio", value) if option == "bitrate" else f"{value:g}"
+        levels += f" for --{option} {asked} ({format_rate(meta.modality, n * level_rate(model))} bit-packed)"
     alpha = ", alpha kept" if meta.has_alpha else ""
     return f"{src} -> {out}: {len(data)} bytes, {rate}; {levels}, {_MODE_WORDS[meta.mode]}{alpha}"
 
