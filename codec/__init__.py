@@ -14,7 +14,14 @@ see docs/architecture.md): ``cli`` > ``eval`` > ``bitstream`` > ``prior`` > ``tr
 
 import importlib
 
-from codec.errors import CheckpointError, CorruptFileError, MediaError, ModelMismatchError, VQCodecError
+from codec.errors import (
+    CheckpointError,
+    CorruptFileError,
+    DeviceError,
+    MediaError,
+    ModelMismatchError,
+    VQCodecError,
+)
 
 _LAZY = {
     "AudioCodecConfig": "codec.core.config",
@@ -56,6 +63,7 @@ __all__ = [  # noqa: F822 (the lazy names are resolved by __getattr__)
     "Codec",
     "CorruptFileError",
     "Decompressed",
+    "DeviceError",
     "ImageCodecConfig",
     "MediaError",
     "ModelMismatchError",

@@ -36,5 +36,9 @@ class ModelMismatchError(VQCodecError):
     """A compressed file or checkpoint was made with a model other than the one asked to read it."""
 
 
+class DeviceError(VQCodecError, ValueError):
+    """A device that torch does not know ("tpu") or that this machine does not have (CUDA without a GPU)."""
+
+
 class CheckpointError(VQCodecError):
     """A checkpoint cannot be loaded or saved: missing, incomplete, or with unexpected tensors."""

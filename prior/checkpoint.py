@@ -11,8 +11,9 @@ import torch
 
 from codec.core.checkpoint import load as load_codec
 from codec.errors import ModelMismatchError
+from codec.store.device import resolve_device
 from codec.store.registry import portable_name, prior_dir
-from codec.store.rundir import default_device, load_run, model_hash, save_run
+from codec.store.rundir import load_run, model_hash, save_run
 from prior.config import config_from_dict, config_to_dict
 from prior.model import TokenPrior
 
@@ -60,4 +61,4 @@ def load_prior(path, codec=None, device: str | torch.device | None = None) -> To
             codec = load_codec(codec, device="cpu")
         check_codec(prior, model_hash(codec), where=f"prior {run_dir}")
         device = device or codec.device
-    return prior.to(default_device(device)).eval()
+    return prior.to(resolve_device(device)).eval()

@@ -3,6 +3,7 @@
 >>> import codec
 >>> data = codec.compress("photo.png", model="image")     # the bundled model and its prior
 >>> data = codec.compress(x, model="runs/img", prior=None)  # packed mode
+>>> data = codec.compress("speech.flac", bitrate="3kbps")  # the most residual levels within 3 kbps
 
 The one module that joins the codec, the prior, the range coder and the container (see ``decompress`` for the way
 back). Models are named by a run directory or a bundled model name (``codec.load``); a file records each model's
@@ -12,15 +13,18 @@ name and hash.
 import dataclasses
 import io
 import os
+import warnings
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from codec.bitstream import container, range_coding
+from codec.bitstream.alpha import ALPHA_CODINGS, encode_alpha
 from codec.bitstream.container import Metadata
 from codec.bitstream.models import resolve_codec, resolve_prior
 from codec.bitstream.packing import bits_per_token, pack_bits
+from codec.bitstream.rate import choose_levels, format_rate, parse_bitrate
 from codec.core.model import Codec
 from codec.errors import MediaError, ModelMismatchError
 from codec.media import (
@@ -53,7 +57,8 @@ def _read_input(x, model: Codec | None, sample_rate: int | None):
     if isinstance(x, (str, os.PathLike)):
         if is_image_file(x):
             img = read_image(x)
-            return img.pixels, "image", {"format": img.format}
+            pixels = img.pixels if img.alpha is None else torch.cat([img.pixels, img.alpha])
+            return pixels, "image", {"format": img.format}
         if is_audio_file(x):
             audio = read_audio(x)
             return audio.samples, "audio", {"format": audio.format, "subtype": audio.subtype, "rate": audio.sample_rate}
@@ -71,15 +76,24 @@ def _read_input(x, model: Codec | None, sample_rate: int | None):
     return x, "image", {"format": None}
 
 
-def _prepare(x: torch.Tensor, model: Codec, src: dict) -> tuple[torch.Tensor, dict]:
-    """The codec's input (C, ...) and the metadata's media dict."""
+def _prepare(x: torch.Tensor, model: Codec, src: dict) -> tuple[torch.Tensor, dict, np.ndarray | None]:
+    """The codec's input (C, ...), the metadata's media dict, and an image's alpha plane ((H, W) uint8, or None)."""
     if model.modality == "image":
-        if x.shape[0] not in (1, 3):
-            raise ValueError(f"an image must have 1 or 3 channels, got shape {tuple(x.shape)}")
+        if x.shape[0] not in (1, 2, 3, 4):
+            raise ValueError(f"an image must have 1 to 4 channels (L, LA, RGB, RGBA), got shape {tuple(x.shape)}")
+        alpha = None
+        if x.shape[0] in (2, 4):  # the last channel is alpha: coded losslessly at 8 bits beside the tokens
+            x, a = x[:-1], x[-1].detach().cpu().float()
+            if not torch.isfinite(a).all():
+                raise ValueError("the alpha channel holds NaN or infinite values")
+            alpha = a.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
         if x.shape[0] == 3 and model.channels == 1:
             x = to_image_channels(x, 1)  # a grayscale model codes luma
         media = {"channels": int(x.shape[0]), "height": int(x.shape[1]), "width": int(x.shape[2])}
-        return x, {**media, "format": src["format"]}
+        media["format"] = src["format"]
+        if alpha is not None:
+            media["alpha"] = ALPHA_CODINGS[0]
+        return x, media, alpha
     if x.shape[-1] == 0 or x.shape[0] == 0:
         raise ValueError(f"audio is empty: shape {tuple(x.shape)}")
     orig_rate, orig_frames, orig_channels = int(src["rate"]), int(x.shape[1]), int(x.shape[0])
@@ -94,7 +108,29 @@ def _prepare(x: torch.Tensor, model: Codec, src: dict) -> tuple[torch.Tensor, di
         format=src["format"],
         subtype=src["subtype"],
     )
-    return y, media
+    return y, media, None
+
+
+def _levels_for_rate(model: Codec, num_quantizers, bitrate, bpp) -> int | None:
+    """``num_quantizers``, or the level count ``choose_levels`` picks for ``bitrate`` / ``bpp``."""
+    given = [
+        name for name, v in (("num_quantizers", num_quantizers), ("bitrate", bitrate), ("bpp", bpp)) if v is not None
+    ]
+    if len(given) > 1:
+        raise ValueError(f"give one of num_quantizers, bitrate and bpp, not {' and '.join(given)}")
+    if bitrate is None and bpp is None:
+        return num_quantizers
+    if (bitrate is not None) != (model.modality == "audio"):
+        raise ValueError(f"bitrate is for audio and bpp for images; this is an {model.modality} codec")
+    target = parse_bitrate(bitrate) if bitrate is not None else float(bpp)
+    choice = choose_levels(model, target)
+    if choice.below_lowest:
+        warnings.warn(
+            f"{format_rate(model.modality, target)} is below the lowest rate this codec offers, "
+            f"{format_rate(model.modality, choice.rate)} (1 level); using 1 level",
+            stacklevel=3,
+        )
+    return choice.levels
 
 
 # ----------------------------------------------------------------------------------------- compress
@@ -104,6 +140,8 @@ def compress(
     prior="auto",
     *,
     num_quantizers: int | None = None,
+    bitrate: float | str | None = None,
+    bpp: float | None = None,
     sample_rate: int | None = None,
     chunk_tokens: int | None = None,
     group: int = DEFAULT_GROUP,
@@ -114,13 +152,18 @@ def compress(
     """Compress an image or audio (a file path or a tensor) into ``.vqc`` bytes.
 
     Args:
-        x: a path to an image or audio file; or an image tensor (C, H, W) in [0, 1] (C = 1 or 3); or audio
-            (C, T) in [-1, 1] at ``sample_rate`` (default: the model's rate).
+        x: a path to an image or audio file; or an image tensor (C, H, W) in [0, 1] with C = 1, 3 (grayscale, RGB)
+            or 2, 4 (the same with alpha last: kept losslessly at 8 bits); or audio (C, T) in [-1, 1] at
+            ``sample_rate`` (default: the model's rate).
         model: a ``Codec``, a codec run directory, or a bundled model name; None: the bundled model for the
             input's modality.
         prior: a ``TokenPrior`` or a prior run directory for "prior" mode; None: "packed" mode; "auto": the
             prior stored with the codec (``RUN_DIR/prior``, as bundled models have) if there is one, else packed.
         num_quantizers: residual levels to keep (fewer = lower bitrate); None = all.
+        bitrate: audio: instead of ``num_quantizers``, a rate in bits per second (or a string such as "3kbps",
+            "3k", "3000"): the most levels whose bit-packed rate is at most this (one level, with a warning, when
+            even one costs more; ``codec.bitstream.rate.choose_levels``).
+        bpp: images: the same in bits per pixel.
         chunk_tokens: tokens per chunk (each independently checked and entropy coded); None chooses with
             ``auto_chunk_tokens``.
         group: chunks range-coded in lockstep in "prior" mode (recorded in the file).
@@ -147,12 +190,13 @@ def compress(
     x, modality, src = _read_input(x, given, sample_rate)
     model, codec_name = resolve_codec(model if model is not None else modality, device)
     if model.modality != modality:
-        raise ModelMismatchError(f"the input is {modality} but the codec is a {model.modality} model")
+        raise ModelMismatchError(f"the input is {modality} but the codec is an {model.modality} model")
     if model.codebook_size > container.MAX_CODEBOOK:
         raise ValueError(f"codebook size {model.codebook_size} exceeds the format's {container.MAX_CODEBOOK}")
     c_hash = model_hash(model)
     prior_model, prior_name = resolve_prior(prior, model, c_hash)
-    x, media = _prepare(x, model, src)
+    num_quantizers = _levels_for_rate(model, num_quantizers, bitrate, bpp)
+    x, media, alpha = _prepare(x, model, src)
     tokens = model.encode(x[None].to(model.device), num_quantizers=num_quantizers)[0].cpu()
     meta = Metadata(
         modality=modality,
@@ -168,21 +212,24 @@ def compress(
     if prior_model is not None:
         meta.prior = {"name": prior_name, "hash": model_hash(prior_model)[: container.HASH_CHARS]}
     flat = raster(tokens, model.residual).numpy()
-    data = _write(meta, flat, prior_model, progress)
+    alpha_record = b"" if alpha is None else container.alpha_bytes(encode_alpha(alpha), alpha)
+    data = _write(meta, alpha_record, flat, prior_model, progress)
     if prior_model is not None and (packed_if_smaller if packed_if_smaller is not None else prior == "auto"):
         packed_meta = dataclasses.replace(meta, mode="packed", prior=None, group=1)
-        packed = _write(packed_meta, flat, None, False)
+        packed = _write(packed_meta, alpha_record, flat, None, False)
         if len(packed) <= len(data):
             return packed
     return data
 
 
-def _write(meta: Metadata, flat: np.ndarray, prior_model, progress: bool) -> bytes:
-    """The file's bytes: header, then every chunk of ``flat`` (raster order), packed or coded by ``prior_model``."""
+def _write(meta: Metadata, alpha_record: bytes, flat: np.ndarray, prior_model, progress: bool) -> bytes:
+    """The file's bytes: header, the alpha record (b"" without alpha), then every chunk of ``flat`` (raster
+    order), packed or coded by ``prior_model``."""
     layout = prior_model.layout(tuple(meta.token_shape)) if prior_model is not None else None
     bits = bits_per_token(meta.codebook_size)
     out = io.BytesIO()
     out.write(container.header_bytes(meta))
+    out.write(alpha_record)
     bar = tqdm(total=meta.num_tokens, unit="tok", desc="encode", disable=not progress, leave=False)
     with bar:
         for group_chunks in meta.groups():

@@ -3,11 +3,13 @@
 Layout (all integers little-endian)::
 
     magic        4 bytes   b"VQC\\x1a"
-    version      u16       FORMAT_VERSION (2; version 1 files are still read)
+    version      u16       2, or 3 for an image with alpha (1 and 2 are still read)
     meta_length  u32       bytes of metadata as stored, <= MAX_META_BYTES
     header_crc   u32       CRC-32 of magic, version, meta_length and the stored metadata bytes
     metadata     JSON      UTF-8, keys sorted (see ``Metadata``); version 2 stores it raw-deflate compressed
                            (at most MAX_META_BYTES once inflated), version 1 as it is
+    alpha record          version 3, when media.alpha is set: the same 12-byte head as a chunk (its CRC of the
+                          raw alpha plane), then the coded plane (``codec.bitstream.alpha``)
     chunk * num_chunks:
         payload_length  u32   <= the bound its token count allows
         token_crc       u32   CRC-32 of the chunk's tokens as little-endian u32, checked after decoding
@@ -30,15 +32,17 @@ from typing import BinaryIO
 
 import numpy as np
 
+from codec.bitstream.alpha import ALPHA_CODINGS, max_alpha_payload
 from codec.bitstream.packing import bits_per_token, packed_size
 from codec.errors import CorruptFileError, MediaError
 from codec.store.files import check_readable_file
 
 MAGIC = b"VQC\x1a"
-FORMAT_VERSION = 2  # what is written
-READ_VERSIONS = (1, 2)  # 1: plain JSON metadata; 2: the same JSON, raw-deflate compressed
+FORMAT_VERSION = 3  # the newest; a file is written in the oldest version that holds it (``file_version``)
+READ_VERSIONS = (1, 2, 3)  # 1: plain JSON metadata; 2: the same JSON, raw-deflate compressed; 3: 2 + alpha
 _FIXED = struct.Struct("<4sHII")  # magic, version, meta_length, header_crc
 _CHUNK = struct.Struct("<III")  # payload_length, token_crc, chunk_crc
+CHUNK_HEAD = _CHUNK.size  # bytes before each chunk's payload (and the alpha record's)
 MAX_META_BYTES = 1 << 16
 MAX_TOKENS = 1 << 28  # per file: 2^27-pixel images at f = 4 with 4 levels; 9 days of 75 Hz audio at 8 levels
 MAX_CHUNK_TOKENS = 1 << 16
@@ -68,7 +72,8 @@ class Metadata:
         codebook_size: K; tokens lie in [0, K).
         chunk_tokens: tokens per chunk (the last may be shorter), in raster order with the level innermost.
         group: chunks range-decoded together ("prior" mode; part of what makes decoding reproducible).
-        media: the original: images {"channels", "height", "width", "format"}; audio {"channels",
+        media: the original: images {"channels" (colour: 1 or 3), "height", "width", "format", and "alpha" (the
+            alpha plane's coding, ``ALPHA_CODINGS``) when it has one}; audio {"channels",
             "sample_rate" (the codec's), "frames" (at the codec's rate), "orig_sample_rate", "orig_frames",
             "orig_channels", "format", "subtype"}. "format" / "subtype" may be null (a tensor was encoded).
     """
@@ -88,6 +93,10 @@ class Metadata:
     @property
     def num_tokens(self) -> int:
         return math.prod(self.token_shape)
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.modality == "image" and "alpha" in self.media
 
     @property
     def num_chunks(self) -> int:
@@ -190,12 +199,14 @@ def _validate_media(media, modality: str) -> dict:
         raise CorruptFileError("metadata media is not an object")
     w = "metadata media."
     if modality == "image":
-        allowed = {"channels", "height", "width", "format"}
+        allowed = {"channels", "height", "width", "format"} | ({"alpha"} & set(media))
         _int(media, "channels", 1, 3, w)
         h, wd = _int(media, "height", 1, MAX_IMAGE_SIDE, w), _int(media, "width", 1, MAX_IMAGE_SIDE, w)
         if h * wd > MAX_IMAGE_PIXELS:
             raise CorruptFileError(f"metadata image size {h}x{wd} exceeds {MAX_IMAGE_PIXELS} pixels")
         _opt_str(media, "format")
+        if "alpha" in media and media["alpha"] not in ALPHA_CODINGS:
+            raise CorruptFileError(f"metadata media.alpha = {media['alpha']!r} is not one of {ALPHA_CODINGS}")
     else:
         allowed = {"channels", "sample_rate", "frames", "orig_sample_rate", "orig_frames", "orig_channels"}
         allowed |= {"format", "subtype"}
@@ -245,22 +256,41 @@ def inflate_metadata(body: bytes) -> bytes:
     return out
 
 
-def header_bytes(meta: Metadata, version: int = FORMAT_VERSION) -> bytes:
-    """Fixed header + metadata of a file (``version`` 1 only to write test files for the version-1 reader)."""
+def file_version(meta: Metadata) -> int:
+    """The version a file is written in: the oldest that holds it (3 only for alpha), so older readers read it."""
+    return 3 if meta.has_alpha else 2
+
+
+def header_bytes(meta: Metadata, version: int | None = None) -> bytes:
+    """Fixed header + metadata of a file; ``version`` None: ``file_version`` (1 only to write test files for the
+    version-1 reader)."""
+    version = file_version(meta) if version is None else version
     body = metadata_bytes(meta)
     if len(body) > MAX_META_BYTES:
         raise ValueError(f"metadata of {len(body)} bytes exceeds {MAX_META_BYTES}")
-    if version == 2:
+    if version in (2, 3):
         body = deflate(body)
     elif version != 1:
         raise ValueError(f"cannot write .vqc version {version}")
+    if meta.has_alpha and version < 3:
+        raise ValueError("an alpha plane needs .vqc version 3")
     fixed = struct.pack("<4sHI", MAGIC, version, len(body))
     return fixed + struct.pack("<I", zlib.crc32(fixed + body)) + body
 
 
-def chunk_bytes(payload: bytes, tokens: np.ndarray) -> bytes:
-    head = struct.pack("<II", len(payload), token_crc(tokens))
+def record_bytes(payload: bytes, content_crc: int) -> bytes:
+    """A chunk or the alpha record: payload_length, the CRC of what the payload decodes to, the record's CRC."""
+    head = struct.pack("<II", len(payload), content_crc)
     return head + struct.pack("<I", zlib.crc32(head + payload)) + payload
+
+
+def chunk_bytes(payload: bytes, tokens: np.ndarray) -> bytes:
+    return record_bytes(payload, token_crc(tokens))
+
+
+def alpha_bytes(payload: bytes, plane: np.ndarray) -> bytes:
+    """The alpha record of a (H, W) uint8 plane coded as ``payload``."""
+    return record_bytes(payload, zlib.crc32(np.ascontiguousarray(plane, dtype=np.uint8).tobytes()))
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -287,13 +317,16 @@ def read_header(f: BinaryIO) -> Metadata:
     body = _read_exact(f, length, "the metadata")
     if zlib.crc32(fixed[:10] + body) != crc:
         raise CorruptFileError("header checksum mismatch (the header is damaged)")
-    if version == 2:
+    if version >= 2:
         body = inflate_metadata(body)
     try:
         d = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptFileError(f"metadata is not valid JSON ({e})") from None
-    return validate(d)
+    meta = validate(d)
+    if meta.has_alpha and version < 3:
+        raise CorruptFileError(f"metadata media.alpha in a version {version} file (alpha needs version 3)")
+    return meta
 
 
 def open_source(source) -> tuple[BinaryIO, bool]:
@@ -324,18 +357,44 @@ def read_info(source) -> Metadata:
             f.close()
 
 
+def _read_record(f: BinaryIO, bound: int, exact: bool, what: str, holds: str) -> tuple[bytes, int]:
+    """(payload, content CRC) of a chunk or the alpha record, its length checked against ``bound`` (equal to it
+    when ``exact``) before it is read, then its CRC."""
+    head = _read_exact(f, _CHUNK.size, f"{what} header")
+    length, content_crc, crc = _CHUNK.unpack(head)
+    if length > bound or (exact and length != bound):
+        raise CorruptFileError(f"{what} claims {length} bytes; {holds} allow at most {bound}")
+    payload = _read_exact(f, length, what)
+    if zlib.crc32(head[:8] + payload) != crc:
+        raise CorruptFileError(f"{what} checksum mismatch (the data is damaged)")
+    return payload, content_crc
+
+
+def read_alpha(f: BinaryIO, meta: Metadata) -> tuple[bytes, int] | None:
+    """(payload, CRC of the raw plane) of the alpha record, which follows the header; None without alpha."""
+    if not meta.has_alpha:
+        return None
+    n = meta.media["height"] * meta.media["width"]
+    return _read_record(f, max_alpha_payload(n), False, "the alpha record", f"{n} pixels")
+
+
+def alpha_record_size(f: BinaryIO, meta: Metadata) -> int:
+    """Bytes of the alpha record (0 without alpha), from its length field; ``f`` stands just after the header and
+    is left there."""
+    if not meta.has_alpha:
+        return 0
+    pos = f.tell()
+    head = _read_exact(f, _CHUNK.size, "the alpha record header")
+    f.seek(pos)
+    return _CHUNK.size + _CHUNK.unpack(head)[0]
+
+
 def iter_chunks(f: BinaryIO, meta: Metadata) -> Iterator[tuple[bytes, int]]:
-    """Yield (payload, token_crc) of every chunk, each checked against its CRC and bounds; then check the end."""
+    """Yield (payload, token_crc) of every chunk, each checked against its CRC and bounds; then check the end.
+    ``f`` stands at the first chunk (after the alpha record, if any)."""
     for i in range(meta.num_chunks):
         start, stop = meta.chunk_range(i)
-        head = _read_exact(f, _CHUNK.size, f"chunk {i} header")
-        length, tcrc, crc = _CHUNK.unpack(head)
         bound = meta.max_payload(stop - start)
-        if length > bound or (meta.mode == "packed" and length != bound):
-            raise CorruptFileError(f"chunk {i} claims {length} bytes; {stop - start} tokens allow at most {bound}")
-        payload = _read_exact(f, length, f"chunk {i}")
-        if zlib.crc32(head[:8] + payload) != crc:
-            raise CorruptFileError(f"chunk {i} checksum mismatch (the data is damaged)")
-        yield payload, tcrc
+        yield _read_record(f, bound, meta.mode == "packed", f"chunk {i}", f"{stop - start} tokens")
     if f.read(1):
         raise CorruptFileError("unexpected data after the last chunk")

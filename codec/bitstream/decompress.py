@@ -7,6 +7,7 @@
 ``decompress`` loads the models a file names when none is given and refuses models whose hash differs.
 """
 
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -15,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from codec.bitstream import container, range_coding
+from codec.bitstream.alpha import decode_alpha
 from codec.bitstream.container import Metadata, open_source, read_info
 from codec.bitstream.models import default_prior_dir, load_named_prior, load_recorded
 from codec.bitstream.packing import bits_per_token, unpack_bits
@@ -36,7 +38,8 @@ class Decompressed:
 
     Attributes:
         data: image (C, H, W) float32 in [0, 1], or audio (C, T) float32 in [-1, 1] at ``sample_rate``,
-            with the original's channel count, size, and sample rate.
+            with the original's channel count, size, and sample rate. An image with alpha has it as its last
+            channel (C = 2 or 4), exactly as stored: k / 255 for the original's 8-bit value k.
         metadata: the file's metadata (``codec.bitstream.container.Metadata``).
         tokens: the decoded tokens, int64 with ``metadata.token_shape``.
         sample_rate: audio only: the rate of ``data`` (the original file's); None for images.
@@ -97,6 +100,7 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
             f"not with the given codec ({got[:12]})"
         )
     _check_tokens_fit(meta, model)
+    alpha = _read_alpha(f, meta)
     prior_model = _file_prior(meta, model, prior) if meta.mode == "prior" else None
     parts = []  # decoded chunks: memory grows with the data actually present, never with the header's claims
     chunks = container.iter_chunks(f, meta)
@@ -129,7 +133,22 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
     next(chunks, None)  # runs the end-of-file check
     flat = torch.from_numpy(np.concatenate(parts))
     tokens = unraster(flat, tuple(meta.token_shape), meta.residual)
-    return _reconstruct(model, meta, tokens)
+    out = _reconstruct(model, meta, tokens)
+    if alpha is not None:
+        out.data = torch.cat([out.data, torch.from_numpy(alpha.astype(np.float32) / 255)[None]])
+    return out
+
+
+def _read_alpha(f: BinaryIO, meta: Metadata) -> np.ndarray | None:
+    """The image's alpha plane ((H, W) uint8, checked against its CRC), or None."""
+    record = container.read_alpha(f, meta)
+    if record is None:
+        return None
+    payload, crc = record
+    plane = decode_alpha(payload, meta.media["height"], meta.media["width"])
+    if zlib.crc32(plane.tobytes()) != crc:
+        raise CorruptFileError("the alpha plane fails its checksum (the data is damaged)")
+    return plane
 
 
 def _file_prior(meta: Metadata, model: Codec, prior):

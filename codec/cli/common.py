@@ -1,4 +1,4 @@
-"""What every subcommand module of the CLI shares: the program name, ``fatal`` and argument types."""
+"""What every subcommand module of the CLI shares: the program name, one-line errors, output and argument types."""
 
 import argparse
 import sys
@@ -13,11 +13,42 @@ def fatal(msg: str) -> NoReturn:
     sys.exit(2)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``codec: error: ...`` line too (status 2), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        fatal(f"{message} (see '{self.prog} --help')")
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as one ``codec: warning: ...`` line, written around the progress bar."""
     from tqdm import tqdm
 
-    tqdm.write(f"{PROG}: warning: {message}", file=sys.stderr)
+    tqdm.write(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars and no report lines: errors and warnings only"
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal (a script capturing stderr gets just the error lines), never with --quiet."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def report(args: argparse.Namespace, line: str) -> None:
+    """An informational line on stdout (around a progress bar), unless --quiet."""
+    if not getattr(args, "quiet", False):
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stdout)
+
+
+def plural(n: int, noun: str) -> str:
+    """ "1 level", "3 levels"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def positive_int(text: str) -> int:
@@ -25,3 +56,23 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def bitrate(text: str) -> float:
+    """--bitrate: bits per second from "3kbps", "3k", "3000" (``codec.bitstream.rate.parse_bitrate``)."""
+    from codec.bitstream.rate import parse_bitrate  # numpy, not at `codec --help`
+
+    try:
+        return parse_bitrate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -1,48 +1,58 @@
-"""The ``encode``, ``decode`` and ``info`` subcommands of the ``codec`` CLI (see ``codec.cli.main``).
+"""The ``encode`` and ``decode`` subcommands of the ``codec`` CLI (see ``codec.cli.main``; ``info`` is in ``info``).
 
-Outputs are written atomically and never overwrite an existing file without ``--force``. A folder given as
-input is processed recursively with one progress bar; a file that fails is reported on one line and skipped,
-and the command then exits with status 2.
+Outputs are written atomically and never overwrite an existing file without ``--force``. Each file gets a report
+line on stdout (sizes, rate, levels); a folder is processed recursively, with one summary line at the end, and a
+file that fails is reported on one line and skipped (the command then exits with status 2). Progress bars appear
+only on a terminal; ``--quiet`` leaves errors and warnings only.
 """
 
 import argparse
 import contextlib
-import json
-import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
-from codec.cli.common import PROG
+from codec.cli.common import (
+    PROG,
+    add_quiet,
+    bitrate,
+    fatal,
+    plural,
+    positive_float,
+    positive_int,
+    report,
+    show_progress,
+)
 from codec.errors import VQCodecError
 
 ENCODE_EXAMPLES = """examples:
-  codec encode photo.png -o photo.vqc                          # bundled image model and its prior
-  codec encode speech.wav -o speech.vqc --quantizers 2         # audio at 1.5 kbps (2 of 8 levels)
-  codec encode photo.png -o photo.vqc --model runs/img --prior runs/img-prior
+  codec encode photo.png                                       # photo.png.vqc: bundled image model and its prior
+  codec encode photo.png -o photo.vqc --bpp 0.3                # the most residual levels within 0.3 bits/pixel
+  codec encode speech.wav -o speech.vqc --bitrate 3kbps        # the most levels within 3 kbps (or 3k, 3000)
+  codec encode speech.wav -o speech.vqc --quantizers 2         # or the number of residual levels itself
+  codec encode photo.png -o photo.vqc --model runs/img --prior runs/img/prior
   codec encode photo.png -o photo.vqc --model runs/img --no-prior   # fixed-width indices, no prior needed
-  codec encode photos/ -o compressed/                          # every image and audio file inside, recursively
+  codec encode photos/ -o compressed/ --quiet                  # every image and audio file inside, recursively
+
+--bitrate and --bpp count the tokens bit-packed (levels x ceil(log2 K) bits per frame or per f x f pixels); the
+prior makes files smaller, the header (about 0.25 KB) larger. In a folder each applies to its kind of file.
 """
 
 DECODE_EXAMPLES = """examples:
-  codec decode photo.vqc -o photo.png        # output format from the extension
+  codec decode photo.vqc -o photo.png        # output format from the extension; alpha kept in PNG, WebP, TIFF
   codec decode photo.vqc -o photo.webp --force
   codec decode speech.vqc -o speech.flac     # at the original's sample rate and channel count
   codec decode compressed/ -o restored/      # every .vqc inside; names and formats from the metadata
   codec decode photo.vqc -o photo.png --model runs/img --prior runs/img-prior
 """
 
-INFO_EXAMPLES = """examples:
-  codec info photo.vqc
-  codec info speech.vqc --json
-"""
-
 _IMAGE_EXT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 _AUDIO_EXT = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
+_MODE_WORDS = {"prior": "prior-coded", "packed": "bit-packed"}
+_DEVICE_HELP = "cpu, cuda or cuda:N for the codec (default: cuda when available)"
 
 
 def register(subparsers) -> None:
-    """Register ``encode``, ``decode`` and ``info``."""
+    """Register ``encode`` and ``decode``."""
     raw = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
         "encode",
@@ -50,7 +60,8 @@ def register(subparsers) -> None:
         description="Compress images (PNG, JPEG, WebP, BMP, TIFF) or audio (WAV, FLAC, OGG, Opus, MP3) into .vqc "
         "files. With a prior the tokens are range coded with its probabilities ('prior' mode); without one they "
         "are bit-packed ('packed' mode). With the default prior (the one stored with the codec) a file is "
-        "bit-packed instead whenever that is no larger; a prior named with --prior is always used.",
+        "bit-packed instead whenever that is no larger; a prior named with --prior is always used. An image's "
+        "alpha channel is kept losslessly beside its colour tokens.",
         epilog=ENCODE_EXAMPLES,
         formatter_class=raw,
     )
@@ -59,7 +70,7 @@ def register(subparsers) -> None:
         "-o",
         "--output",
         metavar="OUT",
-        help="output .vqc file, or folder for a folder input (default: INPUT.vqc beside a file input)",
+        help="output .vqc file, or folder (default: INPUT.vqc beside a file input; a folder input needs one)",
     )
     p.add_argument(
         "--model",
@@ -73,9 +84,20 @@ def register(subparsers) -> None:
         help="prior run directory, always used (default: the one stored with the codec, or packed if smaller)",
     )
     group.add_argument("--no-prior", action="store_true", help="bit-pack the tokens; no prior needed to decode")
-    p.add_argument("--quantizers", type=int, metavar="N", help="residual levels to keep (fewer = smaller files)")
-    p.add_argument("--device", help="cpu or cuda for the codec (default: cuda when available)")
+    p.add_argument(
+        "--bitrate",
+        type=bitrate,
+        metavar="RATE",
+        help="audio: the most residual levels whose bit-packed rate is at most RATE (3kbps, 3k or 3000 bits/s; "
+        "the lowest level when even that is above)",
+    )
+    p.add_argument("--bpp", type=positive_float, metavar="BPP", help="images: the same in bits per pixel")
+    p.add_argument(
+        "--quantizers", type=positive_int, metavar="N", help="residual levels to keep, instead of --bitrate / --bpp"
+    )
+    p.add_argument("--device", help=_DEVICE_HELP)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    add_quiet(p)
     p.set_defaults(func=cmd_encode)
 
     p = subparsers.add_parser(
@@ -97,23 +119,28 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", metavar="NAME_OR_DIR", help="the codec the file was made with (default: as recorded)")
     p.add_argument("--prior", metavar="DIR", help="the prior the file was made with (default: as recorded)")
-    p.add_argument("--device", help="cpu or cuda for the codec (default: cuda when available)")
+    p.add_argument("--device", help=_DEVICE_HELP)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    add_quiet(p)
     p.set_defaults(func=cmd_decode)
-
-    p = subparsers.add_parser(
-        "info",
-        help="describe a .vqc file: modality, sizes, bitrate, models, coding mode",
-        description="Print what a .vqc file holds, from its checked header (the chunks are not decoded).",
-        epilog=INFO_EXAMPLES,
-        formatter_class=raw,
-    )
-    p.add_argument("input", metavar="IN", help="a .vqc file")
-    p.add_argument("--json", action="store_true", help="print the metadata and sizes as one JSON object")
-    p.set_defaults(func=cmd_info)
 
 
 # ------------------------------------------------------------------------------------------- helpers
+def _about(e: Exception, path: Path, out: Path | None = None) -> str:
+    """An error's message on one line, naming the file it is about (``path`` unless it names ``out`` already)."""
+    msg = " ".join(str(e).split())
+    return msg if str(path) in msg or (out is not None and str(out) in msg) else f"{path}: {msg}"
+
+
+def _run_one(path: Path, work, out: Path | None, *args) -> int:
+    """work(path, out, *args) for a single file; its error, naming the file, is the command's one line."""
+    try:
+        work(path, out, *args)
+    except (VQCodecError, ValueError, OSError) as e:
+        fatal(_about(e, path, out))
+    return 0
+
+
 def _check_output(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists (use --force to overwrite)")
@@ -133,22 +160,32 @@ def _media_files(root: Path) -> list[Path]:
     return [root / name for name in sorted(found)]
 
 
-def _run_many(jobs: list[tuple[Path, Path]], work, desc: str) -> int:
-    """Run work(src, dst) for every job with one progress bar; failures are reported and skipped."""
+def _run_many(args, jobs: list[tuple[Path, Path | None]], work, verb: str) -> int:
+    """Run work(src, dst) -> (bytes in, bytes out) for every job with one progress bar (on a terminal); failures
+    are reported and skipped; then a summary line."""
     from tqdm import tqdm
 
-    failed = 0
-    with tqdm(jobs, desc=desc, unit="file", disable=len(jobs) < 2) as bar:
+    failed, done, size_in, size_out = 0, 0, 0, 0
+    with tqdm(jobs, desc=verb, unit="file", disable=len(jobs) < 2 or not show_progress(args)) as bar:
         for src, dst in bar:
             try:
-                work(src, dst)
+                a, b = work(src, dst)
             except (VQCodecError, ValueError, OSError) as e:
                 failed += 1
-                tqdm.write(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+                tqdm.write(f"{PROG}: error: {_about(e, src, dst)}", file=sys.stderr)
+                continue
+            done, size_in, size_out = done + 1, size_in + a, size_out + b
+    ratio = f" ({size_in / size_out:.1f}:1)" if verb == "encoded" and size_out else ""
+    report(args, f"{verb} {done} files: {size_in} bytes in, {size_out} bytes out{ratio}")
     if failed:
         print(f"{PROG}: {failed} of {len(jobs)} files failed", file=sys.stderr)
         return 2
     return 0
+
+
+def _is_folder(output: str | None) -> bool:
+    """-o names a folder: an existing one, or a name ending with a separator."""
+    return bool(output) and (Path(output).is_dir() or output.endswith(("/", "\\")))
 
 
 class _Models:
@@ -174,38 +211,74 @@ class _Models:
 
 
 # -------------------------------------------------------------------------------------------- encode
+def _level_options(args, path: Path, modality: str, single: bool) -> dict:
+    """compress's level options for one file: --quantizers, or --bitrate for audio and --bpp for images (in a
+    folder each applies to its kind; a single file given only the other kind's flag is an error)."""
+    if args.quantizers is not None:
+        return {"num_quantizers": args.quantizers}
+    mine, other = ("bitrate", "bpp") if modality == "audio" else ("bpp", "bitrate")
+    if single and getattr(args, mine) is None and getattr(args, other) is not None:
+        kinds = {"bpp": "images", "bitrate": "audio"}
+        raise ValueError(f"{path}: --{other} is for {kinds[other]}; for {kinds[mine]} use --{mine}")
+    return {mine: getattr(args, mine)}
+
+
+def _encode_line(src: Path, out: Path, data: bytes, model, options: dict) -> str:
+    """'a.png -> a.vqc: 5930 bytes, 0.483 bpp; 3 levels, prior-coded' (with the choice --bitrate / --bpp made)."""
+    from codec.bitstream.rate import describe, format_rate, level_rate, read_sizes
+
+    meta, sizes = read_sizes(data)
+    info = describe(meta, sizes)
+    rate = f"{info['bpp']:.3f} bpp" if meta.modality == "image" else f"{info['kbps']:.2f} kbps"
+    n = info["levels"]
+    levels = plural(n, "level")
+    ((option, value),) = options.items()  # num_quantizers, bitrate or bpp
+    if option != "num_quantizers" and value is not None:
+        asked = format_rate("audio", value) if option == "bitrate" else f"{value:g}"
+        levels += f" for --{option} {asked} ({format_rate(meta.modality, n * level_rate(model))} bit-packed)"
+    alpha = ", alpha kept" if meta.has_alpha else ""
+    return f"{src} -> {out}: {len(data)} bytes, {rate}; {levels}, {_MODE_WORDS[meta.mode]}{alpha}"
+
+
 def cmd_encode(args) -> int:
     from codec.bitstream.compress import compress
     from codec.media import is_audio_file
+    from codec.store.device import resolve_device
     from codec.store.files import atomic_write_bytes
 
     src = Path(args.input)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or directory")
-    models = _Models(args.device)
+    if args.quantizers is not None and (args.bitrate is not None or args.bpp is not None):
+        raise ValueError("--quantizers sets the residual levels itself: give it or --bitrate / --bpp, not both")
+    models = _Models(resolve_device(args.device))  # an unknown or missing device: one error, before any file
+    single = not src.is_dir()
 
-    def work(path: Path, out: Path) -> None:
+    def work(path: Path, out: Path) -> tuple[int, int]:
+        if out.suffix.lower() != ".vqc":
+            hint = f" (decode a .vqc file to get a {out.suffix} file)" if out.suffix else ""
+            raise ValueError(f"{out}: encode writes .vqc files; name the output {out.stem}.vqc{hint}")
         _check_output(out, args.force)
         modality = "audio" if is_audio_file(path) else "image"
         model = models.codec(args.model or modality)
         prior = None if args.no_prior else models.prior(args.prior) if args.prior else "auto"
-        data = compress(path, model, prior, num_quantizers=args.quantizers, progress=single)
+        options = _level_options(args, path, modality, single)
+        data = compress(path, model, prior, **options, progress=single and show_progress(args))
         atomic_write_bytes(out, data)
-        if single:
-            print(f"{path} -> {out}: {len(data)} bytes")
+        report(args, _encode_line(path, out, data, model, options))
+        return path.stat().st_size, len(data)
 
-    if src.is_dir():
-        if not args.output:
-            raise ValueError("a folder input needs -o OUTPUT_FOLDER")
-        files = _media_files(src)
-        if not files:
-            raise ValueError(f"{src}: no image or audio files inside")
-        single = False
-        out_root = Path(args.output)
-        return _run_many([(f, out_root / (str(f.relative_to(src)) + ".vqc")) for f in files], work, "encode")
-    single = True
-    work(src, Path(args.output) if args.output else src.with_name(src.name + ".vqc"))
-    return 0
+    if single:
+        name = src.name + ".vqc"
+        out = Path(args.output) / name if _is_folder(args.output) else Path(args.output or src.with_name(name))
+        return _run_one(src, work, out)
+    if not args.output:
+        raise ValueError(f"{src}: a folder input needs -o OUTPUT_FOLDER")
+    files = _media_files(src)
+    if not files:
+        raise ValueError(f"{src}: no image or audio files inside")
+    out_root = Path(args.output)
+    return _run_many(args, [(f, out_root / (str(f.relative_to(src)) + ".vqc")) for f in files], work, "encoded")
 
 
 # -------------------------------------------------------------------------------------------- decode
@@ -227,95 +300,55 @@ def default_output(vqc: Path, meta) -> Path:
     return stem if ok and stem != vqc else stem.with_name(stem.name + default_extension(meta))
 
 
+def _check_format(out: Path, meta) -> None:
+    """The output's extension must be a format that can hold the file's content; the error lists them."""
+    from codec.media.audio_io import AUDIO_EXTENSIONS
+    from codec.media.image_io import IMAGE_EXTENSIONS
+
+    exts = IMAGE_EXTENSIONS if meta.modality == "image" else AUDIO_EXTENSIONS
+    if out.suffix.lower() not in exts:
+        what = f"{out.suffix} is not" if out.suffix else "a name without an extension is not"
+        alpha = " (.png, .webp and .tif keep its alpha)" if meta.has_alpha else ""
+        choices = ", ".join(sorted(exts))
+        raise ValueError(f"{out}: {what} an {meta.modality} format this can write; use {choices}{alpha}")
+
+
 def cmd_decode(args) -> int:
     from codec.bitstream.decompress import decompress, read_info
-    from codec.media import is_audio_file, is_image_file, write_audio, write_image
+    from codec.media import write_audio, write_image
+    from codec.store.device import resolve_device
 
     src = Path(args.input)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or directory")
-    models = _Models(args.device)
+    models = _Models(resolve_device(args.device))
+    single = not src.is_dir()
 
-    def work(path: Path, out: Path | None, default_base: Path | None = None) -> None:
+    def work(path: Path, out: Path | None, default_base: Path | None = None) -> tuple[int, int]:
         """Decode ``path`` to ``out``, or to ``default_output(default_base or path)`` when out is None."""
         meta = read_info(path)
         out = out or default_output(default_base or path, meta)
-        if meta.modality == "image" and not is_image_file(out) or meta.modality == "audio" and not is_audio_file(out):
-            raise ValueError(f"{out}: the extension is not a supported {meta.modality} format for this {meta.modality}")
+        _check_format(out, meta)
         _check_output(out, args.force)
         model = models.codec(args.model) if args.model else None
         prior = models.prior(args.prior) if args.prior else None
-        result = decompress(path, model, prior, device=args.device, progress=single)
+        result = decompress(path, model, prior, device=models.device, progress=single and show_progress(args))
         if meta.modality == "image":
             write_image(out, result.data)
         else:
             write_audio(out, result.data, result.sample_rate)
-        if single:
-            print(f"{path} -> {out}")
+        report(args, f"{path} -> {out}: {path.stat().st_size} -> {out.stat().st_size} bytes")
+        return path.stat().st_size, out.stat().st_size
 
-    if src.is_dir():
-        if not args.output:
-            raise ValueError("a folder input needs -o OUTPUT_FOLDER")
-        files = sorted(p for p in src.rglob("*.vqc") if p.is_file())
-        if not files:
-            raise ValueError(f"{src}: no .vqc files inside")
-        single = False
-        out_root = Path(args.output)
-        return _run_many(
-            [(f, None) for f in files], lambda path, _: work(path, None, out_root / path.relative_to(src)), "decode"
-        )
-    single = True
-    work(src, Path(args.output) if args.output else None)
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------- info
-def describe(path: Path, meta) -> dict:
-    """Sizes and rates of a .vqc file from its metadata and its size on disk."""
-    from codec.bitstream.packing import bits_per_token
-
-    size = os.path.getsize(path)
-    m = meta.media
-    info = {"file": str(path), "bytes": size, "tokens": meta.num_tokens, "chunks": meta.num_chunks}
-    info["packed_bits_per_token"] = bits_per_token(meta.codebook_size)
-    info["bits_per_token"] = size * 8 / meta.num_tokens
-    if meta.modality == "image":
-        info["bpp"] = size * 8 / (m["height"] * m["width"])
-    else:
-        info["seconds"] = m["orig_frames"] / m["orig_sample_rate"]
-        info["kbps"] = size * 8 / info["seconds"] / 1000
-    return info
-
-
-def cmd_info(args) -> int:
-    from codec.bitstream.container import read_info  # no torch: info starts fast
-
-    path = Path(args.input)
-    meta = read_info(path)
-    info = describe(path, meta)
-    if args.json:
-        print(json.dumps({**info, "metadata": asdict(meta)}, sort_keys=True))
-        return 0
-    m = meta.media
-    if meta.modality == "image":
-        what = f"image {m['channels']}x{m['height']}x{m['width']} ({m['format'] or 'tensor'})"
-        rate = f"{info['bpp']:.4f} bpp"
-    else:
-        what = (
-            f"audio {m['orig_channels']} ch, {info['seconds']:.2f} s at {m['orig_sample_rate']} Hz "
-            f"({m['format'] or 'tensor'}; coded at {m['sample_rate']} Hz, {m['channels']} ch)"
-        )
-        rate = f"{info['kbps']:.3f} kbps"
-    lines = [
-        f"file:     {path} ({info['bytes']} bytes)",
-        f"content:  {what}",
-        f"rate:     {rate}, {info['bits_per_token']:.3f} bits/token ({info['packed_bits_per_token']} packed)",
-        f"tokens:   {meta.token_shape} = {meta.num_tokens}, codebook {meta.codebook_size}",
-        f"coding:   {meta.mode}, {meta.num_chunks} chunks of up to {meta.chunk_tokens} tokens"
-        + (f", decoded {meta.group} at a time" if meta.mode == "prior" else ""),
-        f"codec:    {meta.codec['name']} ({meta.codec['hash'][:12]})",
-    ]
-    if meta.prior:
-        lines.append(f"prior:    {meta.prior['name']} ({meta.prior['hash'][:12]})")
-    print("\n".join(lines))
-    return 0
+    if single:
+        if _is_folder(args.output):  # a file inside it, named as without -o
+            return _run_one(src, work, None, Path(args.output) / src.name)
+        return _run_one(src, work, Path(args.output) if args.output else None)
+    if not args.output:
+        raise ValueError(f"{src}: a folder input needs -o OUTPUT_FOLDER")
+    files = sorted(p for p in src.rglob("*.vqc") if p.is_file())
+    if not files:
+        raise ValueError(f"{src}: no .vqc files inside")
+    out_root = Path(args.output)
+    jobs = [(f, None) for f in files]
+    return _run_many(args, jobs, lambda path, _: work(path, None, out_root / path.relative_to(src)), "decoded")

@@ -14,11 +14,11 @@ import argparse
 import sys
 import warnings
 
-from codec.cli import evaluation, files, sampling, training
-from codec.cli.common import PROG, fatal, show_warning
+from codec.cli import evaluation, files, info, sampling, training
+from codec.cli.common import PROG, Parser, fatal, show_warning
 from codec.errors import VQCodecError
 
-GROUPS = (files, training, sampling, evaluation)  # the subcommand registry, in help order
+GROUPS = (files, info, training, sampling, evaluation)  # the subcommand registry, in help order
 
 MAIN_EPILOG = f"""\
 examples:
@@ -35,7 +35,7 @@ Errors print one line and exit with status 2.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="vqcodec: VQ-VAE neural codecs for images and audio.",
         epilog=MAIN_EPILOG,

@@ -5,7 +5,7 @@ import math
 import secrets
 from pathlib import Path
 
-from codec.cli.common import positive_int
+from codec.cli.common import add_quiet, positive_int, report
 
 SAMPLE_EXAMPLES = """examples:
   codec sample --codec image -n 16 -o samples/                 # the bundled model and the prior stored with it
@@ -39,7 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--top-p", type=float, help="sample among the most probable tokens holding this much probability")
     p.add_argument("--seed", type=int, help="random seed (same seed, same samples)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="samples generated at once (default 16)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_quiet(p)
     p.set_defaults(func=cmd_sample)
 
 
@@ -111,5 +112,5 @@ def cmd_sample(args) -> list[str]:
     if model.modality == "image":
         write_image(out / "grid.png", image_grid(decoded))
         written.append(str(out / "grid.png"))
-    print(f"wrote {len(written)} files to {out} (token shape {tuple(shape)}, seed {seed})")
+    report(args, f"wrote {len(written)} files to {out} (token shape {tuple(shape)}, seed {seed})")
     return written

@@ -8,7 +8,7 @@ import argparse
 import json
 import os
 
-from codec.cli.common import positive_int
+from codec.cli.common import add_quiet, positive_int, report, show_progress
 
 TRAIN_EPILOG = """\
 examples:
@@ -93,7 +93,8 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="folder of images or audio (scanned recursively)")
     p.add_argument("--out", required=True, metavar="TOKENS_DIR", help="output tokens directory")
     p.add_argument("--shard-size", type=positive_int, default=256, help="files per shard (default 256)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_quiet(p)
     p.set_defaults(func=cmd_tokenize)
 
     p = subparsers.add_parser(
@@ -162,11 +163,12 @@ def cmd_tokenize(args) -> dict:
     from prior.data import tokenize_dataset
 
     model = load(args.codec, device=args.device)
-    summary = tokenize_dataset(model, args.data, args.out, shard_size=args.shard_size, progress=True)
-    print(
+    summary = tokenize_dataset(model, args.data, args.out, shard_size=args.shard_size, progress=show_progress(args))
+    report(
+        args,
         f"tokenized {summary['items']} files into {summary['shards']} shards in {args.out} "
         f"({summary['tokens']} tokens, {summary['skipped']} unreadable files skipped, "
-        f"{summary['resumed_shards']} shards already done)"
+        f"{summary['resumed_shards']} shards already done)",
     )
     return summary
 

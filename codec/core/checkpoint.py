@@ -6,8 +6,9 @@ import torch
 
 from codec.core.config import config_from_dict, config_to_dict
 from codec.core.model import Codec
+from codec.store.device import resolve_device
 from codec.store.registry import model_dir, portable_name
-from codec.store.rundir import default_device, load_run, model_hash, save_run
+from codec.store.rundir import load_run, model_hash, save_run
 
 __all__ = ["load", "load_model", "model_hash", "save_model"]
 
@@ -21,7 +22,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Co
     """Load a codec from a run directory (see ``codec.store.rundir.load_run``); device None picks CUDA when
     available."""
     model = load_run(path, "codec", lambda cfg: Codec(config_from_dict(cfg)))
-    return model.to(default_device(device)).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def load(name_or_path, device=None) -> Codec:

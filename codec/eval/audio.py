@@ -1,7 +1,6 @@
 """Audio for rate-distortion evaluation: SI-SNR, mel distance, PESQ and STOI, and the Opus / Vorbis peers through
 Debian's opus-tools and vorbis-tools (see ``codec.eval.rd``)."""
 
-import math
 import subprocess
 import tempfile
 from pathlib import Path
@@ -11,6 +10,7 @@ from tqdm import tqdm
 
 from codec.bitstream.compress import compress
 from codec.bitstream.decompress import decompress
+from codec.bitstream.rate import level_rate
 from codec.errors import VQCodecError
 from codec.eval.image import skip
 from codec.media import read_audio, resample, to_audio_channels, write_audio
@@ -99,7 +99,7 @@ def evaluate_audio(
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for path in tqdm(files, desc="eval", unit="file"):
+        for path in tqdm(files, desc="eval", unit="file", disable=None):  # None: a bar only on a terminal
             try:
                 ref = to_audio_channels(read_audio(path, sample_rate=rate).samples, model.channels)
             except (VQCodecError, OSError) as e:
@@ -125,6 +125,6 @@ def evaluate_audio(
 
 def default_audio_levels(model) -> list[int]:
     """The residual levels of 1.5, 3 and 6 kbps (what the bundled model is made for), within the model's range."""
-    per_level = math.ceil(math.log2(model.codebook_size)) * model.sample_rate / model.downsample / 1000
+    per_level = level_rate(model) / 1000  # kbps
     want = [max(1, round(k / per_level)) for k in (1.5, 3.0, 6.0)]
     return sorted({min(n, model.num_quantizers) for n in want})

@@ -106,7 +106,7 @@ def evaluate(model, files: list[Path], levels: list[int | None], prior="auto", s
     """Rows of measurements (see the module docstring); a file that cannot be read is reported, added to
     ``skipped`` as (path, reason), and left out."""
     rows = []
-    for path in tqdm(files, desc="eval", unit="image"):
+    for path in tqdm(files, desc="eval", unit="image", disable=None):  # None: a bar only on a terminal
         try:
             x = read_image(path).pixels
         except (VQCodecError, OSError) as e:

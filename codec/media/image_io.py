@@ -3,16 +3,18 @@
 A decoded image is a (C, H, W) float32 tensor in [0, 1], with C = 1 (grayscale) or C = 3 (RGB):
 
 - EXIF orientation is applied, so the pixels are laid out as a viewer shows them.
-- Alpha (RGBA, LA, or a palette or grayscale transparency key) is DROPPED: the colour values are kept
-  as stored, not composited onto a background, one warning names the file, and `ImageData.had_alpha`
-  records it. The codec models colour only, and compositing would invent colours the file does not hold.
+- Alpha (RGBA, LA, or a palette or colour-key transparency) is kept apart, in `ImageData.alpha` (1, H, W) at
+  8 bits; the colour values are kept as stored, not composited onto a background (compositing would invent
+  colours the file does not hold). The codec models colour; `compress` stores alpha losslessly beside it.
 - Grayscale stays one channel (LA too); palette, CMYK, YCbCr and the rest become RGB.
 - 16-bit grayscale keeps its precision (`bit_depth` 16); Pillow itself decodes 16-bit RGB as 8-bit.
 - Multi-frame files (TIFF pages, animated WebP): the first frame.
 - Images over `MAX_PIXELS` pixels are refused before they are decoded (decompression bombs).
 
-Writes are 8 bits per channel and atomic (`codec.store.files.atomic_write`). WebP has no grayscale: a
-one-channel image written as WebP reads back as three equal channels.
+Writes are 8 bits per channel and atomic (`codec.store.files.atomic_write`). Two or four channels are written
+as LA or RGBA (alpha last) to PNG, WebP and TIFF; JPEG and BMP hold no alpha, which is then dropped with a
+warning. WebP has no grayscale: a one-channel image written as WebP reads back as three equal channels (LA as
+RGBA).
 """
 
 import os
@@ -36,6 +38,7 @@ DEFAULT_QUALITY = 95  # JPEG and WebP, when write_image gets no quality
 _FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
 _READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 _MAX_SIDE = {"JPEG": 65535, "WEBP": 16383}
+_ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")  # those that can store an alpha channel
 # What Pillow's decoders raise on broken input (truncated data shows up as OSError).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error, zlib.error)
 
@@ -47,14 +50,19 @@ class ImageData:
     Attributes:
         pixels: (C, H, W) float32 in [0, 1]; C = 1 (grayscale) or 3 (RGB); EXIF orientation applied.
         format: Pillow's name of the file format: "PNG", "JPEG", "WEBP", "BMP" or "TIFF".
-        had_alpha: the file had an alpha channel or transparency, which was dropped.
+        alpha: (1, H, W) float32, k / 255 for 8-bit alpha k, when the file has an alpha channel or transparency;
+            None otherwise. Not part of ``pixels``.
         bit_depth: 8, or 16 for sources with more than 8 bits per sample (16/32-bit integer, float).
     """
 
     pixels: torch.Tensor
     format: str
-    had_alpha: bool
+    alpha: torch.Tensor | None
     bit_depth: int
+
+    @property
+    def had_alpha(self) -> bool:
+        return self.alpha is not None
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -97,15 +105,13 @@ def read_image(path: str | os.PathLike) -> ImageData:
         try:
             img.load()  # decode now, inside the try: truncated data raises here
             img = ImageOps.exif_transpose(img)
-            had_alpha = img.has_transparency_data
             array, bit_depth = _to_array(img)
+            alpha = _alpha(img)
         except _DECODE_ERRORS as e:
             raise MediaError(path, f"truncated or corrupt image data ({e})") from e
-    if had_alpha:
-        warnings.warn(f"{path}: alpha channel dropped (colour kept as stored, not composited)", stacklevel=2)
     pixels = torch.from_numpy(array)
     pixels = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
-    return ImageData(pixels=pixels, format=fmt, had_alpha=had_alpha, bit_depth=bit_depth)
+    return ImageData(pixels=pixels, format=fmt, alpha=alpha, bit_depth=bit_depth)
 
 
 def write_image(
@@ -119,8 +125,8 @@ def write_image(
 
     Args:
         path: the destination; its extension picks the format unless `format` is given.
-        pixels: (C, H, W) with C in {1, 3}, or (H, W); float in [0, 1]. Values are clamped, NaN becomes 0,
-            then rounded to uint8.
+        pixels: (C, H, W) with C in {1, 3} (grayscale, RGB) or {2, 4} (the same with alpha last), or (H, W);
+            float in [0, 1]. Values are clamped, NaN becomes 0, then rounded to uint8.
         format: "png", "jpg"/"jpeg", "webp", "bmp" or "tif"/"tiff" (any case, leading dot allowed).
         quality: JPEG/WebP quality, 1 to 100 (default DEFAULT_QUALITY); ignored by the lossless formats.
 
@@ -130,10 +136,13 @@ def write_image(
     """
     fmt = _output_format(path, format)
     x = torch.as_tensor(pixels).detach().to("cpu", torch.float32)
-    if x.ndim == 3 and x.shape[0] in (1, 3):
-        x = x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)  # (H, W) or (H, W, 3)
+    if x.ndim == 3 and x.shape[0] in (2, 4) and fmt not in _ALPHA_FORMATS:
+        warnings.warn(f"{path}: {fmt} has no alpha channel; alpha dropped", stacklevel=2)
+        x = x[:-1]
+    if x.ndim == 3 and x.shape[0] in (1, 2, 3, 4):
+        x = x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)  # (H, W) or (H, W, C)
     elif x.ndim != 2:
-        raise ValueError(f"pixels must be (C, H, W) with C in {{1, 3}}, or (H, W); got {tuple(x.shape)}")
+        raise ValueError(f"pixels must be (C, H, W) with C in 1..4, or (H, W); got {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"pixels must not be empty; got {tuple(x.shape)}")
     if fmt in _MAX_SIDE and max(x.shape[:2]) > _MAX_SIDE[fmt]:
@@ -143,7 +152,7 @@ def write_image(
     array = x.nan_to_num(0.0).clamp(0, 1).mul(255).round().to(torch.uint8).contiguous().numpy()
     options = {"quality": quality or DEFAULT_QUALITY} if fmt in ("JPEG", "WEBP") else {}
     with atomic_write(path) as f:
-        Image.fromarray(array).save(f, format=fmt, **options)
+        Image.fromarray(array).save(f, format=fmt, **options)  # L, LA, RGB or RGBA from the array's shape
 
 
 def _output_format(path: str | os.PathLike, format: str | None) -> str:
@@ -168,3 +177,13 @@ def _to_array(img: Image.Image) -> tuple[np.ndarray, int]:
         return np.asarray(img.convert("L"), dtype=np.float32) / 255, 8
     rgb = img.convert("RGBA" if img.has_transparency_data else "RGB")  # RGBA first: palette transparency
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.float32)[..., :3]) / 255, 8
+
+
+def _alpha(img: Image.Image) -> torch.Tensor | None:
+    """(1, H, W) float32 alpha at 8 bits, or None: an alpha band, or transparency (palette, colour key) made one."""
+    if not img.has_transparency_data:
+        return None
+    if "A" not in img.getbands():
+        img = img.convert("LA" if img.mode in ("1", "L") or img.mode.startswith("I") else "RGBA")
+    a = np.asarray(img.getchannel("A"), dtype=np.uint8)
+    return torch.from_numpy(a.astype(np.float32) / 255)[None]

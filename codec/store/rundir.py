@@ -88,10 +88,6 @@ def load_run(path: str | Path, kind: str, build: Callable[[dict], torch.nn.Modul
     return model
 
 
-def default_device(device: str | torch.device | None) -> str | torch.device:
-    return device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def model_hash(model: torch.nn.Module) -> str:
     """Hex SHA-256 identity of a model whose ``config`` is a dataclass (a codec or a prior): config + tensors.
 

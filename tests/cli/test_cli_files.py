@@ -9,52 +9,19 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cli_helpers import error_line, make_runs, run
 
 import codec
 import codec.store.registry
-from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
-from codec.cli import main
-from codec.media.audio_io import read_audio, write_audio
+from codec import Codec, ImageCodecConfig, QuantizerConfig
+from codec.media.audio_io import read_audio
 from codec.media.image_io import read_image, write_image
-from prior.checkpoint import save_prior
-from prior.config import PriorConfig
-from prior.model import TokenPrior
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Tiny image and audio codecs with priors beside them, and a few media files."""
-    tmp = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    img = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=QuantizerConfig(32)))
-    img(torch.rand(2, 3, 32, 32))
-    codec.save_model(tmp / "img", img.eval())
-    q = QuantizerConfig(codebook_size=32, num_quantizers=4, quantizer_dropout=1.0)
-    aud = Codec(AudioCodecConfig(base_channels=8, latent_dim=8, sample_rate=16000, quantizer=q))
-    aud(torch.rand(2, 1, 320 * 8) * 2 - 1)
-    codec.save_model(tmp / "aud", aud.eval())
-    for name in ("img", "aud"):
-        m = codec.load(tmp / name)
-        save_prior(tmp / name / "prior", TokenPrior(PriorConfig.for_codec(m, dim=32, depth=2, heads=2, context=16)))
-    media = tmp / "media"
-    (media / "sub").mkdir(parents=True)
-    write_image(media / "a.png", torch.rand(3, 40, 56))
-    write_image(media / "sub" / "b.jpg", torch.rand(1, 24, 33))
-    write_audio(media / "c.wav", torch.rand(2, 5000) - 0.5, 22050)
-    return tmp
-
-
-def run(*argv) -> int:
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("codec: error: "), err
-    return err[0]
+    return make_runs(tmp_path_factory.mktemp("cli"))
 
 
 @pytest.mark.parametrize("mode", ["prior", "packed"])
@@ -76,7 +43,7 @@ def test_image_encode_decode_info(runs, tmp_path, capsys, mode):
     assert info["bpp"] == pytest.approx(out.stat().st_size * 8 / (40 * 56))
     assert run("info", out) == 0
     text = capsys.readouterr().out
-    assert f"coding:   {mode}" in text and "image 3x40x56 (PNG)" in text and "bpp" in text
+    assert f"coding:   {mode}" in text and "image 3x40x56 (PNG)" in text and "bpp without the header" in text
 
 
 def test_audio_encode_decode_keeps_rate_channels_and_length(runs, tmp_path):
@@ -146,7 +113,7 @@ def test_user_errors_are_one_line_and_status_2(runs, tmp_path, capsys, monkeypat
         (("decode", tmp_path / "junk.vqc", "-o", tmp_path / "j.png"), "not a .vqc file"),
         (("decode", good, "-o", tmp_path / "o.png", "--model", tmp_path / "other"), "encoded with codec"),
         (("decode", moved, "-o", tmp_path / "m.png"), "cannot be loaded"),
-        (("decode", good, "-o", tmp_path / "o.wav"), "extension"),
+        (("decode", good, "-o", tmp_path / "o.wav"), ".wav is not an image format this can write; use .bmp, .jpeg"),
         (("info", tmp_path / "junk.vqc"), "not a .vqc file"),
         (("info", tmp_path / "nothing.vqc"), "no such file"),
     ]

@@ -84,7 +84,7 @@ def test_write_image_errors(tmp_path):
     with pytest.raises(MediaError, match="no file extension"):
         write_image(tmp_path / "noext", torch.zeros(3, 4, 4))
     with pytest.raises(ValueError, match="C in"):
-        write_image(tmp_path / "a.png", torch.zeros(2, 4, 4))
+        write_image(tmp_path / "a.png", torch.zeros(5, 4, 4))
     with pytest.raises(ValueError, match="quality"):
         write_image(tmp_path / "a.jpg", torch.zeros(3, 4, 4), quality=0)
     assert not os.listdir(tmp_path)
@@ -119,17 +119,35 @@ def test_16bit_png_keeps_precision(tmp_path):
 
 
 @pytest.mark.parametrize(("mode", "channels"), [("RGBA", 3), ("LA", 1)])
-def test_alpha_is_dropped_with_one_warning(tmp_path, mode, channels):
+def test_alpha_is_kept_apart_from_the_colour(tmp_path, mode, channels):
     rng = np.random.default_rng(0)
     array = rng.integers(0, 256, (9, 11, len(mode)), dtype=np.uint8)
     path = tmp_path / f"alpha_{mode}.png"
     Image.fromarray(array, mode).save(path)
-    with pytest.warns(UserWarning, match=f"{path.name}.*alpha") as record:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         data = read_image(path)
-    assert len(record) == 1
     assert data.had_alpha and data.pixels.shape == (channels, 9, 11)
     expected = torch.from_numpy(array[..., :channels]).permute(2, 0, 1).float() / 255
     assert torch.equal(data.pixels, expected)  # colour kept as stored, not composited
+    assert torch.equal(data.alpha, torch.from_numpy(array[..., -1]).float()[None] / 255)
+
+
+@pytest.mark.parametrize("ext", [".png", ".webp", ".tif"])
+@pytest.mark.parametrize("channels", [2, 4])
+def test_alpha_is_written_back_exactly(tmp_path, ext, channels):
+    x = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (channels, 9, 11))).float() / 255
+    write_image(tmp_path / f"a{ext}", x)
+    data = read_image(tmp_path / f"a{ext}")
+    assert torch.equal(data.alpha, x[-1:])  # lossless even in lossy WebP
+    assert data.pixels.shape[0] == (1 if channels == 2 and ext != ".webp" else 3)  # WebP has no grayscale
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".bmp"])
+def test_alpha_is_dropped_with_a_warning_where_the_format_has_none(tmp_path, ext):
+    with pytest.warns(UserWarning, match=f"a{ext}: .* has no alpha channel"):
+        write_image(tmp_path / f"a{ext}", torch.rand(4, 9, 11))
+    assert read_image(tmp_path / f"a{ext}").alpha is None
 
 
 def test_palette_image_becomes_rgb(tmp_path):
@@ -147,9 +165,9 @@ def test_palette_image_becomes_rgb(tmp_path):
     assert torch.equal(data.pixels, expected)
 
     img.save(tmp_path / "p_transparent.png", transparency=0)
-    with pytest.warns(UserWarning, match="p_transparent.png"):
-        data = read_image(tmp_path / "p_transparent.png")
+    data = read_image(tmp_path / "p_transparent.png")
     assert data.had_alpha and torch.equal(data.pixels, expected)
+    assert torch.equal(data.alpha[0], (torch.arange(24) % 4 != 0).float().view(4, 6))  # index 0 transparent
 
 
 @pytest.mark.parametrize("ext", [".jpg", ".png", ".webp"])
