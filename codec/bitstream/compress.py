@@ -11,6 +11,7 @@ name and hash.
 """
 
 import dataclasses
+import functools
 import io
 import os
 import warnings
@@ -24,6 +25,7 @@ from codec.bitstream.alpha import ALPHA_CODINGS, encode_alpha
 from codec.bitstream.container import Metadata
 from codec.bitstream.models import resolve_codec, resolve_prior
 from codec.bitstream.packing import bits_per_token, pack_bits
+from codec.bitstream.parallel import map_groups
 from codec.bitstream.rate import choose_levels, format_rate, parse_bitrate
 from codec.core.model import Codec
 from codec.errors import MediaError, ModelMismatchError
@@ -148,6 +150,7 @@ def compress(
     device=None,
     progress: bool = False,
     packed_if_smaller: bool | None = None,
+    workers: int | None = None,
 ) -> bytes:
     """Compress an image or audio (a file path or a tensor) into ``.vqc`` bytes.
 
@@ -173,6 +176,8 @@ def compress(
         packed_if_smaller: write a "packed" file instead when it is no larger than the prior-coded one (a prior
             that does not model this input well can cost more than the fixed-width indices); None: only with
             ``prior="auto"``, so a prior given explicitly is always used.
+        workers: CPU processes that range-code groups of chunks at once (forked; Linux); None: one per thread
+            torch may use (``torch.get_num_threads()``, the cores by default). The bytes do not depend on it.
 
     Returns:
         The file's bytes (see docs/format.md). The same input and models give the same bytes (with the same
@@ -213,31 +218,36 @@ def compress(
         meta.prior = {"name": prior_name, "hash": model_hash(prior_model)[: container.HASH_CHARS]}
     flat = raster(tokens, model.residual).numpy()
     alpha_record = b"" if alpha is None else container.alpha_bytes(encode_alpha(alpha), alpha)
-    data = _write(meta, alpha_record, flat, prior_model, progress)
+    workers = workers or torch.get_num_threads()
+    data = _write(meta, alpha_record, flat, prior_model, progress, workers)
     if prior_model is not None and (packed_if_smaller if packed_if_smaller is not None else prior == "auto"):
         packed_meta = dataclasses.replace(meta, mode="packed", prior=None, group=1)
-        packed = _write(packed_meta, alpha_record, flat, None, False)
+        packed = _write(packed_meta, alpha_record, flat, None, False, 1)
         if len(packed) <= len(data):
             return packed
     return data
 
 
-def _write(meta: Metadata, alpha_record: bytes, flat: np.ndarray, prior_model, progress: bool) -> bytes:
+def _write(meta: Metadata, alpha_record: bytes, flat: np.ndarray, prior_model, progress: bool, workers: int) -> bytes:
     """The file's bytes: header, the alpha record (b"" without alpha), then every chunk of ``flat`` (raster
-    order), packed or coded by ``prior_model``."""
+    order), packed or coded by ``prior_model`` (groups of chunks in ``workers`` processes: the same bytes)."""
     layout = prior_model.layout(tuple(meta.token_shape)) if prior_model is not None else None
     bits = bits_per_token(meta.codebook_size)
     out = io.BytesIO()
     out.write(container.header_bytes(meta))
     out.write(alpha_record)
+    groups = list(meta.groups())
+    jobs = (([a for _, a, _ in g], [flat[a:b] for _, a, b in g]) for g in groups)
+    if prior_model is None:
+        coded = ([pack_bits(c, bits) for c in chunks] for _, chunks in jobs)
+    else:
+        coded = map_groups(
+            functools.partial(range_coding.prior_encode, prior_model, layout), jobs, workers, len(groups)
+        )
     bar = tqdm(total=meta.num_tokens, unit="tok", desc="encode", disable=not progress, leave=False)
     with bar:
-        for group_chunks in meta.groups():
+        for group_chunks, payloads in zip(groups, coded):
             chunks = [flat[a:b] for _, a, b in group_chunks]
-            if prior_model is None:
-                payloads = [pack_bits(c, bits) for c in chunks]
-            else:
-                payloads = range_coding.prior_encode(prior_model, layout, [a for _, a, _ in group_chunks], chunks)
             for payload, chunk in zip(payloads, chunks):
                 out.write(container.chunk_bytes(payload, chunk))
             bar.update(sum(len(c) for c in chunks))

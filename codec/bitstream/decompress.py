@@ -7,6 +7,8 @@
 ``decompress`` loads the models a file names when none is given and refuses models whose hash differs.
 """
 
+import contextlib
+import functools
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -20,6 +22,7 @@ from codec.bitstream.alpha import decode_alpha
 from codec.bitstream.container import Metadata, open_source, read_info
 from codec.bitstream.models import default_prior_dir, load_named_prior, load_recorded
 from codec.bitstream.packing import bits_per_token, unpack_bits
+from codec.bitstream.parallel import map_groups
 from codec.core.checkpoint import load
 from codec.core.model import Codec
 from codec.errors import CorruptFileError, ModelMismatchError
@@ -65,7 +68,9 @@ def _check_tokens_fit(meta: Metadata, model: Codec) -> None:
         raise CorruptFileError("a 3-channel image recorded for a 1-channel codec")
 
 
-def decompress(source, model=None, prior=None, *, device=None, progress: bool = False) -> Decompressed:
+def decompress(
+    source, model=None, prior=None, *, device=None, progress: bool = False, workers: int | None = None
+) -> Decompressed:
     """Decode ``.vqc`` bytes (or a path, or a binary file) back to an image or audio tensor.
 
     Args:
@@ -74,6 +79,8 @@ def decompress(source, model=None, prior=None, *, device=None, progress: bool = 
             loads the ones the file names.
         device: where the codec runs (default: CUDA when available).
         progress: show a progress bar over the tokens being decoded.
+        workers: CPU processes that decode groups of chunks at once (forked; Linux); None: one per thread torch
+            may use (``torch.get_num_threads()``). The result does not depend on it.
 
     Raises:
         CorruptFileError: damaged, truncated or extended data, or not a .vqc file.
@@ -81,13 +88,13 @@ def decompress(source, model=None, prior=None, *, device=None, progress: bool = 
     """
     f, close = open_source(source)
     try:
-        return _decompress(f, model, prior, device, progress)
+        return _decompress(f, model, prior, device, progress, workers)
     finally:
         if close:
             f.close()
 
 
-def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompressed:
+def _decompress(f: BinaryIO, model, prior, device, progress: bool, workers: int | None) -> Decompressed:
     meta = container.read_header(f)
     if model is None:
         model = load_recorded("codec", meta.codec, lambda name: load(name, device=device))
@@ -102,35 +109,36 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
     _check_tokens_fit(meta, model)
     alpha = _read_alpha(f, meta)
     prior_model = _file_prior(meta, model, prior) if meta.mode == "prior" else None
-    parts = []  # decoded chunks: memory grows with the data actually present, never with the header's claims
-    chunks = container.iter_chunks(f, meta)
-    layout = prior_model.layout(meta.token_shape) if prior_model is not None else None
+    # every chunk read and checked (CRCs, bounds, the end of the file) before decoding: memory grows with the
+    # data actually present, never with the header's claims
+    records = list(container.iter_chunks(f, meta))
+    groups = list(meta.groups())
     bits = bits_per_token(meta.codebook_size)
+    if prior_model is None:
+        decoded_groups = ([unpack_bits(records[i][0], b - a, bits) for i, a, b in g] for g in groups)
+    else:
+        decode = functools.partial(range_coding.prior_decode, prior_model, prior_model.layout(meta.token_shape))
+        jobs = (([a for _, a, _ in g], [b - a for _, a, b in g], [records[i][0] for i, _, _ in g]) for g in groups)
+        decoded_groups = map_groups(decode, jobs, workers or torch.get_num_threads(), len(groups))
+    parts = []
     bar = tqdm(total=meta.num_tokens, unit="tok", desc="decode", disable=not progress, leave=False)
-    with bar:
-        for group_chunks in meta.groups():
-            got_chunks = [next(chunks) for _ in group_chunks]
-            lengths = [b - a for _, a, b in group_chunks]
-            if prior_model is None:
-                decoded = [unpack_bits(p, n, bits) for (p, _), n in zip(got_chunks, lengths)]
-            else:
-                starts, payloads = [a for _, a, _ in group_chunks], [p for p, _ in got_chunks]
-                try:
-                    decoded = range_coding.prior_decode(prior_model, layout, starts, lengths, payloads)
-                except ValueError as e:
-                    first, last = group_chunks[0][0], group_chunks[-1][0]
-                    raise CorruptFileError(f"chunks {first}..{last}: {e}") from None
-            for (i, _, _), tokens, (_, tcrc) in zip(group_chunks, decoded, got_chunks):
+    with bar, contextlib.closing(iter(decoded_groups)) as results:
+        for group_chunks in groups:
+            try:
+                decoded = next(results)
+            except ValueError as e:
+                first, last = group_chunks[0][0], group_chunks[-1][0]
+                raise CorruptFileError(f"chunks {first}..{last}: {e}") from None
+            for (i, _, _), tokens in zip(group_chunks, decoded):
                 if tokens.size and (tokens.min() < 0 or tokens.max() >= meta.codebook_size):
                     raise CorruptFileError(f"chunk {i} holds token values outside [0, {meta.codebook_size})")
-                if container.token_crc(tokens) != tcrc:
+                if container.token_crc(tokens) != records[i][1]:
                     raise CorruptFileError(
                         f"chunk {i} decoded to tokens that fail their checksum (damaged data, or a prior computing "
                         "differently from the encoder's)"
                     )
                 parts.append(tokens)
-            bar.update(sum(lengths))
-    next(chunks, None)  # runs the end-of-file check
+            bar.update(sum(b - a for _, a, b in group_chunks))
     flat = torch.from_numpy(np.concatenate(parts))
     tokens = unraster(flat, tuple(meta.token_shape), meta.residual)
     out = _reconstruct(model, meta, tokens)
