@@ -212,7 +212,8 @@ class Codec(nn.Module):
 
     def _latent_tokens(self, x: torch.Tensor, n: int | None) -> torch.Tensor:
         """x (B, C, *grid*f) -> tokens (B, [n_q,] *grid)."""
-        idx = self._quantize(self.encoder(x), n).indices  # (B, *grid) or (B, *grid, n_q)
+        z = self.encoder(x).movedim(1, -1)  # (B, *grid, D)
+        idx = self.quantizer.encode_indices(z, n) if self.residual else self.quantizer.encode_indices(z)
         return idx.movedim(-1, 1) if self.residual else idx
 
     def _encode(self, x: torch.Tensor, n: int | None) -> torch.Tensor:
