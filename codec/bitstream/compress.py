@@ -99,7 +99,9 @@ def _prepare(x: torch.Tensor, model: Codec, src: dict) -> tuple[torch.Tensor, di
     if x.shape[-1] == 0 or x.shape[0] == 0:
         raise ValueError(f"audio is empty: shape {tuple(x.shape)}")
     orig_rate, orig_frames, orig_channels = int(src["rate"]), int(x.shape[1]), int(x.shape[0])
-    y = to_audio_channels(resample(x.float(), orig_rate, model.sample_rate), model.channels)
+    y = resample(x.float(), orig_rate, model.sample_rate)
+    stereo = orig_channels == 2 and model.channels == 1  # mid and side, each coded by the mono codec
+    y = torch.stack([(y[0] + y[1]) / 2, (y[0] - y[1]) / 2]) if stereo else to_audio_channels(y, model.channels)
     media = dict(
         channels=model.channels,
         sample_rate=model.sample_rate,
@@ -110,11 +112,23 @@ def _prepare(x: torch.Tensor, model: Codec, src: dict) -> tuple[torch.Tensor, di
         format=src["format"],
         subtype=src["subtype"],
     )
+    if stereo:
+        media["stereo"] = container.STEREO_CODINGS[0]
     return y, media, None
 
 
-def _levels_for_rate(model: Codec, num_quantizers, bitrate, bpp) -> int | None:
-    """``num_quantizers``, or the level count ``choose_levels`` picks for ``bitrate`` / ``bpp``."""
+def encode_tokens(model: Codec, x: torch.Tensor, media: dict, num_quantizers: int | None) -> torch.Tensor:
+    """The codec's tokens of a prepared input (``_prepare``), on the CPU: the model's token shape, except for coded
+    stereo, whose mid and side grids (n_q, t) follow each other along time: (n_q, 2t)."""
+    if media.get("stereo"):
+        mid, side = model.encode(x[:, None].to(model.device), num_quantizers=num_quantizers).cpu()
+        return torch.cat([mid, side], dim=-1)
+    return model.encode(x[None].to(model.device), num_quantizers=num_quantizers)[0].cpu()
+
+
+def _levels_for_rate(model: Codec, num_quantizers, bitrate, bpp, streams: int = 1) -> int | None:
+    """``num_quantizers``, or the level count ``choose_levels`` picks for ``bitrate`` / ``bpp`` shared by ``streams``
+    signals (2 for stereo coded as mid and side)."""
     given = [
         name for name, v in (("num_quantizers", num_quantizers), ("bitrate", bitrate), ("bpp", bpp)) if v is not None
     ]
@@ -125,11 +139,12 @@ def _levels_for_rate(model: Codec, num_quantizers, bitrate, bpp) -> int | None:
     if (bitrate is not None) != (model.modality == "audio"):
         raise ValueError(f"bitrate is for audio and bpp for images; this is an {model.modality} codec")
     target = parse_bitrate(bitrate) if bitrate is not None else float(bpp)
-    choice = choose_levels(model, target)
+    choice = choose_levels(model, target / streams)
     if choice.below_lowest:
+        each = " for each of mid and side" if streams == 2 else ""
         warnings.warn(
             f"{format_rate(model.modality, target)} is below the lowest rate this codec offers, "
-            f"{format_rate(model.modality, choice.rate)} (1 level); using 1 level",
+            f"{format_rate(model.modality, streams * choice.rate)} (1 level{each}); using 1 level",
             stacklevel=3,
         )
     return choice.levels
@@ -200,9 +215,9 @@ def compress(
         raise ValueError(f"codebook size {model.codebook_size} exceeds the format's {container.MAX_CODEBOOK}")
     c_hash = model_hash(model)
     prior_model, prior_name = resolve_prior(prior, model, c_hash)
-    num_quantizers = _levels_for_rate(model, num_quantizers, bitrate, bpp)
     x, media, alpha = _prepare(x, model, src)
-    tokens = model.encode(x[None].to(model.device), num_quantizers=num_quantizers)[0].cpu()
+    num_quantizers = _levels_for_rate(model, num_quantizers, bitrate, bpp, 2 if media.get("stereo") else 1)
+    tokens = encode_tokens(model, x, media, num_quantizers)
     meta = Metadata(
         modality=modality,
         codec={"name": codec_name, "hash": c_hash[: container.HASH_CHARS]},

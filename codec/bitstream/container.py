@@ -3,7 +3,7 @@
 Layout (all integers little-endian)::
 
     magic        4 bytes   b"VQC\\x1a"
-    version      u16       2, or 3 for an image with alpha (1 and 2 are still read)
+    version      u16       2; 3 for an image with alpha; 4 for stereo coded by a mono codec (1 and 2 are still read)
     meta_length  u32       bytes of metadata as stored, <= MAX_META_BYTES
     header_crc   u32       CRC-32 of magic, version, meta_length and the stored metadata bytes
     metadata     JSON      UTF-8, keys sorted (see ``Metadata``); version 2 stores it raw-deflate compressed
@@ -38,8 +38,10 @@ from codec.errors import CorruptFileError, MediaError
 from codec.store.files import check_readable_file
 
 MAGIC = b"VQC\x1a"
-FORMAT_VERSION = 3  # the newest; a file is written in the oldest version that holds it (``file_version``)
-READ_VERSIONS = (1, 2, 3)  # 1: plain JSON metadata; 2: the same JSON, raw-deflate compressed; 3: 2 + alpha
+FORMAT_VERSION = 4  # the newest; a file is written in the oldest version that holds it (``file_version``)
+# 1: plain JSON metadata; 2: the same JSON, raw-deflate compressed; 3: 2 + alpha; 4: 2 + stereo through a mono codec
+READ_VERSIONS = (1, 2, 3, 4)
+STEREO_CODINGS = ("mid_side",)  # media.stereo: how a 2-channel original was coded by a 1-channel audio codec
 _FIXED = struct.Struct("<4sHII")  # magic, version, meta_length, header_crc
 _CHUNK = struct.Struct("<III")  # payload_length, token_crc, chunk_crc
 CHUNK_HEAD = _CHUNK.size  # bytes before each chunk's payload (and the alpha record's)
@@ -75,7 +77,8 @@ class Metadata:
         media: the original: images {"channels" (colour: 1 or 3), "height", "width", "format", and "alpha" (the
             alpha plane's coding, ``ALPHA_CODINGS``) when it has one}; audio {"channels",
             "sample_rate" (the codec's), "frames" (at the codec's rate), "orig_sample_rate", "orig_frames",
-            "orig_channels", "format", "subtype"}. "format" / "subtype" may be null (a tensor was encoded).
+            "orig_channels", "format", "subtype", and "stereo" (``STEREO_CODINGS``) when a 2-channel original was
+            coded as mid and side by a 1-channel codec}. "format" / "subtype" may be null (a tensor was encoded).
     """
 
     modality: str
@@ -97,6 +100,11 @@ class Metadata:
     @property
     def has_alpha(self) -> bool:
         return self.modality == "image" and "alpha" in self.media
+
+    @property
+    def has_stereo(self) -> bool:
+        """Stereo coded as two mono signals (mid, side) whose token grids follow each other along time."""
+        return self.modality == "audio" and "stereo" in self.media
 
     @property
     def num_chunks(self) -> int:
@@ -218,6 +226,13 @@ def _validate_media(media, modality: str) -> dict:
             _int(media, key, 1, MAX_AUDIO_FRAMES, w)
         _opt_str(media, "format")
         _opt_str(media, "subtype")
+        if "stereo" in media:
+            allowed.add("stereo")
+            if media["stereo"] not in STEREO_CODINGS or media["channels"] != 1 or media["orig_channels"] != 2:
+                raise CorruptFileError(
+                    f"metadata media.stereo = {media['stereo']!r} needs one of {STEREO_CODINGS}, "
+                    "a 1-channel codec and a 2-channel original"
+                )
     if set(media) != allowed:
         raise CorruptFileError(f"metadata media fields {sorted(media)} are not {sorted(allowed)}")
     return dict(media)
@@ -257,8 +272,9 @@ def inflate_metadata(body: bytes) -> bytes:
 
 
 def file_version(meta: Metadata) -> int:
-    """The version a file is written in: the oldest that holds it (3 only for alpha), so older readers read it."""
-    return 3 if meta.has_alpha else 2
+    """The version a file is written in: the oldest that holds it (3 for alpha, 4 for coded stereo, else 2), so
+    older readers read it and refuse, with one clear line, what they cannot."""
+    return 4 if meta.has_stereo else 3 if meta.has_alpha else 2
 
 
 def header_bytes(meta: Metadata, version: int | None = None) -> bytes:
@@ -268,12 +284,14 @@ def header_bytes(meta: Metadata, version: int | None = None) -> bytes:
     body = metadata_bytes(meta)
     if len(body) > MAX_META_BYTES:
         raise ValueError(f"metadata of {len(body)} bytes exceeds {MAX_META_BYTES}")
-    if version in (2, 3):
+    if version in (2, 3, 4):
         body = deflate(body)
     elif version != 1:
         raise ValueError(f"cannot write .vqc version {version}")
     if meta.has_alpha and version < 3:
         raise ValueError("an alpha plane needs .vqc version 3")
+    if meta.has_stereo and version < 4:
+        raise ValueError("coded stereo needs .vqc version 4")
     fixed = struct.pack("<4sHI", MAGIC, version, len(body))
     return fixed + struct.pack("<I", zlib.crc32(fixed + body)) + body
 
@@ -326,6 +344,8 @@ def read_header(f: BinaryIO) -> Metadata:
     meta = validate(d)
     if meta.has_alpha and version < 3:
         raise CorruptFileError(f"metadata media.alpha in a version {version} file (alpha needs version 3)")
+    if meta.has_stereo and version < 4:
+        raise CorruptFileError(f"metadata media.stereo in a version {version} file (it needs version 4)")
     return meta
 
 

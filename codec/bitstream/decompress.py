@@ -61,6 +61,8 @@ def _check_tokens_fit(meta: Metadata, model: Codec) -> None:
     f, m = model.downsample, meta.media
     grid = [m["height"], m["width"]] if meta.modality == "image" else [m["frames"]]
     grid = [-(-s // f) for s in grid]
+    if meta.has_stereo:
+        grid = [2 * grid[0]]  # mid frames, then side frames
     levels = meta.token_shape[0] if meta.residual else 1
     if meta.token_shape[int(meta.residual) :] != grid or not 1 <= levels <= model.num_quantizers:
         raise CorruptFileError(f"token shape {meta.token_shape} does not fit the recorded media size {m}")
@@ -194,7 +196,12 @@ def _reconstruct(model: Codec, meta: Metadata, tokens: torch.Tensor) -> Decompre
     if meta.modality == "image":
         y = model.decode(tokens[None].to(model.device), shape=(m["channels"], m["height"], m["width"]))[0]
         return Decompressed(y.cpu(), meta, tokens)
-    y = model.decode(tokens[None].to(model.device), shape=(model.channels, m["frames"]))[0].cpu()
+    if meta.has_stereo:  # (n_q, 2t): mid, then side
+        halves = torch.stack(tokens.chunk(2, dim=-1)).to(model.device)
+        mid, side = model.decode(halves, shape=(1, m["frames"]))[:, 0].cpu()
+        y = torch.stack([mid + side, mid - side])
+    else:
+        y = model.decode(tokens[None].to(model.device), shape=(model.channels, m["frames"]))[0].cpu()
     y = resample(y, m["sample_rate"], m["orig_sample_rate"]).clamp(-1, 1)
     if m["orig_channels"] <= 2:  # back to the original's layout; more channels than 2 stay as the codec gives them
         y = to_audio_channels(y, m["orig_channels"])

@@ -235,7 +235,9 @@ def _encode_line(src: Path, out: Path, data: bytes, model, options: dict) -> str
     ((option, value),) = options.items()  # num_quantizers, bitrate or bpp
     if option != "num_quantizers" and value is not None:
         asked = format_rate("audio", value) if option == "bitrate" else f"{value:g}"
-        levels += f" for --{option} {asked} ({format_rate(meta.modality, n * level_rate(model))} bit-packed)"
+        streams = 2 if meta.has_stereo else 1  # mid and side, each at n levels
+        packed = format_rate(meta.modality, streams * n * level_rate(model))
+        levels += f" for --{option} {asked} ({packed} bit-packed{', stereo as mid and side' if streams == 2 else ''})"
     alpha = ", alpha kept" if meta.has_alpha else ""
     return f"{src} -> {out}: {len(data)} bytes, {rate}; {levels}, {_MODE_WORDS[meta.mode]}{alpha}"
 

@@ -40,9 +40,10 @@ def info_lines(path: Path, meta, info: dict) -> list[str]:
         what = f"image {m['channels']}x{m['height']}x{m['width']}{alpha} ({m['format'] or 'tensor'})"
         rate = f"{info['bpp']:.4f} bpp; {info['bpp_without_header']:.4f} bpp without the header"
     else:
+        coded = "mid and side, each by the 1-channel codec," if meta.has_stereo else plural(m["channels"], "channel")
         what = (
             f"audio, {plural(m['orig_channels'], 'channel')}, {info['seconds']:.2f} s at {m['orig_sample_rate']} Hz "
-            f"({m['format'] or 'tensor'}); coded as {plural(m['channels'], 'channel')} at {m['sample_rate']} Hz"
+            f"({m['format'] or 'tensor'}); coded as {coded} at {m['sample_rate']} Hz"
         )
         rate = f"{info['kbps']:.3f} kbps; {info['kbps_without_header']:.3f} kbps without the header"
     bits, packed = info["bits_per_token"], info["packed_bits_per_token"]

@@ -110,20 +110,24 @@ def test_image_round_trip_both_modes(models, prior, c):
 
 @pytest.mark.parametrize("prior", [None, "auto"])
 def test_audio_round_trip_resampled_stereo(models, prior):
+    """Stereo through a mono codec: mid and side coded one after the other, left = mid + side, right = mid - side."""
     a = models["audio"]
     y = torch.rand(2, 7000, generator=torch.Generator().manual_seed(4)) - 0.5
     data = codec.compress(y, a, prior=prior, sample_rate=22050, num_quantizers=3, chunk_tokens=10, group=4)
     out = codec.decompress(data)
     from codec.media import resample
 
-    x = resample(y, 22050, 16000).mean(dim=0, keepdim=True)
-    ref = a.encode(x[None], num_quantizers=3)[0]
-    torch.testing.assert_close(out.tokens, ref, rtol=0, atol=0)
+    z = resample(y, 22050, 16000)
+    mid_side = torch.stack([(z[0] + z[1]) / 2, (z[0] - z[1]) / 2])[:, None]  # (2, 1, T) as a batch of two
+    ref = a.encode(mid_side, num_quantizers=3)  # (2, 3, t)
+    torch.testing.assert_close(out.tokens, torch.cat([ref[0], ref[1]], dim=-1), rtol=0, atol=0)
+    assert out.metadata.media["stereo"] == "mid_side" and out.metadata.media["orig_channels"] == 2
+    assert data[4:6] == (4).to_bytes(2, "little")  # version 4: older readers refuse it with one line
     assert out.sample_rate == 22050 and out.data.shape == (2, 7000)
-    mono = resample(a.decode(ref[None], shape=x.shape)[0], 16000, 22050)[0, :7000].clamp(-1, 1)
-    mono = torch.nn.functional.pad(mono, (0, 7000 - len(mono)))  # resampling may fall a sample short: zero-padded
-    torch.testing.assert_close(out.data[1], mono, atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.data[0], out.data[1], rtol=0, atol=0)  # mono codec: both channels alike
+    mid, side = a.decode(ref, shape=(1, z.shape[-1]))[:, 0]
+    want = resample(torch.stack([mid + side, mid - side]), 16000, 22050)[:, :7000].clamp(-1, 1)
+    want = torch.nn.functional.pad(want, (0, 7000 - want.shape[1]))  # resampling may fall a sample short
+    torch.testing.assert_close(out.data, want, atol=1e-5, rtol=0)
 
 
 def test_prior_mode_is_smaller_on_predictable_tokens(tmp_path):

@@ -29,13 +29,15 @@ def bundled(runs, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("rate", "levels", "said"), [("500", 2, "0.5 kbps"), ("1kbps", 4, "1 kbps"), ("0.8k", 3, "0.8 kbps")]
+    ("rate", "levels", "said"), [("1kbps", 2, "1 kbps"), ("2kbps", 4, "2 kbps"), ("1.6k", 3, "1.6 kbps")]
 )
 def test_bitrate_picks_the_levels_and_says_which(runs, tmp_path, capsys, rate, levels, said):
+    """c.wav is stereo, coded as mid and side: the two streams share the rate (250 bits/s a level each)."""
     out = tmp_path / "c.vqc"
     assert run("encode", runs / "media" / "c.wav", "-o", out, "--model", runs / "aud", "--bitrate", rate) == 0
     line = capsys.readouterr().out.strip()
-    assert f" kbps; {levels} levels for --bitrate {said} ({levels * 0.25:.4g} kbps bit-packed), " in line, line
+    packed = f"{2 * levels * 0.25:.4g} kbps bit-packed, stereo as mid and side"
+    assert f" kbps; {levels} levels for --bitrate {said} ({packed}), " in line, line
     assert codec.read_info(out).token_shape[0] == levels
 
 
@@ -44,7 +46,8 @@ def test_a_rate_below_the_lowest_uses_one_level_with_a_warning(runs, tmp_path, c
     assert run("encode", runs / "media" / "c.wav", "-o", out, "--model", runs / "aud", "--bitrate", "100") == 0
     captured = capsys.readouterr()
     assert captured.err.strip() == (
-        "codec: warning: 0.1 kbps is below the lowest rate this codec offers, 0.25 kbps (1 level); using 1 level"
+        "codec: warning: 0.1 kbps is below the lowest rate this codec offers, 0.5 kbps (1 level for each of mid and "
+        "side); using 1 level"
     )
     assert "1 level for --bitrate 0.1 kbps" in captured.out and codec.read_info(out).token_shape[0] == 1
 
@@ -72,11 +75,12 @@ def test_conflicting_or_misplaced_rate_flags_are_errors(runs, tmp_path, capsys):
 
 
 def test_in_a_folder_each_flag_applies_to_its_kind(runs, tmp_path, capsys, bundled):
-    assert run("encode", runs / "media", "-o", tmp_path / "enc", "--bitrate", "500", "--bpp", "1") == 0
+    # c.wav is stereo: 1 kbps shared by mid and side is 2 levels each
+    assert run("encode", runs / "media", "-o", tmp_path / "enc", "--bitrate", "1000", "--bpp", "1") == 0
     out = capsys.readouterr().out
-    assert "2 levels for --bitrate 0.5 kbps" in out and out.count("1 level for --bpp 1 ") == 2
+    assert "2 levels for --bitrate 1 kbps" in out and out.count("1 level for --bpp 1 ") == 2
     assert codec.read_info(tmp_path / "enc" / "c.wav.vqc").token_shape[0] == 2
-    assert run("encode", runs / "media", "-o", tmp_path / "enc2", "--bitrate", "500") == 0  # images: all levels
+    assert run("encode", runs / "media", "-o", tmp_path / "enc2", "--bitrate", "1000") == 0  # images: all levels
     assert codec.read_info(tmp_path / "enc2" / "c.wav.vqc").token_shape[0] == 2
 
 

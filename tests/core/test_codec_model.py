@@ -73,9 +73,9 @@ def test_audio_round_trip_shapes(length, channels, arch):
     assert m.decode(low, shape=x.shape[1:]).shape == x.shape
 
 
-@pytest.mark.parametrize("arch", ["conv", "shuffle"])
-def test_tiled_image_matches_whole_image(arch):
-    m = tiny_image(8, arch=arch, tile=4, tile_overlap=6)
+@pytest.mark.parametrize("arch,padding", [("conv", "zeros"), ("shuffle", "zeros"), ("shuffle", "replicate")])
+def test_tiled_image_matches_whole_image(arch, padding):
+    m = tiny_image(8, arch=arch, tile=4, tile_overlap=6, padding=padding)
     x = torch.rand(1, 3, 200, 333)
     tiled = m.encode(x)
     m.config.tile = 10_000
