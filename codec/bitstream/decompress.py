@@ -118,7 +118,7 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
     parts = []  # decoded chunks: memory grows with the data actually present, never with the header's claims
     chunks = container.iter_chunks(f, meta)
     layout = prior_model.layout(meta.token_shape) if prior_model is not None else None
-    decode = _prior_decoder(meta, prior_model) if prior_model is not None else None
+    decode = prior_decoder(meta, prior_model) if prior_model is not None else None
     bits = bits_per_token(meta.codebook_size)
     bar = tqdm(total=meta.num_tokens, unit="tok", desc="decode", disable=not progress, leave=False)
     with bar:
@@ -165,7 +165,7 @@ def _read_alpha(f: BinaryIO, meta: Metadata) -> np.ndarray | None:
     return plane
 
 
-def _prior_decoder(meta: Metadata, prior_model):
+def prior_decoder(meta: Metadata, prior_model):
     """``decode(layout, starts, lengths, payloads) -> tokens`` of a "prior" file's coder: the integer prior
     (version 5), or the float one of versions 1-4, which decodes only where torch computes its logits bit for bit
     as the encoder's machine did."""
