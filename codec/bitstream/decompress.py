@@ -91,10 +91,6 @@ def decompress(source, model=None, prior=None, *, device=None, progress: bool = 
         if where is None or where in str(e):
             raise
         raise CorruptFileError(f"{where}: {e}") from None
-    except VQCodecError:
-        raise
-    except Exception as e:  # a foreign error on data that passed every check: still a bad file, never a traceback
-        raise CorruptFileError(f"{where or 'the .vqc data'}: cannot be decoded ({type(e).__name__}: {e})") from e
     finally:
         if close:
             f.close()
@@ -113,8 +109,18 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
             f"not with the given codec ({got[:12]})"
         )
     _check_tokens_fit(meta, model)
-    alpha = _read_alpha(f, meta)
     prior_model = _file_prior(meta, model, prior) if meta.mode == "prior" else None
+    try:
+        return _decode(f, meta, model, prior_model, progress)
+    except VQCodecError:
+        raise
+    except Exception as e:  # a foreign error on data that passed every check: still a bad file, never a traceback
+        raise CorruptFileError(f"cannot be decoded ({type(e).__name__}: {e})") from e
+
+
+def _decode(f: BinaryIO, meta: Metadata, model: Codec, prior_model, progress: bool) -> Decompressed:
+    """The alpha record, the chunks and the reconstruction: everything read from ``f`` after the header."""
+    alpha = _read_alpha(f, meta)
     parts = []  # decoded chunks: memory grows with the data actually present, never with the header's claims
     chunks = container.iter_chunks(f, meta)
     layout = prior_model.layout(meta.token_shape) if prior_model is not None else None
