@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec.bitstream import container, range_coding
+from codec.bitstream import container, integer_coding, range_coding
 from codec.bitstream.alpha import ALPHA_CODINGS, encode_alpha
 from codec.bitstream.container import Metadata
 from codec.bitstream.models import resolve_codec, resolve_prior
@@ -182,8 +182,8 @@ def compress(
         chunk_tokens: tokens per chunk (each independently checked and entropy coded); None chooses with
             ``auto_chunk_tokens``.
         group: chunks range-coded in lockstep in "prior" mode (recorded in the file).
-        device: where the codec runs (default: CUDA when available). The prior always runs on the CPU, so
-            files decode the same on any machine of the same kind.
+        device: where the codec runs (default: CUDA when available). The prior codes in exact integer arithmetic
+            (``codec.bitstream.integer_coding``), so the file decodes to the same tokens on any machine.
         progress: show a progress bar over the tokens being entropy coded.
         packed_if_smaller: write a "packed" file instead when it is no larger than the prior-coded one (a prior
             that does not model this input well can cost more than the fixed-width indices); None: only with
@@ -224,13 +224,14 @@ def compress(
         media=media,
         group=group if prior_model is not None else 1,
     )
-    if prior_model is not None:
-        meta.prior = {"name": prior_name, "hash": model_hash(prior_model)[: container.HASH_CHARS]}
+    if prior_model is not None:  # the integer prior codes (version 5); the file names it by its hash
+        meta.coder = integer_coding.CODER
+        meta.prior = {"name": prior_name, "hash": integer_coding.integer_hash(prior_model)[: container.HASH_CHARS]}
     flat = raster(tokens, model.residual).numpy()
     alpha_record = b"" if alpha is None else container.alpha_bytes(encode_alpha(alpha), alpha)
     data = _write(meta, alpha_record, flat, prior_model, progress)
     if prior_model is not None and (packed_if_smaller if packed_if_smaller is not None else prior == "auto"):
-        packed_meta = dataclasses.replace(meta, mode="packed", prior=None, group=1)
+        packed_meta = dataclasses.replace(meta, mode="packed", prior=None, group=1, coder=None)
         packed = _write(packed_meta, alpha_record, flat, None, False)
         if len(packed) <= len(data):
             return packed
@@ -239,8 +240,10 @@ def compress(
 
 def _write(meta: Metadata, alpha_record: bytes, flat: np.ndarray, prior_model, progress: bool) -> bytes:
     """The file's bytes: header, the alpha record (b"" without alpha), then every chunk of ``flat`` (raster
-    order), packed or coded by ``prior_model``."""
+    order), packed or coded by ``prior_model`` with the file's coder (``meta.coder``: the integer prior; None: the
+    float coder of versions 1-4, which only tests and benchmarks write)."""
     layout = prior_model.layout(tuple(meta.token_shape)) if prior_model is not None else None
+    encode = prior_encoder(meta, prior_model) if prior_model is not None else None
     bits = bits_per_token(meta.codebook_size)
     out = io.BytesIO()
     out.write(container.header_bytes(meta))
@@ -252,8 +255,16 @@ def _write(meta: Metadata, alpha_record: bytes, flat: np.ndarray, prior_model, p
             if prior_model is None:
                 payloads = [pack_bits(c, bits) for c in chunks]
             else:
-                payloads = range_coding.prior_encode(prior_model, layout, [a for _, a, _ in group_chunks], chunks)
+                payloads = encode(layout, [a for _, a, _ in group_chunks], chunks)
             for payload, chunk in zip(payloads, chunks):
                 out.write(container.chunk_bytes(payload, chunk))
             bar.update(sum(len(c) for c in chunks))
     return out.getvalue()
+
+
+def prior_encoder(meta: Metadata, prior_model):
+    """``encode(layout, starts, chunks) -> payloads`` of a "prior" file's coder (``meta.coder``)."""
+    if meta.coder is None:
+        return lambda *a: range_coding.prior_encode(prior_model, *a)
+    net = integer_coding.integer_net(prior_model)
+    return lambda *a: integer_coding.encode_chunks(net, *a)

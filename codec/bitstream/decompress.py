@@ -7,6 +7,7 @@
 ``decompress`` loads the models a file names when none is given and refuses models whose hash differs.
 """
 
+import os
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -15,14 +16,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec.bitstream import container, range_coding
+from codec.bitstream import container, integer_coding, range_coding
 from codec.bitstream.alpha import decode_alpha
 from codec.bitstream.container import Metadata, open_source, read_info
 from codec.bitstream.models import default_prior_dir, load_named_prior, load_recorded
 from codec.bitstream.packing import bits_per_token, unpack_bits
 from codec.core.checkpoint import load
 from codec.core.model import Codec
-from codec.errors import CorruptFileError, ModelMismatchError
+from codec.errors import CorruptFileError, ModelMismatchError, VQCodecError
 from codec.media import resample, to_audio_channels
 from codec.store.rundir import model_hash
 from prior.checkpoint import load_prior
@@ -78,12 +79,18 @@ def decompress(source, model=None, prior=None, *, device=None, progress: bool = 
         progress: show a progress bar over the tokens being decoded.
 
     Raises:
-        CorruptFileError: damaged, truncated or extended data, or not a .vqc file.
+        CorruptFileError: damaged, truncated or extended data, or not a .vqc file, naming the file when ``source``
+            is a path; any other library's error while decoding (the range coder's, torch's) becomes one too.
         ModelMismatchError: the file was made with another codec or prior, or the one it names is not available.
     """
     f, close = open_source(source)
+    where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     try:
         return _decompress(f, model, prior, device, progress)
+    except CorruptFileError as e:
+        if where is None or where in str(e):
+            raise
+        raise CorruptFileError(f"{where}: {e}") from None
     finally:
         if close:
             f.close()
@@ -102,11 +109,22 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
             f"not with the given codec ({got[:12]})"
         )
     _check_tokens_fit(meta, model)
-    alpha = _read_alpha(f, meta)
     prior_model = _file_prior(meta, model, prior) if meta.mode == "prior" else None
+    try:
+        return _decode(f, meta, model, prior_model, progress)
+    except VQCodecError:
+        raise
+    except Exception as e:  # a foreign error on data that passed every check: still a bad file, never a traceback
+        raise CorruptFileError(f"cannot be decoded ({type(e).__name__}: {e})") from e
+
+
+def _decode(f: BinaryIO, meta: Metadata, model: Codec, prior_model, progress: bool) -> Decompressed:
+    """The alpha record, the chunks and the reconstruction: everything read from ``f`` after the header."""
+    alpha = _read_alpha(f, meta)
     parts = []  # decoded chunks: memory grows with the data actually present, never with the header's claims
     chunks = container.iter_chunks(f, meta)
     layout = prior_model.layout(meta.token_shape) if prior_model is not None else None
+    decode = prior_decoder(meta, prior_model) if prior_model is not None else None
     bits = bits_per_token(meta.codebook_size)
     bar = tqdm(total=meta.num_tokens, unit="tok", desc="decode", disable=not progress, leave=False)
     with bar:
@@ -118,7 +136,7 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
             else:
                 starts, payloads = [a for _, a, _ in group_chunks], [p for p, _ in got_chunks]
                 try:
-                    decoded = range_coding.prior_decode(prior_model, layout, starts, lengths, payloads)
+                    decoded = decode(layout, starts, lengths, payloads)
                 except ValueError as e:
                     first, last = group_chunks[0][0], group_chunks[-1][0]
                     raise CorruptFileError(f"chunks {first}..{last}: {e}") from None
@@ -153,6 +171,22 @@ def _read_alpha(f: BinaryIO, meta: Metadata) -> np.ndarray | None:
     return plane
 
 
+def prior_decoder(meta: Metadata, prior_model):
+    """``decode(layout, starts, lengths, payloads) -> tokens`` of a "prior" file's coder: the integer prior
+    (version 5), or the float one of versions 1-4, which decodes only where torch computes its logits bit for bit
+    as the encoder's machine did."""
+    if meta.coder is None:
+        return lambda *a: range_coding.prior_decode(prior_model, *a)
+    net = integer_coding.integer_net(prior_model)
+    return lambda *a: integer_coding.decode_chunks(net, *a)
+
+
+def recorded_prior_hash(meta: Metadata, prior_model) -> str:
+    """The hash a "prior" file records of its prior: the integer prior's (version 5), or the float prior's."""
+    h = integer_coding.integer_hash(prior_model) if meta.coder is not None else model_hash(prior_model)
+    return h[: container.HASH_CHARS]
+
+
 def _file_prior(meta: Metadata, model: Codec, prior):
     """The prior a "prior"-mode file was made with: ``prior`` (an object or a directory) if given, else the one
     stored with the codec if its hash is the file's, else the one the file names. Each candidate is hashed once.
@@ -162,7 +196,7 @@ def _file_prior(meta: Metadata, model: Codec, prior):
     """
 
     def hashed(p):
-        return p, model_hash(p)[: container.HASH_CHARS]
+        return p, recorded_prior_hash(meta, p)
 
     candidate = got = None
     if prior is not None:

@@ -107,6 +107,7 @@ def test_info_reports_the_real_rate_and_the_mode(runs, tmp_path, capsys):
     bits = info["bits_per_token"]
     want = f"coding:   prior-coded: {bits:.3f} bits per coded token, {abs(change):.1f}% {side} bit-packed"
     assert want in text and "(3 residual levels)" in text and "prior:    " in text
+    assert "; coder integer-1, exact on any machine" in text
 
 
 def test_info_of_a_packed_image(runs, tmp_path, capsys):
