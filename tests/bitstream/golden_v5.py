@@ -1,5 +1,7 @@
-"""Golden vectors of the integer coder (format version 5) and of packed files, made with tiny models committed
-under tests/bitstream/golden/v5/models (so they never depend on the bundled models, which may be retrained).
+"""Golden vectors of the integer coder (format version 5), of packed files, and of the float coder that prior-mode
+files of versions 1-4 use (``v2_*``: written through the float coder, as vqcodec wrote them before version 5), made
+with tiny models committed under tests/bitstream/golden/v5/models (so they never depend on the bundled models,
+which may be retrained).
 
 ``python tests/bitstream/golden_v5.py`` (re)writes the models (only when missing), the .vqc files and
 ``expected.json``. Run it only for a deliberate format or coder change: test_golden.py then fails until it is run,
@@ -70,6 +72,19 @@ def _audio(channels: int) -> torch.Tensor:
     return torch.stack(tone[:channels])
 
 
+def float_coded(x, m, p, n: int, **opts) -> bytes:
+    """A version-2 prior-mode file of x: the float coder (no ``coder`` field, the float prior's hash)."""
+    from codec.bitstream import compress as compress_module
+    from codec.bitstream import container
+    from prior.layout import raster
+
+    out = codec.decompress(codec.compress(x, m, p, num_quantizers=n, **opts), m, p, device="cpu")
+    meta = dataclasses.replace(
+        out.metadata, coder=None, prior={"name": p.name, "hash": codec.model_hash(p)[: container.HASH_CHARS]}
+    )
+    return compress_module._write(meta, b"", raster(out.tokens, meta.residual).numpy(), p, False)
+
+
 def cases() -> dict:
     """file name -> (modality, how to make it from the models: compress(x, codec, prior) -> bytes)."""
     opts = dict(device="cpu", chunk_tokens=48, group=3)
@@ -94,6 +109,8 @@ def cases() -> dict:
             "audio",
             lambda m, p: codec.compress(_audio(1), m, None, num_quantizers=3, sample_rate=16000, **opts),
         ),
+        "v2_image_prior_q2.vqc": ("image", lambda m, p: float_coded(_image(3), m, p, 2, **opts)),
+        "v2_audio_prior_q4.vqc": ("audio", lambda m, p: float_coded(_audio(1), m, p, 4, sample_rate=16000, **opts)),
     }
 
 
