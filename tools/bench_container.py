@@ -5,15 +5,20 @@
 
 For every file: real ``.vqc`` sizes from ``codec.compress`` in both modes (whole files: header and chunk heads
 included), checked to decode to the same tokens; then the range coder alone, timed: encode and decode of the
-file's tokens with the prior (``codec.bitstream.range_coding.prior_encode`` / ``prior_decode`` over the same chunks
-and groups as the file), in tokens per second. Targets (issue 5): prior files at most 75% of packed ones; at least 2,000
-tokens/s each way on the CPU with the default prior.
+file's tokens with the file's coder (the integer prior of format version 5, ``codec.bitstream.integer_coding``,
+over the same chunks and groups as the file), in tokens per second. ``--compare-float`` also times the float coder
+of versions 1-4 (``codec.bitstream.range_coding``) on the same chunks and reports how many more bits the integer
+prior's payloads take than the float one's. Targets: prior files at most 75% of packed ones (issue 5); at least
+4,000 tokens/s each way on the CPU with the bundled priors, and at most 2% more bits than the float prior
+(issue 13). The load average is recorded: on a shared machine the speeds are noisy.
 
 Prints a table and writes JSON (``--out``, default bench_results/container.json).
 """
 
 import argparse
+import dataclasses
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -22,8 +27,9 @@ import numpy as np
 import torch
 
 import codec
-from codec.bitstream import packing, range_coding
-from codec.bitstream.compress import DEFAULT_GROUP
+from codec.bitstream import packing
+from codec.bitstream.compress import DEFAULT_GROUP, prior_encoder
+from codec.bitstream.decompress import prior_decoder
 from codec.bitstream.models import default_prior_dir
 from codec.media.audio_io import is_audio_file
 from codec.media.image_io import is_image_file
@@ -31,21 +37,25 @@ from prior.checkpoint import load_prior
 from prior.layout import raster
 
 
-def time_entropy(prior, meta, tokens: torch.Tensor) -> tuple[float, float]:
-    """Seconds to range-encode and to range-decode one file's tokens, as compress / decompress chunk them."""
+def time_entropy(prior, meta, tokens: torch.Tensor, float_coder: bool = False) -> tuple[float, float, int]:
+    """Seconds to range-encode and to range-decode one file's tokens, as compress / decompress chunk them, and the
+    payloads' bytes; with the file's coder, or with the float coder of versions 1-4 (``float_coder``)."""
     flat = raster(tokens, meta.residual).numpy()
     layout = prior.layout(meta.token_shape)
+    meta = dataclasses.replace(meta, coder=None) if float_coder else meta
+    encode, decode = prior_encoder(meta, prior), prior_decoder(meta, prior)  # derives the integer prior once
     enc = dec = 0.0
+    size = 0
     for group_chunks in meta.groups():
         starts, chunks = [a for _, a, _ in group_chunks], [flat[a:b] for _, a, b in group_chunks]
         t0 = time.perf_counter()
-        payloads = range_coding.prior_encode(prior, layout, starts, chunks)
+        payloads = encode(layout, starts, chunks)
         t1 = time.perf_counter()
-        back = range_coding.prior_decode(prior, layout, starts, [len(c) for c in chunks], payloads)
+        back = decode(layout, starts, [len(c) for c in chunks], payloads)
         t2 = time.perf_counter()
         assert all(np.array_equal(x, y) for x, y in zip(back, chunks)), "range coder round trip failed"
-        enc, dec = enc + t1 - t0, dec + t2 - t1
-    return enc, dec
+        enc, dec, size = enc + t1 - t0, dec + t2 - t1, size + sum(map(len, payloads))
+    return enc, dec, size
 
 
 def main(argv=None) -> int:
@@ -57,6 +67,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-tokens", type=int, help="tokens per chunk (default: chosen per file)")
     ap.add_argument("--group", type=int, default=DEFAULT_GROUP)
     ap.add_argument("--limit", type=int, help="at most this many files")
+    ap.add_argument("--compare-float", action="store_true", help="also time the float coder; compare its bits")
     ap.add_argument("--out", default="bench_results/container.json")
     args = ap.parse_args(argv)
 
@@ -73,7 +84,9 @@ def main(argv=None) -> int:
     rows = []
     head = f"{'file':32s} {'tokens':>8s} {'packed B':>9s} {'prior B':>9s} {'ratio':>6s} {'bits/tok':>8s} "
     head += f"{'enc tok/s':>9s} {'dec tok/s':>9s}"
+    load = os.getloadavg()
     print(f"codec {args.model}, prior {prior_dir}, torch threads for coding: 1, {platform.processor() or ''}")
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     print(head)
     for path in files:
         packed = codec.compress(path, model, prior=None, **opts)
@@ -81,7 +94,8 @@ def main(argv=None) -> int:
         out_p, out_c = codec.decompress(packed, model), codec.decompress(coded, model, prior)
         assert torch.equal(out_p.tokens, out_c.tokens), f"{path}: modes decode to different tokens"
         meta = out_c.metadata
-        enc, dec = time_entropy(prior, meta, out_c.tokens)
+        assert meta.coder is not None, "compress wrote a float-coded file"
+        enc, dec, size = time_entropy(prior, meta, out_c.tokens)
         n = meta.num_tokens
         row = dict(
             file=path.name,
@@ -94,7 +108,12 @@ def main(argv=None) -> int:
             encode_tokens_per_s=n / enc,
             decode_tokens_per_s=n / dec,
             chunks=meta.num_chunks,
+            coder=meta.coder,
         )
+        if args.compare_float:
+            f_enc, f_dec, f_size = time_entropy(prior, meta, out_c.tokens, float_coder=True)
+            row.update(float_encode_tokens_per_s=n / f_enc, float_decode_tokens_per_s=n / f_dec)
+            row.update(payload_bytes=size, float_payload_bytes=f_size)
         if model.modality == "image":
             row["prior_bpp"] = len(coded) * 8 / (meta.media["height"] * meta.media["width"])
         rows.append(row)
@@ -110,12 +129,30 @@ def main(argv=None) -> int:
         ratio=sum(r["prior_bytes"] for r in rows) / sum(r["packed_bytes"] for r in rows),
         encode_tokens_per_s=total_tokens / sum(r["tokens"] / r["encode_tokens_per_s"] for r in rows),
         decode_tokens_per_s=total_tokens / sum(r["tokens"] / r["decode_tokens_per_s"] for r in rows),
-        targets=dict(ratio_max=0.75, tokens_per_s_min=2000),
+        targets=dict(ratio_max=0.75, tokens_per_s_min=4000, integer_extra_bits_max=0.02),
+        load_average_start=load,
+        load_average_end=os.getloadavg(),
     )
+    if args.compare_float:
+        summary["integer_extra_bits"] = (
+            sum(r["payload_bytes"] for r in rows) / sum(r["float_payload_bytes"] for r in rows) - 1
+        )
+        for key in ("encode", "decode"):
+            summary[f"float_{key}_tokens_per_s"] = total_tokens / sum(
+                r["tokens"] / r[f"float_{key}_tokens_per_s"] for r in rows
+            )
     print(
         f"{'TOTAL':32s} {total_tokens:8d} {'':9s} {'':9s} {summary['ratio']:6.3f} {'':8s} "
         f"{summary['encode_tokens_per_s']:9.0f} {summary['decode_tokens_per_s']:9.0f}"
     )
+    if args.compare_float:
+        print(
+            f"float coder on the same chunks: encode {summary['float_encode_tokens_per_s']:.0f}, decode "
+            f"{summary['float_decode_tokens_per_s']:.0f} tok/s; integer payloads "
+            f"{100 * summary['integer_extra_bits']:+.3f}% bits"
+        )
+    end = summary["load_average_end"]
+    print(f"load average at end: {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}")
     cfg = prior.config
     result = dict(
         summary=summary,

@@ -11,7 +11,6 @@ name and hash.
 """
 
 import dataclasses
-import functools
 import io
 import os
 import warnings
@@ -20,12 +19,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec.bitstream import container, range_coding
+from codec.bitstream import container, integer_coding, range_coding
 from codec.bitstream.alpha import ALPHA_CODINGS, encode_alpha
 from codec.bitstream.container import Metadata
 from codec.bitstream.models import resolve_codec, resolve_prior
 from codec.bitstream.packing import bits_per_token, pack_bits
-from codec.bitstream.parallel import map_groups
+from codec.bitstream.parallel import map_groups, work_units
 from codec.bitstream.rate import choose_levels, format_rate, parse_bitrate
 from codec.core.model import Codec
 from codec.errors import MediaError, ModelMismatchError
@@ -185,14 +184,14 @@ def compress(
         chunk_tokens: tokens per chunk (each independently checked and entropy coded); None chooses with
             ``auto_chunk_tokens``.
         group: chunks range-coded in lockstep in "prior" mode (recorded in the file).
-        device: where the codec runs (default: CUDA when available). The prior always runs on the CPU, so
-            files decode the same on any machine of the same kind.
+        device: where the codec runs (default: CUDA when available). The prior codes in exact integer arithmetic
+            (``codec.bitstream.integer_coding``), so the file decodes to the same tokens on any machine.
         progress: show a progress bar over the tokens being entropy coded.
         packed_if_smaller: write a "packed" file instead when it is no larger than the prior-coded one (a prior
             that does not model this input well can cost more than the fixed-width indices); None: only with
             ``prior="auto"``, so a prior given explicitly is always used.
-        workers: CPU processes that range-code groups of chunks at once (forked; Linux); None: one per thread
-            torch may use (``torch.get_num_threads()``, the cores by default). The bytes do not depend on it.
+        workers: CPU processes that range-code chunks at once (forked; Linux); None: one per thread torch may use
+            (``torch.get_num_threads()``, the cores by default). The bytes do not depend on it.
 
     Returns:
         The file's bytes (see docs/format.md). The same input and models give the same bytes (with the same
@@ -229,41 +228,52 @@ def compress(
         media=media,
         group=group if prior_model is not None else 1,
     )
-    if prior_model is not None:
-        meta.prior = {"name": prior_name, "hash": model_hash(prior_model)[: container.HASH_CHARS]}
+    if prior_model is not None:  # the integer prior codes (version 5); the file names it by its hash
+        meta.coder = integer_coding.CODER
+        meta.prior = {"name": prior_name, "hash": integer_coding.integer_hash(prior_model)[: container.HASH_CHARS]}
     flat = raster(tokens, model.residual).numpy()
     alpha_record = b"" if alpha is None else container.alpha_bytes(encode_alpha(alpha), alpha)
     workers = workers or torch.get_num_threads()
     data = _write(meta, alpha_record, flat, prior_model, progress, workers)
     if prior_model is not None and (packed_if_smaller if packed_if_smaller is not None else prior == "auto"):
-        packed_meta = dataclasses.replace(meta, mode="packed", prior=None, group=1)
+        packed_meta = dataclasses.replace(meta, mode="packed", prior=None, group=1, coder=None)
         packed = _write(packed_meta, alpha_record, flat, None, False, 1)
         if len(packed) <= len(data):
             return packed
     return data
 
 
-def _write(meta: Metadata, alpha_record: bytes, flat: np.ndarray, prior_model, progress: bool, workers: int) -> bytes:
+def _write(
+    meta: Metadata, alpha_record: bytes, flat: np.ndarray, prior_model, progress: bool, workers: int = 1
+) -> bytes:
     """The file's bytes: header, the alpha record (b"" without alpha), then every chunk of ``flat`` (raster
-    order), packed or coded by ``prior_model`` (groups of chunks in ``workers`` processes: the same bytes)."""
-    layout = prior_model.layout(tuple(meta.token_shape)) if prior_model is not None else None
+    order), packed or coded by ``prior_model`` with the file's coder (``meta.coder``: the integer prior; None: the
+    float coder of versions 1-4, which only tests and benchmarks write), in ``workers`` processes (the same
+    bytes whatever their number; ``codec.bitstream.parallel``)."""
     bits = bits_per_token(meta.codebook_size)
     out = io.BytesIO()
     out.write(container.header_bytes(meta))
     out.write(alpha_record)
-    groups = list(meta.groups())
-    jobs = (([a for _, a, _ in g], [flat[a:b] for _, a, b in g]) for g in groups)
+    jobs = work_units(list(meta.groups()), workers, lockstep=meta.coder is None)
+    args = (([a for _, a, _ in job], [flat[a:b] for _, a, b in job]) for job in jobs)
     if prior_model is None:
-        coded = ([pack_bits(c, bits) for c in chunks] for _, chunks in jobs)
+        coded = ([pack_bits(c, bits) for c in chunks] for _, chunks in args)
     else:
-        coded = map_groups(
-            functools.partial(range_coding.prior_encode, prior_model, layout), jobs, workers, len(groups)
-        )
+        encode, layout = prior_encoder(meta, prior_model), prior_model.layout(tuple(meta.token_shape))
+        coded = map_groups(lambda starts, chunks: encode(layout, starts, chunks), args, workers, len(jobs))
     bar = tqdm(total=meta.num_tokens, unit="tok", desc="encode", disable=not progress, leave=False)
     with bar:
-        for group_chunks, payloads in zip(groups, coded):
-            chunks = [flat[a:b] for _, a, b in group_chunks]
+        for job, payloads in zip(jobs, coded):
+            chunks = [flat[a:b] for _, a, b in job]
             for payload, chunk in zip(payloads, chunks):
                 out.write(container.chunk_bytes(payload, chunk))
             bar.update(sum(len(c) for c in chunks))
     return out.getvalue()
+
+
+def prior_encoder(meta: Metadata, prior_model):
+    """``encode(layout, starts, chunks) -> payloads`` of a "prior" file's coder (``meta.coder``)."""
+    if meta.coder is None:
+        return lambda *a: range_coding.prior_encode(prior_model, *a)
+    net = integer_coding.integer_net(prior_model)
+    return lambda *a: integer_coding.encode_chunks(net, *a)

@@ -3,12 +3,13 @@
 Layout (all integers little-endian)::
 
     magic        4 bytes   b"VQC\\x1a"
-    version      u16       2; 3 for an image with alpha; 4 for stereo coded by a mono codec (1 and 2 are still read)
+    version      u16       packed: 2; 3 for an image with alpha; 4 for stereo coded by a mono codec.
+                           prior mode: 5 (the integer coder; may carry alpha or stereo). 1-4 are still read
     meta_length  u32       bytes of metadata as stored, <= MAX_META_BYTES
     header_crc   u32       CRC-32 of magic, version, meta_length and the stored metadata bytes
-    metadata     JSON      UTF-8, keys sorted (see ``Metadata``); version 2 stores it raw-deflate compressed
+    metadata     JSON      UTF-8, keys sorted (see ``Metadata``); versions 2-5 store it raw-deflate compressed
                            (at most MAX_META_BYTES once inflated), version 1 as it is
-    alpha record          version 3, when media.alpha is set: the same 12-byte head as a chunk (its CRC of the
+    alpha record          version 3 or 5, when media.alpha is set: the same 12-byte head as a chunk (its CRC of the
                           raw alpha plane), then the coded plane (``codec.bitstream.alpha``)
     chunk * num_chunks:
         payload_length  u32   <= the bound its token count allows
@@ -38,9 +39,15 @@ from codec.errors import CorruptFileError, MediaError
 from codec.store.files import check_readable_file
 
 MAGIC = b"VQC\x1a"
-FORMAT_VERSION = 4  # the newest; a file is written in the oldest version that holds it (``file_version``)
-# 1: plain JSON metadata; 2: the same JSON, raw-deflate compressed; 3: 2 + alpha; 4: 2 + stereo through a mono codec
-READ_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5  # the newest; a file is written in the oldest version that holds it (``file_version``)
+# 1: plain JSON metadata; 2: the same JSON, raw-deflate compressed; 3: 2 + alpha; 4: 2 + stereo through a mono codec;
+# 5: 4 + "coder": prior mode range-coded with the integer prior. Prior-mode files of 1-4 used the float prior.
+READ_VERSIONS = (1, 2, 3, 4, 5)
+CODER_VERSION = 5  # the first version whose prior-mode files name their coder
+# "prior" mode's range coders (metadata "coder", version 5): "integer-1" is the integer prior of prior.integer
+# (codec.bitstream.integer_coding), exact on every machine. Versions 1-4 name none: the float prior
+# (codec.bitstream.range_coding), which decodes only where torch computes its logits as the encoder's machine did.
+PRIOR_CODERS = ("integer-1",)
 STEREO_CODINGS = ("mid_side",)  # media.stereo: how a 2-channel original was coded by a 1-channel audio codec
 _FIXED = struct.Struct("<4sHII")  # magic, version, meta_length, header_crc
 _CHUNK = struct.Struct("<III")  # payload_length, token_crc, chunk_crc
@@ -73,7 +80,10 @@ class Metadata:
         residual: whether token_shape has a level axis first.
         codebook_size: K; tokens lie in [0, K).
         chunk_tokens: tokens per chunk (the last may be shorter), in raster order with the level innermost.
-        group: chunks range-decoded together ("prior" mode; part of what makes decoding reproducible).
+        group: chunks range-decoded together ("prior" mode; the float coder of versions 1-4 needs it to reproduce
+            its logits; the integer coder's do not depend on it).
+        coder: the range coder of a "prior" file of version 5 (one of PRIOR_CODERS); None in "packed" mode and in
+            the float-coded "prior" files of versions 1-4.
         media: the original: images {"channels" (colour: 1 or 3), "height", "width", "format", and "alpha" (the
             alpha plane's coding, ``ALPHA_CODINGS``) when it has one}; audio {"channels",
             "sample_rate" (the codec's), "frames" (at the codec's rate), "orig_sample_rate", "orig_frames",
@@ -92,6 +102,7 @@ class Metadata:
     prior: dict | None = None
     group: int = 1
     extra: dict = field(default_factory=dict)
+    coder: str | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -151,8 +162,8 @@ def _opt_str(media: dict, key: str) -> None:
         raise CorruptFileError(f"metadata field media.{key} = {v!r} is not a short string or null")
 
 
-def validate(d) -> Metadata:
-    """Check parsed JSON metadata against the format's bounds; returns it as ``Metadata``.
+def validate(d, version: int = FORMAT_VERSION) -> Metadata:
+    """Check parsed JSON metadata (of a file of format ``version``) against the format's bounds.
 
     Raises:
         CorruptFileError: a missing or unknown field, a wrong type, or a value out of bounds.
@@ -160,7 +171,7 @@ def validate(d) -> Metadata:
     if not isinstance(d, dict):
         raise CorruptFileError("metadata is not a JSON object")
     known = {"modality", "codec", "prior", "mode", "token_shape", "residual", "codebook_size", "chunk_tokens"}
-    known |= {"media", "group", "extra"}
+    known |= {"media", "group", "extra"} | ({"coder"} if version >= CODER_VERSION else set())
     if set(d) - known:
         raise CorruptFileError(f"unknown metadata fields {sorted(set(d) - known)}")
     modality, mode = d.get("modality"), d.get("mode")
@@ -198,8 +209,22 @@ def validate(d) -> Metadata:
         group=_int(d, "group", 1, MAX_GROUP, "metadata "),
         media=_validate_media(d.get("media"), modality),
         extra=extra,
+        coder=_validate_coder(d.get("coder"), mode, version),
     )
     return meta
+
+
+def _validate_coder(coder, mode: str, version: int) -> str | None:
+    if version < CODER_VERSION or mode == "packed":
+        if coder is not None:
+            raise CorruptFileError(f"metadata names a coder {coder!r} in a {mode} file")
+        return None
+    if coder not in PRIOR_CODERS:
+        raise CorruptFileError(
+            f"this file's range coder {coder!r} is not one this vqcodec decodes ({', '.join(PRIOR_CODERS)}): "
+            "a newer vqcodec wrote it, or the file is damaged"
+        )
+    return coder
 
 
 def _validate_media(media, modality: str) -> dict:
@@ -246,8 +271,9 @@ def token_crc(tokens: np.ndarray) -> int:
 
 def metadata_bytes(meta: Metadata) -> bytes:
     d = asdict(meta)
-    if not d["extra"]:
-        del d["extra"]
+    for key in ("extra", "coder"):
+        if not d[key]:
+            del d[key]
     return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -272,9 +298,10 @@ def inflate_metadata(body: bytes) -> bytes:
 
 
 def file_version(meta: Metadata) -> int:
-    """The version a file is written in: the oldest that holds it (3 for alpha, 4 for coded stereo, else 2), so
-    older readers read it and refuse, with one clear line, what they cannot."""
-    return 4 if meta.has_stereo else 3 if meta.has_alpha else 2
+    """The version a file is written in: the oldest that holds it (5 for a prior-mode file naming its coder; else 3
+    for alpha, 4 for coded stereo, else 2), so older readers read it and refuse, with one clear line, what they
+    cannot."""
+    return CODER_VERSION if meta.coder is not None else 4 if meta.has_stereo else 3 if meta.has_alpha else 2
 
 
 def header_bytes(meta: Metadata, version: int | None = None) -> bytes:
@@ -284,7 +311,7 @@ def header_bytes(meta: Metadata, version: int | None = None) -> bytes:
     body = metadata_bytes(meta)
     if len(body) > MAX_META_BYTES:
         raise ValueError(f"metadata of {len(body)} bytes exceeds {MAX_META_BYTES}")
-    if version in (2, 3, 4):
+    if version in (2, 3, 4, 5):
         body = deflate(body)
     elif version != 1:
         raise ValueError(f"cannot write .vqc version {version}")
@@ -292,6 +319,8 @@ def header_bytes(meta: Metadata, version: int | None = None) -> bytes:
         raise ValueError("an alpha plane needs .vqc version 3")
     if meta.has_stereo and version < 4:
         raise ValueError("coded stereo needs .vqc version 4")
+    if (meta.coder is not None) != (version >= CODER_VERSION and meta.mode == "prior"):
+        raise ValueError(f"a version-{version} {meta.mode} file cannot have coder {meta.coder!r}")
     fixed = struct.pack("<4sHI", MAGIC, version, len(body))
     return fixed + struct.pack("<I", zlib.crc32(fixed + body)) + body
 
@@ -341,11 +370,11 @@ def read_header(f: BinaryIO) -> Metadata:
         d = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptFileError(f"metadata is not valid JSON ({e})") from None
-    meta = validate(d)
+    meta = validate(d, version)
     if meta.has_alpha and version < 3:
-        raise CorruptFileError(f"metadata media.alpha in a version {version} file (alpha needs version 3)")
+        raise CorruptFileError(f"metadata media.alpha in a version {version} file (alpha needs version 3 or 5)")
     if meta.has_stereo and version < 4:
-        raise CorruptFileError(f"metadata media.stereo in a version {version} file (it needs version 4)")
+        raise CorruptFileError(f"metadata media.stereo in a version {version} file (it needs version 4 or 5)")
     return meta
 
 

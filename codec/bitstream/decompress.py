@@ -8,7 +8,7 @@
 """
 
 import contextlib
-import functools
+import os
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -17,15 +17,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec.bitstream import container, range_coding
+from codec.bitstream import container, integer_coding, range_coding
 from codec.bitstream.alpha import decode_alpha
 from codec.bitstream.container import Metadata, open_source, read_info
 from codec.bitstream.models import default_prior_dir, load_named_prior, load_recorded
 from codec.bitstream.packing import bits_per_token, unpack_bits
-from codec.bitstream.parallel import map_groups
+from codec.bitstream.parallel import map_groups, work_units
 from codec.core.checkpoint import load
 from codec.core.model import Codec
-from codec.errors import CorruptFileError, ModelMismatchError
+from codec.errors import CorruptFileError, ModelMismatchError, VQCodecError
 from codec.media import resample, to_audio_channels
 from codec.store.rundir import model_hash
 from prior.checkpoint import load_prior
@@ -81,22 +81,28 @@ def decompress(
             loads the ones the file names.
         device: where the codec runs (default: CUDA when available).
         progress: show a progress bar over the tokens being decoded.
-        workers: CPU processes that decode groups of chunks at once (forked; Linux); None: one per thread torch
-            may use (``torch.get_num_threads()``). The result does not depend on it.
+        workers: CPU processes that decode chunks at once (forked; Linux); None: one per thread torch may use
+            (``torch.get_num_threads()``). The result does not depend on it.
 
     Raises:
-        CorruptFileError: damaged, truncated or extended data, or not a .vqc file.
+        CorruptFileError: damaged, truncated or extended data, or not a .vqc file, naming the file when ``source``
+            is a path; any other library's error while decoding (the range coder's, torch's) becomes one too.
         ModelMismatchError: the file was made with another codec or prior, or the one it names is not available.
     """
     f, close = open_source(source)
+    where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     try:
         return _decompress(f, model, prior, device, progress, workers)
+    except CorruptFileError as e:
+        if where is None or where in str(e):
+            raise
+        raise CorruptFileError(f"{where}: {e}") from None
     finally:
         if close:
             f.close()
 
 
-def _decompress(f: BinaryIO, model, prior, device, progress: bool, workers: int | None) -> Decompressed:
+def _decompress(f: BinaryIO, model, prior, device, progress: bool, workers) -> Decompressed:
     meta = container.read_header(f)
     if model is None:
         model = load_recorded("codec", meta.codec, lambda name: load(name, device=device))
@@ -109,29 +115,40 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool, workers: int 
             f"not with the given codec ({got[:12]})"
         )
     _check_tokens_fit(meta, model)
-    alpha = _read_alpha(f, meta)
     prior_model = _file_prior(meta, model, prior) if meta.mode == "prior" else None
+    try:
+        return _decode(f, meta, model, prior_model, progress, workers or torch.get_num_threads())
+    except VQCodecError:
+        raise
+    except Exception as e:  # a foreign error on data that passed every check: still a bad file, never a traceback
+        raise CorruptFileError(f"cannot be decoded ({type(e).__name__}: {e})") from e
+
+
+def _decode(f: BinaryIO, meta: Metadata, model: Codec, prior_model, progress: bool, workers: int) -> Decompressed:
+    """The alpha record, the chunks and the reconstruction: everything read from ``f`` after the header."""
+    alpha = _read_alpha(f, meta)
     # every chunk read and checked (CRCs, bounds, the end of the file) before decoding: memory grows with the
     # data actually present, never with the header's claims
     records = list(container.iter_chunks(f, meta))
-    groups = list(meta.groups())
-    bits = bits_per_token(meta.codebook_size)
+    jobs = work_units(list(meta.groups()), workers, lockstep=meta.coder is None)
     if prior_model is None:
-        decoded_groups = ([unpack_bits(records[i][0], b - a, bits) for i, a, b in g] for g in groups)
+        bits = bits_per_token(meta.codebook_size)
+        decoded_jobs = ([unpack_bits(records[i][0], b - a, bits) for i, a, b in job] for job in jobs)
     else:
-        decode = functools.partial(range_coding.prior_decode, prior_model, prior_model.layout(meta.token_shape))
-        jobs = (([a for _, a, _ in g], [b - a for _, a, b in g], [records[i][0] for i, _, _ in g]) for g in groups)
-        decoded_groups = map_groups(decode, jobs, workers or torch.get_num_threads(), len(groups))
+        decode, layout = prior_decoder(meta, prior_model), prior_model.layout(meta.token_shape)
+        args = (
+            ([a for _, a, _ in job], [b - a for _, a, b in job], [records[i][0] for i, _, _ in job]) for job in jobs
+        )
+        decoded_jobs = map_groups(lambda *a: decode(layout, *a), args, workers, len(jobs))
     parts = []
     bar = tqdm(total=meta.num_tokens, unit="tok", desc="decode", disable=not progress, leave=False)
-    with bar, contextlib.closing(iter(decoded_groups)) as results:
-        for group_chunks in groups:
+    with bar, contextlib.closing(iter(decoded_jobs)) as results:
+        for job in jobs:
             try:
                 decoded = next(results)
             except ValueError as e:
-                first, last = group_chunks[0][0], group_chunks[-1][0]
-                raise CorruptFileError(f"chunks {first}..{last}: {e}") from None
-            for (i, _, _), tokens in zip(group_chunks, decoded):
+                raise CorruptFileError(f"chunks {job[0][0]}..{job[-1][0]}: {e}") from None
+            for (i, _, _), tokens in zip(job, decoded):
                 if tokens.size and (tokens.min() < 0 or tokens.max() >= meta.codebook_size):
                     raise CorruptFileError(f"chunk {i} holds token values outside [0, {meta.codebook_size})")
                 if container.token_crc(tokens) != records[i][1]:
@@ -140,7 +157,7 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool, workers: int 
                         "differently from the encoder's)"
                     )
                 parts.append(tokens)
-            bar.update(sum(b - a for _, a, b in group_chunks))
+            bar.update(sum(b - a for _, a, b in job))
     flat = torch.from_numpy(np.concatenate(parts))
     tokens = unraster(flat, tuple(meta.token_shape), meta.residual)
     out = _reconstruct(model, meta, tokens)
@@ -161,6 +178,22 @@ def _read_alpha(f: BinaryIO, meta: Metadata) -> np.ndarray | None:
     return plane
 
 
+def prior_decoder(meta: Metadata, prior_model):
+    """``decode(layout, starts, lengths, payloads) -> tokens`` of a "prior" file's coder: the integer prior
+    (version 5), or the float one of versions 1-4, which decodes only where torch computes its logits bit for bit
+    as the encoder's machine did."""
+    if meta.coder is None:
+        return lambda *a: range_coding.prior_decode(prior_model, *a)
+    net = integer_coding.integer_net(prior_model)
+    return lambda *a: integer_coding.decode_chunks(net, *a)
+
+
+def recorded_prior_hash(meta: Metadata, prior_model) -> str:
+    """The hash a "prior" file records of its prior: the integer prior's (version 5), or the float prior's."""
+    h = integer_coding.integer_hash(prior_model) if meta.coder is not None else model_hash(prior_model)
+    return h[: container.HASH_CHARS]
+
+
 def _file_prior(meta: Metadata, model: Codec, prior):
     """The prior a "prior"-mode file was made with: ``prior`` (an object or a directory) if given, else the one
     stored with the codec if its hash is the file's, else the one the file names. Each candidate is hashed once.
@@ -170,7 +203,7 @@ def _file_prior(meta: Metadata, model: Codec, prior):
     """
 
     def hashed(p):
-        return p, model_hash(p)[: container.HASH_CHARS]
+        return p, recorded_prior_hash(meta, p)
 
     candidate = got = None
     if prior is not None:

@@ -1,10 +1,13 @@
-"""Groups of chunks coded on several CPU cores at once: ``map_groups``.
+"""Chunks range-coded on several CPU cores at once: ``work_units`` cuts a file's chunks into jobs, ``map_groups``
+runs them in forked worker processes.
 
-The groups of a file (``Metadata.groups``) are independent: each starts from the prior's start token and runs the
-same operations on the same shapes whichever process runs it, so coding them in several processes changes no byte
-of the file and no decoded token. The processes are forked from this one (the prior's weights are shared, copy
-on write, and nothing is loaded again); each runs torch on one thread, as the coder always does. Where fork is
-not available (Windows, macOS's default) or one process is asked for, groups run here, one after another.
+Chunks are independent: each starts from the prior's start token. The integer prior's results do not depend on
+how chunks are batched, so its jobs are runs of at most ``group`` chunks, cut smaller when there are fewer groups
+than workers; the float coder of older files must run a group's chunks in lockstep, on the same shapes as when
+they were coded, so its jobs are the file's groups. Either way no byte of a file and no decoded token depends on
+the number of workers. The workers are forked from this process (the prior's weights are shared, copy on write,
+and nothing is loaded again); each runs torch on one thread, as the coders always do. Where fork is not available
+(Windows, macOS's default) or one worker is asked for, the jobs run here, one after another.
 """
 
 import multiprocessing
@@ -26,6 +29,16 @@ def cpu_count() -> int:
 
 def can_fork() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def work_units(groups: list[list[tuple]], workers: int, lockstep: bool) -> list[list[tuple]]:
+    """The chunks of ``groups`` (``Metadata.groups``) as jobs, in file order: the groups themselves when their
+    chunks must run in ``lockstep``; otherwise runs of at most a group, cut so that ``workers`` all get work."""
+    if lockstep or not groups:
+        return groups
+    chunks = [c for g in groups for c in g]
+    size = max(1, min(len(groups[0]), -(-len(chunks) // max(1, workers))))
+    return [chunks[i : i + size] for i in range(0, len(chunks), size)]
 
 
 def _run(args: tuple):

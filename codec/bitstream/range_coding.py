@@ -1,4 +1,7 @@
-"""Range coding of token chunks with a TokenPrior's probabilities: the "prior" coding mode.
+"""Range coding of token chunks with a TokenPrior's float probabilities: the "prior" mode of ``.vqc`` versions 1-4.
+
+New files use the integer prior (``codec.bitstream.integer_coding``, version 5); this float coder stays to decode
+older files, which decode only where torch computes the float logits bit for bit as the encoder's machine did.
 
 Tokens are coded in the one raster order (``prior.layout``): flat position p = (row * W + col) * L + level. A chunk
 is a run of consecutive flat positions, one window of the item's raster sequence that starts from the prior's
@@ -103,6 +106,6 @@ def prior_decode(prior, layout, starts: list[int], lengths: list[int], payloads:
 
     try:
         _run_group(prior, layout, starts, lengths, choose)
-    except (ValueError, RuntimeError, OverflowError) as e:  # constriction's errors on inconsistent data
-        raise ValueError(f"range decoder failed: {e}") from None
+    except (ValueError, RuntimeError, OverflowError, AssertionError, IndexError) as e:  # constriction's, on bad data
+        raise ValueError(f"range decoder failed: {type(e).__name__}: {e}") from None
     return [out[i, :n].copy() for i, n in enumerate(lengths)]

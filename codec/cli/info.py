@@ -71,7 +71,8 @@ def info_lines(path: Path, meta, info: dict) -> list[str]:
         lines.append(f"alpha:    lossless, 8 bits ({m['alpha']}), {info['alpha_bytes']} bytes")
     lines.append(f"codec:    {meta.codec['name']} ({meta.codec['hash'][:12]})")
     if meta.prior:
-        lines.append(f"prior:    {meta.prior['name']} ({meta.prior['hash'][:12]})")
+        coder = f"coder {meta.coder}, exact on any machine" if meta.coder else "float coder of .vqc versions 1-4"
+        lines.append(f"prior:    {meta.prior['name']} ({meta.prior['hash'][:12]}); {coder}")
     return lines
 
 

@@ -1,53 +1,50 @@
-"""Golden files: .vqc files written by an earlier vqcodec (before the layers were split) with the bundled models.
-They must decode to the same tokens, and the same inputs must encode to the same bytes: a change that breaks old
-files fails here even when every round trip still passes."""
+"""Golden files: committed .vqc files that must keep decoding to the same tokens, and inputs that must keep
+encoding to the same bytes: a change that breaks files fails here even when every round trip still passes.
+
+``golden/v5/*.vqc`` (``golden_v5.py``), made with tiny models committed beside them, so a retrained bundled model
+never turns these tests off: the integer coder (version 5, with alpha and stereo), packed files (versions 2-4),
+and float-coded prior files of version 2 (``v2_*``), the coder of every prior-mode file before version 5. Each is
+decoded here, and the same inputs must give the same bytes again (``compress`` for the current writers, the float
+coder's twin ``range_coding.prior_encode`` for version 2).
+"""
 
 import hashlib
 import json
-from pathlib import Path
 
+import golden_v5
 import pytest
 import torch
 
 import codec
-from codec.media import read_audio, read_image
+from codec.bitstream import container
 
-HERE = Path(__file__).parent / "golden"
-EXPECTED = json.loads((HERE / "expected.json").read_text())
-ROOT = Path(__file__).resolve().parents[2]
+EXPECTED_V5 = json.loads((golden_v5.HERE / "expected.json").read_text())
 
 
-def inputs() -> dict:
-    """What the golden files were made from (and how)."""
-    x = read_image(ROOT / "examples" / "icecold.png").pixels[:, :40, :56]
-    y = read_audio(ROOT / "examples" / "speech.flac", sample_rate=24000).samples[:, :7200]
-    opts = dict(device="cpu")
-    return {
-        "image_q2.vqc": lambda: codec.compress(x, "image", "image/prior", num_quantizers=2, **opts),
-        "audio_q4.vqc": lambda: codec.compress(y, "audio", "audio/prior", num_quantizers=4, sample_rate=24000, **opts),
-    }
+def _tokens_sha256(tokens: torch.Tensor) -> str:
+    return hashlib.sha256(tokens.to(torch.int64).numpy().tobytes()).hexdigest()
 
 
-def _bundled_or_skip(blob: bytes) -> None:
+# ------------------------------------------------------------------------ version 5: the integer coder
+@pytest.fixture(scope="module")
+def tiny_models():
+    return golden_v5.models()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_V5))
+def test_integer_coder_files_decode_to_the_same_tokens(name, tiny_models):
+    blob = (golden_v5.HERE / name).read_bytes()
+    want = EXPECTED_V5[name]
     meta = codec.read_info(blob)
-    if meta.codec["name"] not in codec.bundled_models():
-        pytest.skip("bundled models not in this checkout")
-    if codec.model_hash(codec.load(meta.codec["name"], device="cpu"))[:32] != meta.codec["hash"]:
-        pytest.skip(f"the bundled {meta.codec['name']} model was retrained since the golden files were made")
+    assert int.from_bytes(blob[4:6], "little") == want["version"] == container.file_version(meta)
+    assert (meta.mode, meta.coder, len(blob)) == (want["mode"], want["coder"], want["bytes"])
+    m, p = tiny_models[meta.modality]
+    out = codec.decompress(blob, m, p, device="cpu")
+    assert list(out.tokens.shape) == want["token_shape"]
+    assert _tokens_sha256(out.tokens) == want["tokens_sha256"]
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_old_files_decode_to_the_same_tokens(name):
-    blob = (HERE / name).read_bytes()
-    _bundled_or_skip(blob)
-    out = codec.decompress(blob, device="cpu")
-    want = EXPECTED[name]
-    assert out.metadata.mode == want["mode"] and list(out.tokens.shape) == want["token_shape"]
-    assert hashlib.sha256(out.tokens.to(torch.int64).numpy().tobytes()).hexdigest() == want["tokens_sha256"]
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_the_same_input_encodes_to_the_same_bytes(name):
-    blob = (HERE / name).read_bytes()
-    _bundled_or_skip(blob)
-    assert inputs()[name]() == blob
+@pytest.mark.parametrize("name", sorted(EXPECTED_V5))
+def test_integer_coder_files_are_reproduced_byte_for_byte(name, tiny_models):
+    modality, make = golden_v5.cases()[name]
+    assert make(*tiny_models[modality]) == (golden_v5.HERE / name).read_bytes()

@@ -99,13 +99,15 @@ def test_info_reports_the_real_rate_and_the_mode(runs, tmp_path, capsys):
     assert run("info", out) == 0
     text = capsys.readouterr().out
     assert f"file:     {out}: {size} bytes (header {info['header_bytes']}, chunk heads " in text
-    assert "content:  audio, 2 channels, 0.23 s at 22050 Hz (WAV); coded as 1 channel at 16000 Hz" in text
+    coded = "coded as mid and side, each by the 1-channel codec, at 16000 Hz"
+    assert f"content:  audio, 2 channels, 0.23 s at 22050 Hz (WAV); {coded}" in text
     assert f"rate:     {info['kbps']:.3f} kbps; {info['kbps_without_header']:.3f} kbps without the header" in text
     change = (1 - info["bits_per_token"] / 5) * 100
     side = "below" if change >= 0 else "above"
     bits = info["bits_per_token"]
     want = f"coding:   prior-coded: {bits:.3f} bits per coded token, {abs(change):.1f}% {side} bit-packed"
     assert want in text and "(3 residual levels)" in text and "prior:    " in text
+    assert "; coder integer-1, exact on any machine" in text
 
 
 def test_info_of_a_packed_image(runs, tmp_path, capsys):

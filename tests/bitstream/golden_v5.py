@@ -1,0 +1,145 @@
+"""Golden vectors of the integer coder (format version 5), of packed files, and of the float coder that prior-mode
+files of versions 1-4 use (``v2_*``: written through the float coder, as vqcodec wrote them before version 5), made
+with tiny models committed under tests/bitstream/golden/v5/models (so they never depend on the bundled models,
+which may be retrained).
+
+``python tests/bitstream/golden_v5.py`` (re)writes the models (only when missing), the .vqc files and
+``expected.json``. Run it only for a deliberate format or coder change: test_golden.py then fails until it is run,
+and the change shows in the diff of the committed files.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import torch
+
+import codec
+from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
+from prior.checkpoint import load_prior, save_prior
+from prior.config import PriorConfig
+from prior.model import TokenPrior
+
+HERE = Path(__file__).parent / "golden" / "v5"
+MODELS = HERE / "models"
+NAMES = {"image": "golden/image", "audio": "golden/audio"}  # what the files record: not a path of this machine
+
+
+def _make_models() -> None:
+    torch.manual_seed(0)
+    q = QuantizerConfig(codebook_size=32, num_quantizers=3, quantizer_dropout=1.0)
+    img = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=q))
+    img(torch.rand(2, 3, 32, 32))
+    torch.manual_seed(2)
+    q = QuantizerConfig(codebook_size=32, num_quantizers=4, quantizer_dropout=1.0)
+    cfg = AudioCodecConfig(ratios=(4, 4, 4), base_channels=4, dilations=(1,), latent_dim=8, sample_rate=16000)
+    aud = Codec(dataclasses.replace(cfg, quantizer=q))
+    aud(torch.rand(2, 1, 64 * 40) * 2 - 1)
+    for modality, m in (("image", img), ("audio", aud)):
+        codec.save_model(MODELS / modality, m.eval())
+        m = codec.load(MODELS / modality, device="cpu")
+        torch.manual_seed(1)
+        p = TokenPrior(PriorConfig.for_codec(m, dim=32, depth=2, heads=2, context=16)).eval()
+        with torch.no_grad():  # sharper than at initialisation, so prior files differ from packed ones in size
+            p.net.to_logits.weight.mul_(8)
+        save_prior(MODELS / modality / "prior", p)
+
+
+def models() -> dict:
+    """modality -> (codec, prior), on the CPU, named as the golden files record them."""
+    out = {}
+    for modality, name in NAMES.items():
+        m = codec.load(MODELS / modality, device="cpu")
+        p = load_prior(MODELS / modality / "prior", device="cpu")
+        m.name, p.name = name, f"{name}/prior"
+        out[modality] = (m, p)
+    return out
+
+
+def _image(c: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(c)
+    y, x = torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0, 1, 56), indexing="ij")
+    base = torch.stack([x, y, (x + y) / 2])[: min(c, 3)]
+    img = (base + 0.1 * torch.rand(base.shape, generator=g)).clamp(0, 1)
+    return torch.cat([img, (x * y)[None]]) if c == 4 else img  # RGBA: alpha last
+
+
+def _audio(channels: int) -> torch.Tensor:
+    t = torch.arange(4000) / 16000
+    tone = [0.4 * torch.sin(2 * math.pi * f * t) * torch.exp(-3 * t) for f in (220.0, 330.0)]
+    return torch.stack(tone[:channels])
+
+
+def float_coded(x, m, p, n: int, **opts) -> bytes:
+    """A version-2 prior-mode file of x: the float coder (no ``coder`` field, the float prior's hash)."""
+    from codec.bitstream import compress as compress_module
+    from codec.bitstream import container
+    from prior.layout import raster
+
+    out = codec.decompress(codec.compress(x, m, p, num_quantizers=n, **opts), m, p, device="cpu")
+    meta = dataclasses.replace(
+        out.metadata, coder=None, prior={"name": p.name, "hash": codec.model_hash(p)[: container.HASH_CHARS]}
+    )
+    return compress_module._write(meta, b"", raster(out.tokens, meta.residual).numpy(), p, False)
+
+
+def cases() -> dict:
+    """file name -> (modality, how to make it from the models: compress(x, codec, prior) -> bytes)."""
+    opts = dict(device="cpu", chunk_tokens=48, group=3)
+    return {
+        "image_prior_q1.vqc": ("image", lambda m, p: codec.compress(_image(3), m, p, num_quantizers=1, **opts)),
+        "image_prior_q3.vqc": ("image", lambda m, p: codec.compress(_image(3), m, p, num_quantizers=3, **opts)),
+        "image_alpha_prior_q2.vqc": ("image", lambda m, p: codec.compress(_image(4), m, p, num_quantizers=2, **opts)),
+        "image_packed_q2.vqc": ("image", lambda m, p: codec.compress(_image(3), m, None, num_quantizers=2, **opts)),
+        "audio_prior_q1.vqc": (
+            "audio",
+            lambda m, p: codec.compress(_audio(1), m, p, num_quantizers=1, sample_rate=16000, **opts),
+        ),
+        "audio_prior_q4.vqc": (
+            "audio",
+            lambda m, p: codec.compress(_audio(1), m, p, num_quantizers=4, sample_rate=16000, **opts),
+        ),
+        "audio_stereo_prior_q2.vqc": (
+            "audio",
+            lambda m, p: codec.compress(_audio(2), m, p, num_quantizers=2, sample_rate=16000, **opts),
+        ),
+        "audio_packed_q3.vqc": (
+            "audio",
+            lambda m, p: codec.compress(_audio(1), m, None, num_quantizers=3, sample_rate=16000, **opts),
+        ),
+        "v2_image_prior_q2.vqc": ("image", lambda m, p: float_coded(_image(3), m, p, 2, **opts)),
+        "v2_audio_prior_q4.vqc": ("audio", lambda m, p: float_coded(_audio(1), m, p, 4, sample_rate=16000, **opts)),
+    }
+
+
+def tokens_sha256(tokens: torch.Tensor) -> str:
+    return hashlib.sha256(tokens.to(torch.int64).numpy().tobytes()).hexdigest()
+
+
+def main() -> None:
+    if not (MODELS / "audio" / "prior").is_dir():
+        _make_models()
+    ms = models()
+    expected = {}
+    for name, (modality, make) in cases().items():
+        m, p = ms[modality]
+        blob = make(m, p)
+        out = codec.decompress(blob, m, p, device="cpu")
+        (HERE / name).write_bytes(blob)
+        meta = out.metadata
+        expected[name] = dict(
+            version=int.from_bytes(blob[4:6], "little"),
+            mode=meta.mode,
+            coder=meta.coder,
+            token_shape=meta.token_shape,
+            tokens_sha256=tokens_sha256(out.tokens),
+            bytes=len(blob),
+        )
+        print(name, expected[name])
+    (HERE / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
