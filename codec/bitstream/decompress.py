@@ -235,7 +235,9 @@ def _reconstruct(model: Codec, meta: Metadata, tokens: torch.Tensor) -> Decompre
         y = torch.stack([mid + side, mid - side])
     else:
         y = model.decode(tokens[None].to(model.device), shape=(model.channels, m["frames"]))[0].cpu()
-    y = resample(y, m["sample_rate"], m["orig_sample_rate"]).clamp(-1, 1)
+    y = resample(y, m["sample_rate"], m["orig_sample_rate"])
+    with torch.inference_mode():  # the decoder's output is an inference tensor
+        y.clamp_(-1, 1)  # in place: a long recording is held once
     if m["orig_channels"] <= 2:  # back to the original's layout; more channels than 2 stay as the codec gives them
         y = to_audio_channels(y, m["orig_channels"])
     n = m["orig_frames"]

@@ -218,7 +218,7 @@ def write_audio(
     x = x.unsqueeze(0) if x.ndim == 1 else x
     if x.ndim != 2 or 0 in x.shape:
         raise ValueError(f"samples must be a non-empty (C, T) or (T,) tensor, got {tuple(x.shape)}")
-    data = x.nan_to_num(0.0).clamp(-1, 1).T.contiguous().numpy()  # (T, C)
+    data = x.nan_to_num(0.0).clamp_(-1, 1).T.contiguous().numpy()  # (T, C); one float copy of a long signal
     if subtype == "OPUS" and sample_rate not in OPUS_RATES:
         data, sample_rate = np.clip(_resample_np(data, sample_rate, 48000), -1.0, 1.0), 48000
     try:

@@ -110,7 +110,7 @@ def read_image(path: str | os.PathLike) -> ImageData:
         except _DECODE_ERRORS as e:
             raise MediaError(path, f"truncated or corrupt image data ({e})") from e
     pixels = torch.from_numpy(array)
-    pixels = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
+    pixels = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels
     return ImageData(pixels=pixels, format=fmt, alpha=alpha, bit_depth=bit_depth)
 
 
@@ -149,7 +149,7 @@ def write_image(
         raise MediaError(path, f"{fmt} images are at most {_MAX_SIDE[fmt]} pixels on a side; got {tuple(x.shape)}")
     if quality is not None and not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
-    array = x.nan_to_num(0.0).clamp(0, 1).mul(255).round().to(torch.uint8).contiguous().numpy()
+    array = x.nan_to_num(0.0).clamp_(0, 1).mul_(255).round_().to(torch.uint8).contiguous().numpy()  # one float copy
     options = {"quality": quality or DEFAULT_QUALITY} if fmt in ("JPEG", "WEBP") else {}
     with atomic_write(path) as f:
         Image.fromarray(array).save(f, format=fmt, **options)  # L, LA, RGB or RGBA from the array's shape
@@ -166,7 +166,7 @@ def _output_format(path: str | os.PathLike, format: str | None) -> str:
 
 
 def _to_array(img: Image.Image) -> tuple[np.ndarray, int]:
-    """(H, W) or (H, W, 3) float32 in [0, 1], and the source's bits per sample (8 or 16)."""
+    """(H, W) or (3, H, W) float32 in [0, 1], and the source's bits per sample (8 or 16)."""
     if img.mode.startswith("I;16"):
         return np.asarray(img, dtype=np.float32) / 65535, 16
     if img.mode == "I":
@@ -176,7 +176,9 @@ def _to_array(img: Image.Image) -> tuple[np.ndarray, int]:
     if img.mode in ("1", "L", "LA", "La"):
         return np.asarray(img.convert("L"), dtype=np.float32) / 255, 8
     rgb = img.convert("RGBA" if img.has_transparency_data else "RGB")  # RGBA first: palette transparency
-    return np.ascontiguousarray(np.asarray(rgb, dtype=np.float32)[..., :3]) / 255, 8
+    chw = np.ascontiguousarray(np.asarray(rgb)[..., :3].transpose(2, 0, 1), dtype=np.float32)  # one float copy
+    chw /= 255  # in place: a big image is held as float32 once, not three times
+    return chw, 8
 
 
 def _alpha(img: Image.Image) -> torch.Tensor | None:
