@@ -210,3 +210,20 @@ def test_file_whose_model_is_gone_is_refused(tmp_path):
     shutil.rmtree(tmp_path / "gone")
     with pytest.raises(ModelMismatchError, match="cannot be loaded"):
         codec.decompress(data)
+
+
+def test_a_header_claiming_more_audio_than_its_tokens_is_refused(models):
+    """orig_frames is bounded by the coded frames (resampled to the original's rate): a 2 KB file cannot ask for
+    gigabytes of samples."""
+    import dataclasses
+
+    a = models["audio"]
+    data = codec.compress(torch.rand(1, 7000) - 0.5, a, prior=None, sample_rate=22050)
+    meta = codec.read_info(data)
+    rest = data[len(container.header_bytes(meta)) :]
+    for frames in (7000 + 3, 2**31 - 1):
+        forged = dataclasses.replace(meta, media={**meta.media, "orig_frames": frames})
+        with pytest.raises(codec.CorruptFileError, match="orig_frames"):
+            codec.decompress(container.header_bytes(forged) + rest)
+    ok = dataclasses.replace(meta, media={**meta.media, "orig_frames": 7000 + 1})  # within resampling's slack
+    assert codec.decompress(container.header_bytes(ok) + rest).data.shape == (1, 7001)
