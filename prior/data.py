@@ -4,28 +4,37 @@ Layout of a tokens directory::
 
     index.json               what made it (codec hash, layout), the file plan, and the finished shards
     shard_00000.safetensors  "tokens": every item's tokens, flattened and concatenated (int16, or int32 if K > 32768)
-                             "offsets": (n + 1,) int64 start of each item; "shapes": (n, ndim) int64 token shapes
+                             "offsets": (n + 1,) int64 start of each item; "shapes": (n, ndim) int64 token shapes;
+                             its metadata lists the items it holds and the files skipped ("items", "skipped": JSON)
 
 Items are whole files: an image is encoded whole (no crops), an audio file whole, at the codec's rate and channel
-count. The prior trains on random windows of each item's raster sequence, so items need no common size, and it
-sees the same tokens the entropy coder will code. Item names (paths relative to the data folder) are kept in
-index.json; the training script holds out items by a hash of their names (``codec.train.data.split_files``).
+count, through ``Codec.tokenize`` (files of one size, and equal tiles or chunks, run as one batch; tokens equal
+``encode``'s but for rare near-ties in float rounding). The prior trains on random windows of each item's raster
+sequence, so items need no common size. Item names (paths relative to the data folder) are kept in index.json;
+the training script holds out items by a hash of their names (``codec.train.data.split_files``).
 
-``tokenize_dataset`` is resumable: the first run fixes the plan (sorted file list, ``shard_size`` files per
-shard) in index.json; each shard is written atomically and then recorded in index.json, so a rerun skips the
-finished shards and redoes at most the one that was interrupted. Unreadable files are skipped with a warning
-and counted. Nothing is pickled.
+``tokenize_dataset`` is resumable and runs in one process or many (``torchrun`` / ``accelerate launch``: several
+GPUs, or machines sharing the output folder). The first run fixes the plan (sorted file list, ``shard_size``
+files per shard) in index.json, written by process 0; the shards not finished yet are dealt out round-robin, and
+each process writes its own, atomically, each one describing itself. At the end process 0 merges every shard's
+record into index.json. A rerun with any number of processes skips the shards already written and redoes at
+most the one each process was writing. The tokens do not depend on the number of processes. Unreadable files
+are skipped with a warning and counted. Nothing is pickled.
 """
 
 import json
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 from tqdm import tqdm
 
+from codec.core import distributed
 from codec.errors import CheckpointError, MediaError, ModelMismatchError
 from codec.media import find_files, read_audio, read_image, to_audio_channels, to_image_channels
 from codec.store.files import atomic_write_bytes, atomic_write_text
@@ -36,6 +45,9 @@ INDEX_NAME = "index.json"
 FORMAT = "vqcodec-tokens"
 VERSION = 1
 SHARD_SIZE = 256  # files per shard
+BATCH_FILES = 8  # files per call of Codec.tokenize at most
+BATCH_SAMPLES = 32 << 20  # and input values per call (128 MiB of float32) unless one file holds more
+READ_THREADS = 4  # files are read (decoded, resampled) ahead in threads while a batch is encoded
 
 
 @dataclass
@@ -75,13 +87,18 @@ def read_index(tokens_dir: str | Path) -> dict:
     return index
 
 
-def _load_item(codec_model, path: Path) -> torch.Tensor:
-    """Encode one file whole: (h, w), (n_q, h, w) or (n_q, t) int64 tokens on the CPU."""
+def _read_item(codec_model, path: Path) -> torch.Tensor:
+    """One file as the codec's input: image (C, H, W) in [0, 1] or audio (C, T) at its rate, on the CPU."""
     if codec_model.modality == "image":
-        x = to_image_channels(read_image(path).pixels, codec_model.channels)
-    else:
-        x = to_audio_channels(read_audio(path, sample_rate=codec_model.sample_rate).samples, codec_model.channels)
-    return codec_model.encode(x[None].to(codec_model.device))[0].cpu()
+        return to_image_channels(read_image(path).pixels, codec_model.channels)
+    return to_audio_channels(read_audio(path, sample_rate=codec_model.sample_rate).samples, codec_model.channels)
+
+
+def _read_or_reason(codec_model, path: Path) -> torch.Tensor | str:
+    try:
+        return _read_item(codec_model, path)
+    except (MediaError, OSError) as e:
+        return e.reason if isinstance(e, MediaError) else str(e)
 
 
 def _shard_tensors(items: list[torch.Tensor], codebook_size: int, ndim: int) -> dict[str, torch.Tensor]:
@@ -95,19 +112,88 @@ def _shard_tensors(items: list[torch.Tensor], codebook_size: int, ndim: int) -> 
     }
 
 
-def _encode_shard(codec_model, root: Path, files: list[str], bar) -> tuple[dict, list[str], dict[str, str]]:
-    """Encode files into one shard's tensors; returns (tensors, names kept, {name: reason} skipped)."""
-    names, items, skipped = [], [], {}
-    for rel in files:
+def _shard_bytes(tensors: dict[str, torch.Tensor], names: list[str], skipped: dict[str, str]) -> bytes:
+    """A shard file: its tensors, and its record (items, skipped files) in the metadata."""
+    return save(tensors, metadata={"format": FORMAT, "items": json.dumps(names), "skipped": json.dumps(skipped)})
+
+
+def _shard_record(path: Path) -> dict | None:
+    """{"items", "skipped", "tokens"} from a shard file's header (tensors are not read), or None."""
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+            tokens = f.get_slice("tokens").get_shape()[0]
+        return dict(items=json.loads(meta["items"]), skipped=json.loads(meta["skipped"]), tokens=int(tokens))
+    except Exception:  # absent, foreign or damaged: not a finished shard
+        return None
+
+
+def _finished(out: Path, index: dict, chunks: list[list[str]]) -> dict[int, dict]:
+    """{shard number: record} of the shards already written for this plan (their files as the record says)."""
+    done = {}
+    for i, chunk in enumerate(chunks):
+        path = out / _shard_name(i)
+        if not path.is_file():
+            continue
+        record = _shard_record(path) or index["shards"].get(_shard_name(i))  # the index: shards of older versions
+        if record is not None and sorted([*record["items"], *record["skipped"]]) == sorted(chunk):
+            done[i] = record
+    return done
+
+
+def _encode_files(codec_model, root: Path, files: list[str], bar) -> tuple[list, list[str], dict[str, str]]:
+    """Tokens (CPU) of the readable files, in order; returns (tokens, names kept, {name: reason} skipped).
+
+    Files are read ahead in threads and encoded ``BATCH_FILES`` (or ``BATCH_SAMPLES`` values) at a time.
+    """
+    tokens, names, skipped = [], [], {}
+
+    def encode(batch: list[tuple[str, torch.Tensor]]) -> None:
         try:
-            items.append(_load_item(codec_model, root / rel))
-            names.append(rel)
-        except (MediaError, OSError) as e:
-            skipped[rel] = e.reason if isinstance(e, MediaError) else str(e)
-            warnings.warn(f"{root / rel}: {skipped[rel]}; skipping this file", SkippedFileWarning, stacklevel=3)
-        bar.update(1)
-    ndim = 2 if codec_model.modality == "audio" or not codec_model.residual else 3
-    return _shard_tensors(items, codec_model.codebook_size, ndim), names, skipped
+            out = codec_model.tokenize([x for _, x in batch])
+        except ValueError:  # find the item the codec refuses; encode the others
+            out = []
+            for rel, x in batch:
+                try:
+                    out += codec_model.tokenize([x])
+                except ValueError as e:
+                    skip(rel, str(e).removeprefix("items[0]: "))
+                    out.append(None)
+        for (rel, _), t in zip(batch, out):
+            if t is not None:
+                names.append(rel)
+                tokens.append(t.cpu())
+
+    def skip(rel: str, reason: str) -> None:
+        skipped[rel] = reason
+        warnings.warn(f"{root / rel}: {reason}; skipping this file", SkippedFileWarning, stacklevel=4)
+
+    pool, pending, ahead = ThreadPoolExecutor(READ_THREADS), iter(files), deque()
+
+    def read_ahead() -> None:  # at most 2 * BATCH_FILES files read but not encoded yet
+        while len(ahead) < 2 * BATCH_FILES and (rel := next(pending, None)) is not None:
+            ahead.append((rel, pool.submit(_read_or_reason, codec_model, root / rel)))
+
+    try:
+        read_ahead()
+        batch, values = [], 0
+        while ahead:
+            rel, future = ahead.popleft()
+            item = future.result()
+            read_ahead()
+            if isinstance(item, str):
+                skip(rel, item)
+                bar.update(1)
+            else:
+                batch.append((rel, item))
+                values += item.numel()
+            if batch and (len(batch) >= BATCH_FILES or values >= BATCH_SAMPLES or not ahead):
+                encode(batch)
+                bar.update(len(batch))
+                batch, values = [], 0
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return tokens, names, skipped
 
 
 def _new_index(codec_hash: str, modality: str, codebook_size: int, levels: int, residual: bool, **extra) -> dict:
@@ -122,6 +208,10 @@ def _new_index(codec_hash: str, modality: str, codebook_size: int, levels: int, 
         **extra,
         shards={},
     )
+
+
+def _write_index(out: Path, index: dict) -> None:
+    atomic_write_text(out / INDEX_NAME, json.dumps(index, indent=1) + "\n")
 
 
 def write_tokens(out_dir: str | Path, names: list[str], tokens: list[torch.Tensor], **layout) -> None:
@@ -139,39 +229,13 @@ def write_tokens(out_dir: str | Path, names: list[str], tokens: list[torch.Tenso
         raise ValueError(f"{out} already holds tokens")
     index = _new_index(**layout, files=list(names), shard_size=len(names))
     tensors = _shard_tensors(list(tokens), index["codebook_size"], tokens[0].ndim)
-    atomic_write_bytes(out / _shard_name(0), save(tensors, metadata={"format": FORMAT}))
+    atomic_write_bytes(out / _shard_name(0), _shard_bytes(tensors, list(names), {}))
     index["shards"][_shard_name(0)] = dict(items=list(names), skipped={}, tokens=int(tensors["tokens"].numel()))
-    atomic_write_text(out / INDEX_NAME, json.dumps(index, indent=1) + "\n")
+    _write_index(out, index)
 
 
-def tokenize_dataset(
-    codec_model,
-    data_dir: str | Path,
-    out_dir: str | Path,
-    shard_size: int = SHARD_SIZE,
-    progress: bool = True,
-) -> dict:
-    """Encode every image or audio file under ``data_dir`` into token shards in ``out_dir`` (resumable).
-
-    Args:
-        codec_model: the frozen codec (``codec.load``); its modality picks the files.
-        data_dir: folder scanned recursively (``codec.media.find_files``).
-        out_dir: tokens directory, created if needed. If it holds an unfinished run with the same codec, the
-            run is resumed: finished shards are kept.
-        shard_size: files per shard (used for a new directory; a resumed run keeps its own).
-        progress: show a tqdm progress bar.
-
-    Returns:
-        {"items": tokenized items, "skipped": unreadable files, "tokens": total tokens, "shards": shard count,
-        "resumed_shards": shards already done before this call}.
-
-    Raises:
-        ModelMismatchError: ``out_dir`` was started with another codec.
-        ValueError: no media files under ``data_dir``, or a bad shard_size.
-    """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    root, out = Path(data_dir), Path(out_dir)
+def _plan(codec_model, root: Path, out: Path, shard_size: int) -> dict:
+    """The index of ``out``: the existing plan (checked against the codec) or a new one, written."""
     try:
         files = find_files(root, codec_model.modality)
     except FileNotFoundError as e:
@@ -188,36 +252,104 @@ def tokenize_dataset(
         new = sorted(set(files) - set(index["files"]))
         if new:
             msg = f"{len(new)} files under {root} are not in the plan of {out}; tokenize them into a new directory"
-            warnings.warn(msg, stacklevel=2)
-    else:
-        index = _new_index(
-            digest,
-            codec_model.modality,
-            codec_model.codebook_size,
-            codec_model.num_quantizers if codec_model.residual else 1,
-            codec_model.residual,
-            data_dir=str(root),
-            shard_size=shard_size,
-            files=files,
-        )
-        atomic_write_text(out / INDEX_NAME, json.dumps(index, indent=1) + "\n")
+            warnings.warn(msg, stacklevel=3)
+        return index
+    index = _new_index(
+        digest,
+        codec_model.modality,
+        codec_model.codebook_size,
+        codec_model.num_quantizers if codec_model.residual else 1,
+        codec_model.residual,
+        data_dir=str(root),
+        shard_size=shard_size,
+        files=files,
+    )
+    _write_index(out, index)
+    return index
+
+
+def _plan_on_rank0(codec_model, root: Path, out: Path, shard_size: int) -> dict:
+    """``_plan`` made by process 0 alone; every process then reads it. An error there is raised on every process
+    (its own message on process 0), never a hang."""
+    error = None
+    if distributed.rank() == 0:
+        try:
+            _plan(codec_model, root, out, shard_size)
+        except BaseException as e:  # noqa: BLE001 (re-raised below, after the others heard of it)
+            error = e
+    if not distributed.all_agree(error is None):
+        if error is not None:
+            raise error
+        raise CheckpointError(f"{out}: process 0 could not prepare the tokens directory (its error is in its log)")
+    return read_index(out)
+
+
+def tokenize_dataset(
+    codec_model,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    shard_size: int = SHARD_SIZE,
+    progress: bool = True,
+) -> dict:
+    """Encode every image or audio file under ``data_dir`` into token shards in ``out_dir`` (resumable).
+
+    In one process, or in each of the processes ``torchrun`` / ``accelerate launch`` started (after
+    ``codec.core.distributed.join_launched_group``), each taking its share of the shards; see the module
+    docstring. Every process must call it with the same arguments.
+
+    Args:
+        codec_model: the frozen codec (``codec.load``), on this process's device; its modality picks the files.
+        data_dir: folder scanned recursively (``codec.media.find_files``).
+        out_dir: tokens directory, created if needed. If it holds an unfinished run with the same codec, the
+            run is resumed: finished shards are kept.
+        shard_size: files per shard (used for a new directory; a resumed run keeps its own).
+        progress: show a tqdm progress bar (process 0's share).
+
+    Returns:
+        {"items": tokenized items, "skipped": unreadable files, "tokens": total tokens, "shards": shard count,
+        "resumed_shards": shards already done before this call, "processes": processes that shared the work},
+        the same on every process.
+
+    Raises:
+        ModelMismatchError: ``out_dir`` was started with another codec.
+        ValueError: no media files under ``data_dir``, or a bad shard_size.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    root, out = Path(data_dir), Path(out_dir)
+    rank, world = distributed.rank(), distributed.world_size()
+    index = _plan_on_rank0(codec_model, root, out, shard_size)
     plan, size = index["files"], index["shard_size"]
     chunks = [plan[a : a + size] for a in range(0, len(plan), size)]
-    done = {name for name in index["shards"] if (out / name).is_file()}
-    todo = [i for i in range(len(chunks)) if _shard_name(i) not in done]
-    with tqdm(total=sum(len(chunks[i]) for i in todo), desc="tokenize", unit="file", disable=not progress) as bar:
-        for i in todo:
-            tensors, names, skipped = _encode_shard(codec_model, root, chunks[i], bar)
-            atomic_write_bytes(out / _shard_name(i), save(tensors, metadata={"format": FORMAT}))
-            index["shards"][_shard_name(i)] = dict(items=names, skipped=skipped, tokens=int(tensors["tokens"].numel()))
-            atomic_write_text(out / INDEX_NAME, json.dumps(index, indent=1) + "\n")
-    shards = index["shards"].values()
+    resumed = _finished(out, index, chunks)
+    distributed.barrier()  # every process has seen the same finished shards before any writes another
+    mine = [i for i in range(len(chunks)) if i not in resumed][rank::world]
+    ndim = 2 if codec_model.modality == "audio" or not codec_model.residual else 3
+    desc = "tokenize" if world == 1 else f"tokenize (process 0 of {world})"
+    total = sum(len(chunks[i]) for i in mine)
+    with tqdm(total=total, desc=desc, unit="file", disable=not progress or rank != 0) as bar:
+        for i in mine:
+            tokens, names, skipped = _encode_files(codec_model, root, chunks[i], bar)
+            tensors = _shard_tensors(tokens, codec_model.codebook_size, ndim)
+            atomic_write_bytes(out / _shard_name(i), _shard_bytes(tensors, names, skipped))
+            if world == 1:  # the index follows every shard (a lone process owns it)
+                index["shards"][_shard_name(i)] = dict(
+                    items=names, skipped=skipped, tokens=int(tensors["tokens"].numel())
+                )
+                _write_index(out, index)
+    distributed.barrier()  # every shard is written
+    if rank == 0:
+        index["shards"] = {_shard_name(i): r for i, r in sorted(_finished(out, index, chunks).items())}
+        _write_index(out, index)
+    distributed.barrier()
+    shards = read_index(out)["shards"].values()
     return dict(
         items=sum(len(s["items"]) for s in shards),
         skipped=sum(len(s["skipped"]) for s in shards),
         tokens=sum(s["tokens"] for s in shards),
-        shards=len(index["shards"]),
-        resumed_shards=len(chunks) - len(todo),
+        shards=len(shards),
+        resumed_shards=len(resumed),
+        processes=world,
     )
 
 

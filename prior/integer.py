@@ -44,7 +44,7 @@ import functools
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 import numpy as np
@@ -155,12 +155,18 @@ class IntLinear:
     bias: torch.Tensor | None
     in_range: tuple[int, int]
 
+    _sum_bound: int | None = field(default=None, init=False, repr=False, compare=False)  # sum_bound, once
+
     def sum_bound(self) -> int:
         """The largest |partial sum| of a row's products, in any order: positive weights times the largest
-        input plus negative weights times the smallest (or the reverse), over the worst row."""
-        lo, hi = self.in_range
-        pos, neg = self.weight.clamp(min=0).sum(dim=1).tolist(), (-self.weight).clamp(min=0).sum(dim=1).tolist()
-        return max(max(p * hi - n * lo, n * hi - p * lo) for p, n in zip(pos, neg))  # Python ints: no overflow
+        input plus negative weights times the smallest (or the reverse), over the worst row. Computed once (it
+        is asked for when the layer is made and again when it is put on a device: start-up time)."""
+        if self._sum_bound is None:
+            lo, hi = self.in_range
+            w = self.weight
+            pos, neg = w.clamp(min=0).sum(dim=1).tolist(), (-w).clamp(min=0).sum(dim=1).tolist()
+            self._sum_bound = max(max(p * hi - n * lo, n * hi - p * lo) for p, n in zip(pos, neg))  # Python ints
+        return self._sum_bound
 
     def exact_dtype(self) -> torch.dtype:
         """float32 when every partial sum of the GEMM is at most 2^24 in magnitude, else float64 (2^53)."""

@@ -24,6 +24,7 @@ from codec.bitstream.alpha import ALPHA_CODINGS, encode_alpha
 from codec.bitstream.container import Metadata
 from codec.bitstream.models import resolve_codec, resolve_prior
 from codec.bitstream.packing import bits_per_token, pack_bits
+from codec.bitstream.parallel import map_groups, work_units
 from codec.bitstream.rate import choose_levels, format_rate, parse_bitrate
 from codec.core.model import Codec
 from codec.errors import MediaError, ModelMismatchError
@@ -163,6 +164,7 @@ def compress(
     device=None,
     progress: bool = False,
     packed_if_smaller: bool | None = None,
+    workers: int | None = None,
 ) -> bytes:
     """Compress an image or audio (a file path or a tensor) into ``.vqc`` bytes.
 
@@ -188,6 +190,8 @@ def compress(
         packed_if_smaller: write a "packed" file instead when it is no larger than the prior-coded one (a prior
             that does not model this input well can cost more than the fixed-width indices); None: only with
             ``prior="auto"``, so a prior given explicitly is always used.
+        workers: CPU processes that range-code chunks at once (forked; Linux); None: one per thread torch may use
+            (``torch.get_num_threads()``, the cores by default). The bytes do not depend on it.
 
     Returns:
         The file's bytes (see docs/format.md). The same input and models give the same bytes (with the same
@@ -229,33 +233,38 @@ def compress(
         meta.prior = {"name": prior_name, "hash": integer_coding.integer_hash(prior_model)[: container.HASH_CHARS]}
     flat = raster(tokens, model.residual).numpy()
     alpha_record = b"" if alpha is None else container.alpha_bytes(encode_alpha(alpha), alpha)
-    data = _write(meta, alpha_record, flat, prior_model, progress)
+    workers = workers or torch.get_num_threads()
+    data = _write(meta, alpha_record, flat, prior_model, progress, workers)
     if prior_model is not None and (packed_if_smaller if packed_if_smaller is not None else prior == "auto"):
         packed_meta = dataclasses.replace(meta, mode="packed", prior=None, group=1, coder=None)
-        packed = _write(packed_meta, alpha_record, flat, None, False)
+        packed = _write(packed_meta, alpha_record, flat, None, False, 1)
         if len(packed) <= len(data):
             return packed
     return data
 
 
-def _write(meta: Metadata, alpha_record: bytes, flat: np.ndarray, prior_model, progress: bool) -> bytes:
+def _write(
+    meta: Metadata, alpha_record: bytes, flat: np.ndarray, prior_model, progress: bool, workers: int = 1
+) -> bytes:
     """The file's bytes: header, the alpha record (b"" without alpha), then every chunk of ``flat`` (raster
     order), packed or coded by ``prior_model`` with the file's coder (``meta.coder``: the integer prior; None: the
-    float coder of versions 1-4, which only tests and benchmarks write)."""
-    layout = prior_model.layout(tuple(meta.token_shape)) if prior_model is not None else None
-    encode = prior_encoder(meta, prior_model) if prior_model is not None else None
+    float coder of versions 1-4, which only tests and benchmarks write), in ``workers`` processes (the same
+    bytes whatever their number; ``codec.bitstream.parallel``)."""
     bits = bits_per_token(meta.codebook_size)
     out = io.BytesIO()
     out.write(container.header_bytes(meta))
     out.write(alpha_record)
+    jobs = work_units(list(meta.groups()), workers, lockstep=meta.coder is None)
+    args = (([a for _, a, _ in job], [flat[a:b] for _, a, b in job]) for job in jobs)
+    if prior_model is None:
+        coded = ([pack_bits(c, bits) for c in chunks] for _, chunks in args)
+    else:
+        encode, layout = prior_encoder(meta, prior_model), prior_model.layout(tuple(meta.token_shape))
+        coded = map_groups(lambda starts, chunks: encode(layout, starts, chunks), args, workers, len(jobs))
     bar = tqdm(total=meta.num_tokens, unit="tok", desc="encode", disable=not progress, leave=False)
     with bar:
-        for group_chunks in meta.groups():
-            chunks = [flat[a:b] for _, a, b in group_chunks]
-            if prior_model is None:
-                payloads = [pack_bits(c, bits) for c in chunks]
-            else:
-                payloads = encode(layout, [a for _, a, _ in group_chunks], chunks)
+        for job, payloads in zip(jobs, coded):
+            chunks = [flat[a:b] for _, a, b in job]
             for payload, chunk in zip(payloads, chunks):
                 out.write(container.chunk_bytes(payload, chunk))
             bar.update(sum(len(c) for c in chunks))

@@ -7,6 +7,7 @@
 ``decompress`` loads the models a file names when none is given and refuses models whose hash differs.
 """
 
+import contextlib
 import os
 import zlib
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from codec.bitstream.alpha import decode_alpha
 from codec.bitstream.container import Metadata, open_source, read_info
 from codec.bitstream.models import default_prior_dir, load_codec_cached, load_named_prior, load_recorded
 from codec.bitstream.packing import bits_per_token, unpack_bits
+from codec.bitstream.parallel import map_groups, work_units
 from codec.core.model import Codec
 from codec.errors import CorruptFileError, ModelMismatchError, VQCodecError
 from codec.media import resample, to_audio_channels
@@ -66,7 +68,9 @@ def _check_tokens_fit(meta: Metadata, model: Codec) -> None:
         raise CorruptFileError("a 3-channel image recorded for a 1-channel codec")
 
 
-def decompress(source, model=None, prior=None, *, device=None, progress: bool = False) -> Decompressed:
+def decompress(
+    source, model=None, prior=None, *, device=None, progress: bool = False, workers: int | None = None
+) -> Decompressed:
     """Decode ``.vqc`` bytes (or a path, or a binary file) back to an image or audio tensor.
 
     Args:
@@ -75,6 +79,8 @@ def decompress(source, model=None, prior=None, *, device=None, progress: bool = 
             loads the ones the file names.
         device: where the codec runs (default: CUDA when available).
         progress: show a progress bar over the tokens being decoded.
+        workers: CPU processes that decode chunks at once (forked; Linux); None: one per thread torch may use
+            (``torch.get_num_threads()``). The result does not depend on it.
 
     Raises:
         CorruptFileError: damaged, truncated or extended data, or not a .vqc file, naming the file when ``source``
@@ -84,7 +90,7 @@ def decompress(source, model=None, prior=None, *, device=None, progress: bool = 
     f, close = open_source(source)
     where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     try:
-        return _decompress(f, model, prior, device, progress)
+        return _decompress(f, model, prior, device, progress, workers)
     except CorruptFileError as e:
         if where is None or where in str(e):
             raise
@@ -94,7 +100,7 @@ def decompress(source, model=None, prior=None, *, device=None, progress: bool = 
             f.close()
 
 
-def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompressed:
+def _decompress(f: BinaryIO, model, prior, device, progress: bool, workers) -> Decompressed:
     meta = container.read_header(f)
     if model is None:
         model = load_recorded("codec", meta.codec, lambda name: load_codec_cached(name, device=device))
@@ -109,46 +115,47 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool) -> Decompress
     _check_tokens_fit(meta, model)
     prior_model = _file_prior(meta, model, prior) if meta.mode == "prior" else None
     try:
-        return _decode(f, meta, model, prior_model, progress)
+        return _decode(f, meta, model, prior_model, progress, workers or torch.get_num_threads())
     except VQCodecError:
         raise
     except Exception as e:  # a foreign error on data that passed every check: still a bad file, never a traceback
         raise CorruptFileError(f"cannot be decoded ({type(e).__name__}: {e})") from e
 
 
-def _decode(f: BinaryIO, meta: Metadata, model: Codec, prior_model, progress: bool) -> Decompressed:
+def _decode(f: BinaryIO, meta: Metadata, model: Codec, prior_model, progress: bool, workers: int) -> Decompressed:
     """The alpha record, the chunks and the reconstruction: everything read from ``f`` after the header."""
     alpha = _read_alpha(f, meta)
-    parts = []  # decoded chunks: memory grows with the data actually present, never with the header's claims
-    chunks = container.iter_chunks(f, meta)
-    layout = prior_model.layout(meta.token_shape) if prior_model is not None else None
-    decode = prior_decoder(meta, prior_model) if prior_model is not None else None
-    bits = bits_per_token(meta.codebook_size)
+    # every chunk read and checked (CRCs, bounds, the end of the file) before decoding: memory grows with the
+    # data actually present, never with the header's claims
+    records = list(container.iter_chunks(f, meta))
+    jobs = work_units(list(meta.groups()), workers, lockstep=meta.coder is None)
+    if prior_model is None:
+        bits = bits_per_token(meta.codebook_size)
+        decoded_jobs = ([unpack_bits(records[i][0], b - a, bits) for i, a, b in job] for job in jobs)
+    else:
+        decode, layout = prior_decoder(meta, prior_model), prior_model.layout(meta.token_shape)
+        args = (
+            ([a for _, a, _ in job], [b - a for _, a, b in job], [records[i][0] for i, _, _ in job]) for job in jobs
+        )
+        decoded_jobs = map_groups(lambda *a: decode(layout, *a), args, workers, len(jobs))
+    parts = []
     bar = tqdm(total=meta.num_tokens, unit="tok", desc="decode", disable=not progress, leave=False)
-    with bar:
-        for group_chunks in meta.groups():
-            got_chunks = [next(chunks) for _ in group_chunks]
-            lengths = [b - a for _, a, b in group_chunks]
-            if prior_model is None:
-                decoded = [unpack_bits(p, n, bits) for (p, _), n in zip(got_chunks, lengths)]
-            else:
-                starts, payloads = [a for _, a, _ in group_chunks], [p for p, _ in got_chunks]
-                try:
-                    decoded = decode(layout, starts, lengths, payloads)
-                except ValueError as e:
-                    first, last = group_chunks[0][0], group_chunks[-1][0]
-                    raise CorruptFileError(f"chunks {first}..{last}: {e}") from None
-            for (i, _, _), tokens, (_, tcrc) in zip(group_chunks, decoded, got_chunks):
+    with bar, contextlib.closing(iter(decoded_jobs)) as results:
+        for job in jobs:
+            try:
+                decoded = next(results)
+            except ValueError as e:
+                raise CorruptFileError(f"chunks {job[0][0]}..{job[-1][0]}: {e}") from None
+            for (i, _, _), tokens in zip(job, decoded):
                 if tokens.size and (tokens.min() < 0 or tokens.max() >= meta.codebook_size):
                     raise CorruptFileError(f"chunk {i} holds token values outside [0, {meta.codebook_size})")
-                if container.token_crc(tokens) != tcrc:
+                if container.token_crc(tokens) != records[i][1]:
                     raise CorruptFileError(
                         f"chunk {i} decoded to tokens that fail their checksum (damaged data, or a prior computing "
                         "differently from the encoder's)"
                     )
                 parts.append(tokens)
-            bar.update(sum(lengths))
-    next(chunks, None)  # runs the end-of-file check
+            bar.update(sum(b - a for _, a, b in job))
     flat = torch.from_numpy(np.concatenate(parts))
     tokens = unraster(flat, tuple(meta.token_shape), meta.residual)
     out = _reconstruct(model, meta, tokens)

@@ -30,6 +30,12 @@ checkpoint_every, log_every, num_workers and mixed_precision may change.
 TOKENIZE_EXAMPLES = """examples:
   codec tokenize --codec runs/image --data data/images --out tokens/images
   codec tokenize --codec runs/audio --data data/speech --out tokens/speech   # rerun to resume
+  torchrun --nproc-per-node 8 -m codec.cli tokenize --codec runs/image --data data/images --out tokens/images
+  accelerate launch --num_processes 4 -m codec.cli tokenize --codec audio --data speech/ --out tokens/speech
+
+Under torchrun / accelerate launch each process (one per GPU: cuda:LOCAL_RANK; or CPU processes, over gloo)
+takes its share of the shards; on several machines --out must be a folder they share. Process 0 merges the
+shards into one index at the end. A rerun, with any number of processes, resumes.
 """
 
 TRAIN_PRIOR_EXAMPLES = """examples:
@@ -85,7 +91,8 @@ def register(subparsers) -> None:
         "tokenize",
         help="encode a folder of images or audio into token shards for prior training",
         description="Encode every image or audio file under --data (whole files) with a frozen codec into "
-        "sharded safetensors token files. Resumable: rerun the same command to finish an interrupted run.",
+        "sharded safetensors token files. Resumable: rerun the same command to finish an interrupted run. Runs "
+        "in one process or under torchrun / accelerate launch, each process taking its share of the files.",
         epilog=TOKENIZE_EXAMPLES,
         formatter_class=raw,
     )
@@ -93,7 +100,11 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="folder of images or audio (scanned recursively)")
     p.add_argument("--out", required=True, metavar="TOKENS_DIR", help="output tokens directory")
     p.add_argument("--shard-size", type=positive_int, default=256, help="files per shard (default 256)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda or cuda:N (default: cuda when available; cuda:LOCAL_RANK under a launcher)",
+    )
     add_quiet(p)
     p.set_defaults(func=cmd_tokenize)
 
@@ -159,17 +170,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(args) -> dict:
+    import torch.distributed as dist
+
+    from codec.core import distributed
     from codec.core.checkpoint import load
     from prior.data import tokenize_dataset
 
-    model = load(args.codec, device=args.device)
-    summary = tokenize_dataset(model, args.data, args.out, shard_size=args.shard_size, progress=show_progress(args))
-    report(
-        args,
-        f"tokenized {summary['items']} files into {summary['shards']} shards in {args.out} "
-        f"({summary['tokens']} tokens, {summary['skipped']} unreadable files skipped, "
-        f"{summary['resumed_shards']} shards already done)",
-    )
+    device = distributed.process_device(args.device)  # a bad --device fails before any process group forms
+    created = distributed.join_launched_group()
+    try:
+        model = load(args.codec, device=device)
+        summary = tokenize_dataset(model, args.data, args.out, shard_size=args.shard_size, progress=show_progress(args))
+        main = distributed.rank() == 0
+    finally:
+        if created:
+            dist.destroy_process_group()
+    if main:  # one report, from process 0
+        processes = f", {summary['processes']} processes" if summary["processes"] > 1 else ""
+        report(
+            args,
+            f"tokenized {summary['items']} files into {summary['shards']} shards in {args.out} "
+            f"({summary['tokens']} tokens, {summary['skipped']} unreadable files skipped, "
+            f"{summary['resumed_shards']} shards already done{processes})",
+        )
     return summary
 
 

@@ -4,8 +4,17 @@ Every collective here must be called the same number of times, in the same order
 only branch on values that are already identical across ranks (all-reduced or broadcast).
 """
 
+import os
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
+
+from codec.store.device import resolve_device
+
+# Collectives of jobs where processes wait for one another's share of the work (tokenizing a data set) may wait
+# for hours; a process that dies makes torchrun / accelerate launch stop the others.
+LONG_WAIT = timedelta(hours=48)
 
 
 def is_distributed() -> bool:
@@ -14,6 +23,50 @@ def is_distributed() -> bool:
 
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def launched_world_size() -> int:
+    """Processes that ``torchrun`` / ``accelerate launch`` started (WORLD_SIZE in the environment), else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join_launched_group(timeout: timedelta = LONG_WAIT) -> bool:
+    """Join the process group ``torchrun`` / ``accelerate launch`` describe in the environment, over gloo (the
+    few collectives of coordination need no GPU backend); True when this call created it. A no-op (False) in a
+    plain process or when a group exists already."""
+    if launched_world_size() <= 1 or (dist.is_available() and dist.is_initialized()):
+        return False
+    dist.init_process_group("gloo", timeout=timeout)
+    return True
+
+
+def process_device(device: str | torch.device | None = None) -> torch.device:
+    """``resolve_device(device)``, except that "cuda" (or None on a CUDA machine) under a launcher means this
+    process's own GPU, ``cuda:LOCAL_RANK`` (modulo the GPUs visible)."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is None and launched_world_size() > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = torch.device("cuda", local % torch.cuda.device_count())
+    return dev
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_agree(ok: bool) -> bool:
+    """Whether ``ok`` holds on every rank (a collective: every rank must call it)."""
+    if not is_distributed():
+        return ok
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([0 if ok else 1], dtype=torch.int64, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+    return int(flag) == 0
 
 
 def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:

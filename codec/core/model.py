@@ -5,6 +5,8 @@ Public API (used by the CLI, the prior and users)::
     tokens = model.encode(x)                   # image (B, C, H, W) in [0, 1] -> (B, h, w) or (B, n_q, h, w)
                                                # audio (B, C, T) in [-1, 1]  -> (B, n_q, t)
     x_hat = model.decode(tokens, shape=x.shape[1:])   # the inverse, cropped to x's shape
+    tokens = model.tokenize([x1, x2, ...])     # items of any sizes: (C, H, W) or (C, T) each; lists out
+    xs = model.detokenize(tokens, shapes=[x1.shape, x2.shape, ...])
 
 Large images are processed in overlapping tiles and long audio in overlapping chunks, with enough context
 around each tile or chunk to cover the networks' receptive fields (every layer is local), so the result
@@ -13,7 +15,6 @@ matches whole-input processing and peak memory stays bounded.
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import product
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from codec.core.audio_stft_net import STFTDecoder, STFTEncoder
 from codec.core.config import CodecConfig, ImageCodecConfig
 from codec.core.image_net import ImageDecoder, ImageEncoder, ShuffleDecoder, ShuffleEncoder
 from codec.core.quantizer import QuantizerOutput, ResidualVectorQuantizer, VectorQuantizer
+from codec.core.windows import batched, core_slices, plan_windows, window_shape
 
 RANGE_SLACK = 1e-3  # inputs may overshoot their range by this much (rounding); beyond it is an error
 
@@ -191,23 +193,11 @@ class Codec(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         return x  # clamped, converted and moved window by window: no full-size copy
 
-    def _windows(self, grid: tuple[int, ...]) -> list[tuple[tuple[int, int, int, int], ...]]:
-        """Overlapping windows over a token grid: per axis (core0, core1, ctx0, ctx1), ctx0 <= core0 < core1 <= ctx1.
-
-        One window covering everything when the grid is small enough; otherwise tiles (images) or chunks
-        (audio) of ``tile`` / ``chunk_frames`` tokens with ``tile_overlap`` / ``chunk_context`` tokens of
-        context on each side.
-        """
+    def _window_plan(self, grid: tuple[int, ...]):
+        """The windows over a token grid: tiles (images) or chunks (audio); see ``codec.core.windows``."""
         if self.modality == "image":
-            size, ctx = self.config.tile, self.config.tile_overlap
-        else:
-            size, ctx = self.config.chunk_frames, self.config.chunk_context
-        if all(n <= size + 2 * ctx for n in grid):
-            return [tuple((0, n, 0, n) for n in grid)]
-        per_axis = [
-            [(a, min(n, a + size), max(0, a - ctx), min(n, a + size + ctx)) for a in range(0, n, size)] for n in grid
-        ]
-        return [tuple(w) for w in product(*per_axis)]
+            return plan_windows(grid, self.config.tile, self.config.tile_overlap)
+        return plan_windows(grid, self.config.chunk_frames, self.config.chunk_context)
 
     def _window_input(self, x: torch.Tensor, window, pad_mode: str) -> torch.Tensor:
         """The input samples under a window's context, clamped and padded at the end to whole tokens."""
@@ -222,23 +212,37 @@ class Codec(nn.Module):
 
     def _latent_tokens(self, x: torch.Tensor, n: int | None) -> torch.Tensor:
         """x (B, C, *grid*f) -> tokens (B, [n_q,] *grid)."""
-        idx = self._quantize(self.encoder(x), n).indices  # (B, *grid) or (B, *grid, n_q)
+        z = self.encoder(x).movedim(1, -1)  # (B, *grid, D)
+        idx = self.quantizer.encode_indices(z, n) if self.residual else self.quantizer.encode_indices(z)
         return idx.movedim(-1, 1) if self.residual else idx
 
     def _encode(self, x: torch.Tensor, n: int | None) -> torch.Tensor:
+        return self._encode_items([x], n, stack=False)[0]
+
+    def _encode_items(self, xs: list[torch.Tensor], n: int | None, stack: bool) -> list[torch.Tensor]:
+        """Checked inputs (B_i, C, *sizes_i) -> tokens (B_i, [n_q,] *grid_i) on the model's device.
+
+        ``stack``: windows of one shape, of any items, run as one batch (``codec.core.windows.batched``); else
+        each window runs alone with its item's B (``encode``: the computation files are made with).
+        """
         f = self.downsample
-        sizes = x.shape[2:]
-        grid = tuple(-(-s // f) for s in sizes)
-        # Reflect like a mirror at the end; inputs too small to mirror (a 1 x 1 image) repeat their edge.
-        pad_mode = "reflect" if all(g * f - s < s for g, s in zip(grid, sizes)) else "replicate"
-        windows = self._windows(grid)
-        lead = (x.shape[0],) + ((n or self.num_quantizers,) if self.residual else ())
-        tokens = torch.empty(*lead, *grid, dtype=torch.int64, device=self.device)
-        for w in windows:
-            t = self._latent_tokens(self._window_input(x, w, pad_mode).to(self.device), n)
-            core = tuple(slice(a - c0, b - c0) for a, b, c0, _ in w)
-            tokens[(..., *[slice(a, b) for a, b, _, _ in w])] = t[(..., *core)]
-        return tokens
+        outs, jobs = [], []
+        for i, x in enumerate(xs):
+            sizes = x.shape[2:]
+            grid = tuple(-(-s // f) for s in sizes)
+            # Reflect like a mirror at the end; inputs too small to mirror (a 1 x 1 image) repeat their edge.
+            pad_mode = "reflect" if all(g * f - s < s for g, s in zip(grid, sizes)) else "replicate"
+            lead = (x.shape[0],) + ((n or self.num_quantizers,) if self.residual else ())
+            outs.append(torch.empty(*lead, *grid, dtype=torch.int64, device=self.device))
+            jobs += [(i, w, pad_mode) for w in self._window_plan(grid)]
+        groups = batched(jobs, lambda job: (None, window_shape(job[1]))) if stack else [[job] for job in jobs]
+        for group in groups:
+            parts = [self._window_input(xs[i], w, pad_mode) for i, w, pad_mode in group]
+            t = self._latent_tokens((parts[0] if len(parts) == 1 else torch.cat(parts)).to(self.device), n)
+            for (i, w, _), part in zip(group, t.split([len(p) for p in parts])):
+                dst, src = core_slices(w)
+                outs[i][(..., *dst)] = part[(..., *src)]
+        return outs
 
     # ------------------------------------------------------------------------------------------- decode
     @torch.inference_mode()
@@ -259,6 +263,64 @@ class Codec(nn.Module):
         lo = 0.0 if self.modality == "image" else -1.0
         y = y.clamp_(lo, 1.0)
         return self._crop(y, shape)
+
+    # ------------------------------------------------------------------------------------------ batches
+    @torch.inference_mode()
+    def tokenize(self, items, num_quantizers: int | None = None) -> list[torch.Tensor]:
+        """Tokens of a list of images or audio clips whose sizes may differ: lists in, lists out.
+
+        Items of the same size, and the same-size tiles of large images or chunks of long clips, run through the
+        networks as one batch (up to ``codec.core.windows.BATCH_POSITIONS`` token positions at a time; inputs
+        are moved to the model's device a batch at a time, so a list of CPU tensors feeds a GPU model).
+
+        Args:
+            items: image tensors (C, H, W) float in [0, 1] or audio tensors (C, T) float in [-1, 1] at
+                ``sample_rate``, as for ``encode`` without the batch axis; on any device.
+            num_quantizers: residual levels to keep (1..num_quantizers); None = all.
+
+        Returns:
+            One int64 tensor per item on the model's device, shaped as ``encode(item[None])[0]``: image (h, w) or
+            (n_q, h, w), audio (n_q, t). Equal to per-item ``encode`` up to float rounding in the networks (a
+            vector within rounding of two codes may get the other one; none do on the bundled image model).
+
+        Raises:
+            ValueError: an item ``encode`` would refuse (the message names its index).
+        """
+        n = self._check_num_quantizers(num_quantizers)
+        xs = []
+        for i, x in enumerate(items):
+            try:
+                xs.append(self._check_input(x[None] if isinstance(x, torch.Tensor) else x))
+            except ValueError as e:
+                raise ValueError(f"items[{i}]: {e}") from None
+        with _eval(self):
+            return [t[0] for t in self._encode_items(xs, n, stack=True)]
+
+    @torch.inference_mode()
+    def detokenize(self, tokens, shapes=None) -> list[torch.Tensor]:
+        """Reconstructions of a list of token tensors (``tokenize``'s output; sizes and level counts may differ).
+
+        Args:
+            tokens: int tensors shaped as ``tokenize`` returns them: (h, w), (n_q, h, w) or (n_q, t).
+            shapes: None (full padded sizes) or one item shape per token tensor, (C, H, W) or (C, T), to crop to
+                (as ``decode``'s ``shape``).
+
+        Returns:
+            One float32 tensor per item on the model's device: image (C, H, W) in [0, 1], audio (C, T) in [-1, 1].
+        """
+        tokens = list(tokens)
+        if shapes is not None and len(shapes) != len(tokens):
+            raise ValueError(f"got {len(shapes)} shapes for {len(tokens)} token tensors")
+        checked = []
+        for i, t in enumerate(tokens):
+            try:
+                checked.append(self._check_tokens(t[None] if isinstance(t, torch.Tensor) else t))
+            except ValueError as e:
+                raise ValueError(f"tokens[{i}]: {e}") from None
+        with _eval(self):
+            ys = self._decode_items(checked, stack=True)
+        lo = 0.0 if self.modality == "image" else -1.0
+        return [self._crop(y.clamp_(lo, 1.0), None if shapes is None else shapes[i])[0] for i, y in enumerate(ys)]
 
     def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32, torch.int16):
@@ -287,17 +349,30 @@ class Codec(nn.Module):
         return self.quantizer.decode_indices(idx).movedim(-1, 1).contiguous()
 
     def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._decode_items([tokens], stack=False)[0]
+
+    def _decode_items(self, tokens: list[torch.Tensor], stack: bool) -> list[torch.Tensor]:
+        """Checked tokens (B_i, [n_q,] *grid_i) -> (B_i, C, *grid_i * f), unclamped; ``stack`` as in
+        ``_encode_items`` (windows of one shape and level count run together)."""
         f = self.downsample
-        grid = tuple(tokens.shape[-2:] if self.modality == "image" else tokens.shape[-1:])
-        windows = self._windows(grid)
-        if len(windows) == 1:
-            return self.decoder(self._latents(tokens))
-        out = torch.empty(tokens.shape[0], self.channels, *[g * f for g in grid], device=tokens.device)
-        for w in windows:
-            y = self.decoder(self._latents(tokens[(..., *[slice(c0, c1) for _, _, c0, c1 in w])]))
-            core = tuple(slice((a - c0) * f, (b - c0) * f) for a, b, c0, _ in w)
-            out[(..., *[slice(a * f, b * f) for a, b, _, _ in w])] = y[(..., *core)]
-        return out
+        outs, jobs = [], []
+        for i, t in enumerate(tokens):
+            grid = tuple(t.shape[-2:] if self.modality == "image" else t.shape[-1:])
+            windows = self._window_plan(grid)
+            if len(windows) == 1 and not stack:
+                outs.append(self.decoder(self._latents(t)))
+                continue
+            outs.append(torch.empty(t.shape[0], self.channels, *[g * f for g in grid], device=self.device))
+            jobs += [(i, w) for w in windows]
+        levels = (lambda i: tokens[i].shape[1]) if self.residual else (lambda i: 1)
+        groups = batched(jobs, lambda job: (levels(job[0]), window_shape(job[1]))) if stack else [[j] for j in jobs]
+        for group in groups:
+            parts = [self._latents(tokens[i][(..., *[slice(c0, c1) for _, _, c0, c1 in w])]) for i, w in group]
+            y = self.decoder(parts[0] if len(parts) == 1 else torch.cat(parts))
+            for (i, w), part in zip(group, y.split([len(p) for p in parts])):
+                dst, src = core_slices(w, f)
+                outs[i][(..., *dst)] = part[(..., *src)]
+        return outs
 
     def _crop(self, y: torch.Tensor, shape) -> torch.Tensor:
         if shape is None:

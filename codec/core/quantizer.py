@@ -157,6 +157,11 @@ class VectorQuantizer(nn.Module):
         return QuantizerOutput(quantized, indices.view(z.shape[:-1]), loss, perplexity, usage, resets)
 
     @torch.no_grad()
+    def encode_indices(self, z: torch.Tensor) -> torch.Tensor:
+        """The indices ``forward`` gives, (...) int64 of z (..., D), without its statistics or updates (inference)."""
+        return nearest_code(z.float().reshape(-1, self.dim), self.embed)[0].view(z.shape[:-1])
+
+    @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Codes of ``indices``: (...) int64 in [0, K) -> (..., D) float32."""
         _check_indices(indices, self.codebook_size)
@@ -297,6 +302,16 @@ class ResidualVectorQuantizer(nn.Module):
             usage=torch.stack([o.usage for o in outs]),
             resets=torch.stack([o.resets for o in outs]),
         )
+
+    @torch.no_grad()
+    def encode_indices(self, z: torch.Tensor, num_quantizers: int | None = None) -> torch.Tensor:
+        """The indices ``forward`` gives in eval mode, (..., n) int64 of z (..., D), without its statistics."""
+        residual, out = z.float(), []
+        for layer in self.layers[: self._stages(num_quantizers)]:
+            idx = layer.encode_indices(residual)
+            residual = residual - F.embedding(idx, layer.embed)  # as forward: the same operations, the same bits
+            out.append(idx)
+        return torch.stack(out, dim=-1)
 
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:

@@ -77,7 +77,7 @@ def test_tokenize_train_sample_images(image_run, capsys):
 def test_tokenize_resumes_after_an_interruption(image_run, monkeypatch, capsys):
     d = image_run
     args = ("tokenize", "--codec", d / "codec", "--data", d / "data", "--out")
-    real, calls = prior.data._load_item, []  # files in plan order: broken.png, img0.png, ..., img6.png
+    real, calls = prior.data._read_item, []  # files in plan order: broken.png, img0.png, ..., img6.png
 
     def flaky(model, path):
         calls.append(path)
@@ -85,13 +85,13 @@ def test_tokenize_resumes_after_an_interruption(image_run, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(model, path)
 
-    monkeypatch.setattr(prior.data, "_load_item", flaky)
+    monkeypatch.setattr(prior.data, "_read_item", flaky)
     assert run(*args, d / "tokens", "--shard-size", 2) == 130  # interrupted
     assert sorted(p.name for p in (d / "tokens").glob("shard_*")) == [
         "shard_00000.safetensors",
         "shard_00001.safetensors",
     ]
-    monkeypatch.setattr(prior.data, "_load_item", real)
+    monkeypatch.setattr(prior.data, "_read_item", real)
     assert run(*args, d / "tokens", "--shard-size", 2) == 0  # broken.png was in a finished shard: no warning
     out = capsys.readouterr().out
     assert "2 shards already done" in out and "1 unreadable files skipped" in out

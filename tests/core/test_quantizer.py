@@ -142,6 +142,18 @@ def test_single_decode_indices_equals_quantized():
     assert torch.equal(vq.decode_indices(out.indices), out.quantized)
 
 
+@pytest.mark.parametrize("n", [None, 1, 3])
+def test_encode_indices_equals_forward_indices(n):
+    rvq, vq = ResidualVectorQuantizer(6, 32, 4), VectorQuantizer(6, 32)
+    for _ in range(3):
+        z = torch.randn(16, 10, 6)
+        rvq(z), vq(z)
+    rvq.eval(), vq.eval()
+    z = torch.randn(4, 6, 7, 5).movedim(1, -1)  # a strided view, as the codec's encoder output is
+    assert torch.equal(rvq.encode_indices(z, n), rvq(z, num_quantizers=n).indices)
+    assert torch.equal(vq.encode_indices(z), vq(z).indices)
+
+
 def test_residual_stages_reduce_error():
     torch.manual_seed(3)
     rvq = ResidualVectorQuantizer(8, 64, 4)

@@ -1,0 +1,78 @@
+"""Chunks range-coded on several CPU cores at once: ``work_units`` cuts a file's chunks into jobs, ``map_groups``
+runs them in forked worker processes.
+
+Chunks are independent: each starts from the prior's start token. The integer prior's results do not depend on
+how chunks are batched, so its jobs are runs of at most ``group`` chunks, cut smaller when there are fewer groups
+than workers; the float coder of older files must run a group's chunks in lockstep, on the same shapes as when
+they were coded, so its jobs are the file's groups. Either way no byte of a file and no decoded token depends on
+the number of workers. The workers are forked from this process (the prior's weights are shared, copy on write,
+and nothing is loaded again); each runs torch on one thread, as the coders always do. Where fork is not available
+(Windows, macOS's default) or one worker is asked for, the jobs run here, one after another.
+"""
+
+import multiprocessing
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+
+_TASK: Callable | None = None  # the function the forked workers run, inherited from the parent
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def can_fork() -> bool:
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def work_units(groups: list[list[tuple]], workers: int, lockstep: bool) -> list[list[tuple]]:
+    """The chunks of ``groups`` (``Metadata.groups``) as jobs, in file order: the groups themselves when their
+    chunks must run in ``lockstep``; otherwise runs of at most a group, cut so that ``workers`` all get work."""
+    if lockstep or not groups:
+        return groups
+    chunks = [c for g in groups for c in g]
+    size = max(1, min(len(groups[0]), -(-len(chunks) // max(1, workers))))
+    return [chunks[i : i + size] for i in range(0, len(chunks), size)]
+
+
+def _run(args: tuple):
+    return _TASK(*args)
+
+
+def map_groups(fn: Callable, jobs: Iterable[tuple], workers: int, count: int) -> Iterator:
+    """``fn(*job)`` for every job, in order, in up to ``workers`` forked processes.
+
+    Args:
+        fn: the work of one group; any callable (it is not pickled: the workers inherit it). Its arguments and
+            results are pickled, so they should be plain data (arrays, bytes, lists).
+        jobs: the groups' arguments; read lazily, as the workers take them.
+        workers: processes to use; 1 (or ``count`` < 2, or no fork on this platform) runs here, in order.
+        count: the number of jobs (to use no more processes than there are groups).
+
+    Yields:
+        Each job's result, in job order, as soon as it and those before it are done. An exception raised by
+        ``fn`` is raised here, at that job's turn.
+    """
+    workers = min(workers, count)
+    if workers < 2 or not can_fork():
+        yield from (fn(*job) for job in jobs)
+        return
+    global _TASK
+    _TASK = fn
+    try:
+        with warnings.catch_warnings():  # Python 3.12+ warns on fork in a threaded process; the workers use no
+            warnings.simplefilter("ignore", DeprecationWarning)  # lock a torch thread may hold (one thread each)
+            pool = multiprocessing.get_context("fork").Pool(workers)
+        try:
+            yield from pool.imap(_run, jobs)
+        finally:
+            pool.terminate()
+            pool.join()
+    finally:
+        _TASK = None
