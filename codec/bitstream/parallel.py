@@ -10,8 +10,11 @@ and nothing is loaded again); each runs torch on one thread, as the coders alway
 (Windows, macOS's default) or one worker is asked for, the jobs run here, one after another.
 """
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -41,6 +44,12 @@ def work_units(groups: list[list[tuple]], workers: int, lockstep: bool) -> list[
     return [chunks[i : i + size] for i in range(0, len(chunks), size)]
 
 
+def _die_with_parent() -> None:
+    """In a worker: end when the process that forked it ends, even killed (Linux's parent-death signal)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _run(args: tuple):
     return _TASK(*args)
 
@@ -68,7 +77,7 @@ def map_groups(fn: Callable, jobs: Iterable[tuple], workers: int, count: int) ->
     try:
         with warnings.catch_warnings():  # Python 3.12+ warns on fork in a threaded process; the workers use no
             warnings.simplefilter("ignore", DeprecationWarning)  # lock a torch thread may hold (one thread each)
-            pool = multiprocessing.get_context("fork").Pool(workers)
+            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_die_with_parent)
         try:
             yield from pool.imap(_run, jobs)
         finally:
