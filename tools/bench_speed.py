@@ -77,9 +77,26 @@ def _tree_pss(proc: psutil.Process) -> int:
     return total
 
 
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes of the machine have used so far (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_seconds() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
 def run_cli(args: list, interval: float = 0.25) -> dict:
-    """Run ``codec ARGS`` in a fresh process: wall seconds and the peak summed PSS of it and its workers."""
-    t0 = time.perf_counter()
+    """Run ``codec ARGS`` in a fresh process: wall seconds, the peak summed PSS of it and its workers, and the share
+    of the machine's CPUs that other processes used meanwhile (``others_cpu``: 0 on a quiet machine)."""
+    busy0, ours0, t0 = _busy_seconds(), _children_seconds(), time.perf_counter()
     proc = subprocess.Popen([*CODEC, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ps, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
@@ -92,7 +109,11 @@ def run_cli(args: list, interval: float = 0.25) -> dict:
     seconds = time.perf_counter() - t0
     if proc.returncode:
         raise RuntimeError(f"codec {' '.join(map(str, args))} failed: {err.strip()[-500:]}")
-    return {"seconds": seconds, "peak_mib": peak / 2**20, "stdout": out.strip()}
+    others = None
+    if busy0 is not None:
+        ours = _children_seconds() - ours0  # the call and its workers (waited for)
+        others = max(0.0, (_busy_seconds() - busy0 - ours) / (seconds * psutil.cpu_count()))
+    return {"seconds": seconds, "peak_mib": peak / 2**20, "others_cpu": others, "stdout": out.strip()}
 
 
 def time_case(src: Path, tmp: Path, model: str, reps: int, extra: list) -> dict:
@@ -108,6 +129,7 @@ def time_case(src: Path, tmp: Path, model: str, reps: int, extra: list) -> dict:
     return {
         "encode_s": statistics.median(r["seconds"] for r in enc),
         "decode_s": statistics.median(r["seconds"] for r in dec),
+        "others_cpu": max((r["others_cpu"] or 0.0) for r in enc + dec),
         "encode_peak_mib": max(r["peak_mib"] for r in enc),
         "decode_peak_mib": max(r["peak_mib"] for r in dec),
         "bytes": vqc.stat().st_size,
@@ -245,7 +267,7 @@ def main(argv=None):
     )
     print(
         f"{'case':<22}{'mode':>8}{'bytes':>10}{'enc s':>8}{'dec s':>8}{'target':>8}{'x realtime':>13}"
-        f"{'peak MiB e/d':>15}  verdict"
+        f"{'peak MiB e/d':>15}{'others':>8}  verdict"
     )
     for r in rows:
         rt = f"{r['encode_x_realtime']:.0f}/{r['decode_x_realtime']:.0f}" if "encode_x_realtime" in r else ""
@@ -253,8 +275,10 @@ def main(argv=None):
         verdict = "report" if r.get("memory") else ("PASS" if r["pass"] else "FAIL")
         print(
             f"{r['case']:<22}{r['mode'] or '':>8}{r['bytes']:>10}{r['encode_s']:>8.1f}{r['decode_s']:>8.1f}"
-            f"{target:>8}{rt:>13}{r['encode_peak_mib']:>8.0f}/{r['decode_peak_mib']:<6.0f}  {verdict}"
+            f"{target:>8}{rt:>13}{r['encode_peak_mib']:>8.0f}/{r['decode_peak_mib']:<6.0f}"
+            f"{r['others_cpu']:>8.0%}  {verdict}"
         )
+    print("others: the largest share of the CPUs other processes used during a call of the case (0% = quiet)")
     for r in rows:
         b = r.get("breakdown")
         if b and "error" not in b:
