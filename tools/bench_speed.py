@@ -18,7 +18,7 @@ resized with Lanczos and saved as JPEG quality 92, and ``--recording`` (default 
 to length at 24 kHz and saved as FLAC. ``--breakdown`` adds, per timed case, where the time goes, measured in one
 process: start-up (import, model and prior loading), the codec's networks, and the prior's range coding.
 
-    python tools/bench_speed.py --image-model /work/gpu1/image --audio-model /work/gpu2/audio
+    python tools/bench_speed.py --image-model runs/image --audio-model runs/audio   # default: the bundled models
     python tools/bench_speed.py --photo big.jpg --skip-memory --breakdown
     python tools/bench_speed.py --quick          # small inputs: checks the tool itself
 

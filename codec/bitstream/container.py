@@ -251,6 +251,14 @@ def _validate_media(media, modality: str) -> dict:
             _int(media, key, 1, MAX_AUDIO_FRAMES, w)
         _opt_str(media, "format")
         _opt_str(media, "subtype")
+        # the output is the coded signal resampled to the original's rate: its length follows from the coded frames
+        # (a header may not claim more, or a 2 KB file could ask for gigabytes of samples)
+        longest = -(-media["frames"] * media["orig_sample_rate"] // media["sample_rate"]) + 2
+        if media["orig_frames"] > longest:
+            raise CorruptFileError(
+                f"metadata media.orig_frames = {media['orig_frames']} exceeds the {longest} samples that "
+                f"{media['frames']} coded samples give at {media['orig_sample_rate']} Hz"
+            )
         if "stereo" in media:
             allowed.add("stereo")
             if media["stereo"] not in STEREO_CODINGS or media["channels"] != 1 or media["orig_channels"] != 2:

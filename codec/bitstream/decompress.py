@@ -20,15 +20,13 @@ from tqdm import tqdm
 from codec.bitstream import container, integer_coding, range_coding
 from codec.bitstream.alpha import decode_alpha
 from codec.bitstream.container import Metadata, open_source, read_info
-from codec.bitstream.models import default_prior_dir, load_named_prior, load_recorded
+from codec.bitstream.models import default_prior_dir, load_codec_cached, load_named_prior, load_recorded
 from codec.bitstream.packing import bits_per_token, unpack_bits
 from codec.bitstream.parallel import map_groups, work_units
-from codec.core.checkpoint import load
 from codec.core.model import Codec
 from codec.errors import CorruptFileError, ModelMismatchError, VQCodecError
 from codec.media import resample, to_audio_channels
 from codec.store.rundir import model_hash
-from prior.checkpoint import load_prior
 from prior.layout import unraster
 from prior.model import TokenPrior
 
@@ -105,9 +103,9 @@ def decompress(
 def _decompress(f: BinaryIO, model, prior, device, progress: bool, workers) -> Decompressed:
     meta = container.read_header(f)
     if model is None:
-        model = load_recorded("codec", meta.codec, lambda name: load(name, device=device))
+        model = load_recorded("codec", meta.codec, lambda name: load_codec_cached(name, device=device))
     elif not isinstance(model, Codec):
-        model = load(model, device=device)
+        model = load_codec_cached(model, device=device)
     got = model_hash(model)[: container.HASH_CHARS]
     if got != meta.codec["hash"]:
         raise ModelMismatchError(
@@ -207,9 +205,9 @@ def _file_prior(meta: Metadata, model: Codec, prior):
 
     candidate = got = None
     if prior is not None:
-        candidate, got = hashed(prior if isinstance(prior, TokenPrior) else load_prior(prior, device="cpu"))
+        candidate, got = hashed(prior if isinstance(prior, TokenPrior) else load_named_prior(prior))
     elif (beside := default_prior_dir(model)) is not None:
-        candidate, got = hashed(load_prior(beside, device="cpu"))
+        candidate, got = hashed(load_named_prior(beside))
         if got != meta.prior["hash"]:
             candidate = None
     if candidate is None:

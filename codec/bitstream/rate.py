@@ -106,14 +106,18 @@ class FileSizes:
 
 
 def read_sizes(source) -> tuple[Metadata, FileSizes]:
-    """The metadata of a ``.vqc`` file (bytes, path or seekable binary file) and where its bytes go; only the header
-    and the alpha record's head are read."""
+    """The metadata of a ``.vqc`` file (bytes, path or seekable binary file) and where its bytes go. Every chunk's
+    head, bounds and CRC are checked on the way, and the file's end (nothing decoded): a truncated, extended or
+    damaged file raises ``CorruptFileError`` instead of being described."""
     f, close = container.open_source(source)
     try:
         meta = container.read_header(f)
         header = f.tell()
         alpha = container.alpha_record_size(f, meta)
-        total = f.seek(0, io.SEEK_END)
+        f.seek(alpha, io.SEEK_CUR)
+        for _ in container.iter_chunks(f, meta):
+            pass
+        total = f.tell()
     finally:
         if close:
             f.close()

@@ -81,9 +81,13 @@ def cmd_info(args) -> int:
         describe,
         read_sizes,  # no torch: info starts fast
     )
+    from codec.errors import CorruptFileError
 
     path = Path(args.input)
-    meta, sizes = read_sizes(path)
+    try:
+        meta, sizes = read_sizes(path)
+    except CorruptFileError as e:
+        raise CorruptFileError(f"{path}: {e}") from None
     info = {"file": str(path), **describe(meta, sizes)}
     if args.json:
         print(json.dumps({**info, "metadata": asdict(meta)}, sort_keys=True))

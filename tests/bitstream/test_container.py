@@ -210,3 +210,49 @@ def test_file_whose_model_is_gone_is_refused(tmp_path):
     shutil.rmtree(tmp_path / "gone")
     with pytest.raises(ModelMismatchError, match="cannot be loaded"):
         codec.decompress(data)
+
+
+def test_a_header_claiming_more_audio_than_its_tokens_is_refused(models):
+    """orig_frames is bounded by the coded frames (resampled to the original's rate): a 2 KB file cannot ask for
+    gigabytes of samples."""
+    import dataclasses
+
+    a = models["audio"]
+    data = codec.compress(torch.rand(1, 7000) - 0.5, a, prior=None, sample_rate=22050)
+    meta = codec.read_info(data)
+    rest = data[len(container.header_bytes(meta)) :]
+    for frames in (7000 + 3, 2**31 - 1):
+        forged = dataclasses.replace(meta, media={**meta.media, "orig_frames": frames})
+        with pytest.raises(codec.CorruptFileError, match="orig_frames"):
+            codec.decompress(container.header_bytes(forged) + rest)
+    ok = dataclasses.replace(meta, media={**meta.media, "orig_frames": 7000 + 1})  # within resampling's slack
+    assert codec.decompress(container.header_bytes(ok) + rest).data.shape == (1, 7001)
+
+
+def test_named_models_are_loaded_once_per_process(models, tmp_path, monkeypatch):
+    """decompress in a loop reads the weights of the codec and prior it names once; new weights load again."""
+    import os
+
+    import codec.bitstream.models as bm
+
+    monkeypatch.setattr(bm, "_CACHE", type(bm._CACHE)())
+    calls = []
+    real_load, real_prior = bm.load, bm.load_prior
+    monkeypatch.setattr(bm, "load", lambda *a, **k: calls.append("codec") or real_load(*a, **k))
+    monkeypatch.setattr(bm, "load_prior", lambda *a, **k: calls.append("prior") or real_prior(*a, **k))
+    run = models["dir"] / "img"
+    data = codec.compress(torch.rand(3, 24, 40), str(run), prior="auto", packed_if_smaller=False)
+    assert codec.read_info(data).mode == "prior"
+    calls.clear()
+    for _ in range(3):
+        codec.decompress(data)  # the file names the run directory and its prior
+    assert calls == [], calls  # compress loaded both already
+    monkeypatch.setattr(bm, "_CACHE", type(bm._CACHE)())
+    for _ in range(3):
+        codec.decompress(data)
+    assert sorted(calls) == ["codec", "prior"]
+    # a run that trains on: new weights (here the same ones rewritten, with another mtime) are loaded again
+    os.utime(run / "model.safetensors", ns=(1, 1))
+    calls.clear()
+    codec.decompress(data)
+    assert calls == ["codec"]

@@ -117,3 +117,21 @@ def test_info_of_a_packed_image(runs, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "content:  image 1x16x24 (PNG)" in text and "coding:   packed: 5 bits per token (ceil(log2 32))" in text
     assert "prior:" not in text and "bpp without the header" in text
+
+
+def test_info_of_a_truncated_extended_or_damaged_file_is_one_error_line(runs, tmp_path, capsys):
+    """info checks every chunk's bounds and CRC and the file's end before it describes anything."""
+    good = tmp_path / "a.vqc"
+    assert run("encode", runs / "media" / "a.png", "-o", good, "--model", runs / "img") == 0
+    data = good.read_bytes()
+    capsys.readouterr()
+    header = len(codec.bitstream.container.header_bytes(codec.read_info(data)))
+    damaged = bytearray(data)
+    damaged[header + 14] ^= 0xFF  # a payload byte of the first chunk
+    cases = {"cut.vqc": data[:-3], "long.vqc": data + b"\0", "bad.vqc": bytes(damaged)}
+    for name, blob in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        assert run("info", tmp_path / name) == 2, name
+        line = error_line(capsys)
+        assert str(tmp_path / name) in line, line
+    assert run("info", good) == 0
