@@ -196,6 +196,7 @@ def main(argv=None):
     ap.add_argument("--skip-image", action="store_true")
     ap.add_argument("--skip-audio", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-timing", action="store_true", help="only the memory cases")
     ap.add_argument("--memory-mode", choices=("packed", "prior"), default="packed")
     ap.add_argument("--breakdown", action="store_true", help="also time start-up, networks and coding apart")
     ap.add_argument("--quick", action="store_true", help="small inputs (checks the tool, not the targets)")
@@ -205,10 +206,10 @@ def main(argv=None):
     scale = 0.1 if args.quick else 1.0
     big = (round(3000 * scale), round(2000 * scale))
     cases = []  # (label, kind, make, target seconds, duration seconds for audio)
-    if not args.skip_image:
+    if not args.skip_image and not args.skip_timing:
         cases.append((f"image {big[0]}x{big[1]}", "image", lambda d: make_image(args.photo, *big, d / "big.jpg"), 30.0))
         cases.append(("image 512x341", "image", lambda d: make_image(args.photo, 512, 341, d / "p512.jpg"), 3.0))
-    if not args.skip_audio:
+    if not args.skip_audio and not args.skip_timing:
         minutes = 10 * scale
         cases.append(
             (

@@ -149,7 +149,10 @@ def write_image(
         raise MediaError(path, f"{fmt} images are at most {_MAX_SIDE[fmt]} pixels on a side; got {tuple(x.shape)}")
     if quality is not None and not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
-    array = x.nan_to_num(0.0).clamp_(0, 1).mul_(255).round_().to(torch.uint8).contiguous().numpy()  # one float copy
+    array = torch.empty(x.shape, dtype=torch.uint8)
+    for r in range(0, x.shape[0], 256):  # rows at a time: a big image is not copied whole as floats
+        array[r : r + 256] = x[r : r + 256].nan_to_num(0.0).clamp_(0, 1).mul_(255).round_()
+    array = array.numpy()
     options = {"quality": quality or DEFAULT_QUALITY} if fmt in ("JPEG", "WEBP") else {}
     with atomic_write(path) as f:
         Image.fromarray(array).save(f, format=fmt, **options)  # L, LA, RGB or RGBA from the array's shape
@@ -175,7 +178,8 @@ def _to_array(img: Image.Image) -> tuple[np.ndarray, int]:
         return np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32)), 0, 1), 16
     if img.mode in ("1", "L", "LA", "La"):
         return np.asarray(img.convert("L"), dtype=np.float32) / 255, 8
-    rgb = img.convert("RGBA" if img.has_transparency_data else "RGB")  # RGBA first: palette transparency
+    mode = "RGBA" if img.has_transparency_data else "RGB"  # RGBA first: palette transparency
+    rgb = img if img.mode == mode else img.convert(mode)  # convert copies even an image already in the mode
     chw = np.ascontiguousarray(np.asarray(rgb)[..., :3].transpose(2, 0, 1), dtype=np.float32)  # one float copy
     chw /= 255  # in place: a big image is held as float32 once, not three times
     return chw, 8
