@@ -11,6 +11,7 @@ import secrets
 import struct
 
 import torch
+from tqdm.auto import tqdm
 
 from prior.layout import positions
 
@@ -94,6 +95,7 @@ def sample(
     use_cache: bool = True,
     device=None,
     first_index: int = 0,
+    progress=False,
 ) -> torch.Tensor:
     """Sample ``batch`` token grids of token shape ``shape``.
 
@@ -109,6 +111,8 @@ def sample(
         device: where to compute (default: the prior's device).
         first_index: index of the first item: item b is drawn with a generator seeded from
             (seed, first_index + b), so sampling 16 items in one batch or in batches of 4 gives the same items.
+        progress: False; True for a tqdm bar over the token positions on stderr; or a tqdm-like object with
+            ``update(n)`` that is advanced by one per position (the caller owns it, e.g. one bar over batches).
 
     Returns:
         (batch, *shape) int64 tokens in [0, K), on the prior's device.
@@ -119,15 +123,22 @@ def sample(
     layout = prior.layout(shape)
     n = layout[0] * layout[1] * layout[2]
     out = torch.zeros(batch, n, dtype=torch.int64, device=device)
-    if use_cache:
-        state = prior.start(shape, batch, classes, device)
-        for p in range(n):
-            out[:, p] = draw(state.logits, _uniforms(generators), temperature, top_k, top_p)
-            prior.append(state, out[:, p])
-    else:
-        start = prior.start_ids(batch, classes, device)
-        for p in range(n):
-            inputs = torch.cat([start[:, None], out[:, :p]], dim=1)  # inputs for target positions 0..p
-            logits = prior(inputs, positions(layout, 0, p + 1, device)[None])
-            out[:, p] = draw(logits[:, -1], _uniforms(generators), temperature, top_k, top_p)
+    bar = progress if hasattr(progress, "update") else tqdm(total=n, desc="sample", unit="tok", disable=not progress)
+    try:
+        if use_cache:
+            state = prior.start(shape, batch, classes, device)
+            for p in range(n):
+                out[:, p] = draw(state.logits, _uniforms(generators), temperature, top_k, top_p)
+                prior.append(state, out[:, p])
+                bar.update(1)
+        else:
+            start = prior.start_ids(batch, classes, device)
+            for p in range(n):
+                inputs = torch.cat([start[:, None], out[:, :p]], dim=1)  # inputs for target positions 0..p
+                logits = prior(inputs, positions(layout, 0, p + 1, device)[None])
+                out[:, p] = draw(logits[:, -1], _uniforms(generators), temperature, top_k, top_p)
+                bar.update(1)
+    finally:
+        if bar is not progress:
+            bar.close()
     return prior.unflatten(out, shape)

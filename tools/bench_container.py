@@ -6,11 +6,12 @@
 For every file: real ``.vqc`` sizes from ``codec.compress`` in both modes (whole files: header and chunk heads
 included), checked to decode to the same tokens; then the range coder alone, timed: encode and decode of the
 file's tokens with the file's coder (the integer prior of format version 5, ``codec.bitstream.integer_coding``,
-over the same chunks and groups as the file), in tokens per second. ``--compare-float`` also times the float coder
-of versions 1-4 (``codec.bitstream.range_coding``) on the same chunks and reports how many more bits the integer
-prior's payloads take than the float one's. Targets: prior files at most 75% of packed ones (issue 5); at least
-4,000 tokens/s each way on the CPU with the bundled priors, and at most 2% more bits than the float prior
-(issue 13). The load average is recorded: on a shared machine the speeds are noisy.
+over the same chunks and groups as the file), in tokens per second, in one process and as ``compress`` and
+``decompress`` run it with ``--workers`` forked processes (default: one per CPU). ``--compare-float`` also times
+the float coder of versions 1-4 (``codec.bitstream.range_coding``) on the same chunks and reports how many more
+bits the integer prior's payloads take than the float one's. Targets: prior files at most 75% of packed ones
+(issue 5); at least 4,000 tokens/s each way on the CPU with the bundled priors, and at most 2% more bits than the
+float prior (issue 13). The load average is recorded: on a shared machine the speeds are noisy.
 
 Prints a table and writes JSON (``--out``, default bench_results/container.json).
 """
@@ -31,6 +32,7 @@ from codec.bitstream import packing
 from codec.bitstream.compress import DEFAULT_GROUP, prior_encoder
 from codec.bitstream.decompress import prior_decoder
 from codec.bitstream.models import default_prior_dir
+from codec.bitstream.parallel import map_groups, work_units
 from codec.media.audio_io import is_audio_file
 from codec.media.image_io import is_image_file
 from prior.checkpoint import load_prior
@@ -58,6 +60,26 @@ def time_entropy(prior, meta, tokens: torch.Tensor, float_coder: bool = False) -
     return enc, dec, size
 
 
+def time_workers(prior, meta, tokens: torch.Tensor, workers: int) -> tuple[float, float]:
+    """Seconds to range-encode and to range-decode one file's tokens as ``compress`` / ``decompress`` do with
+    ``workers`` forked processes (``codec.bitstream.parallel``: the chunks cut into runs so every worker gets
+    some; the pools' start-up included)."""
+    flat = raster(tokens, meta.residual).numpy()
+    layout = prior.layout(meta.token_shape)
+    encode, decode = prior_encoder(meta, prior), prior_decoder(meta, prior)
+    jobs = work_units(list(meta.groups()), workers, lockstep=meta.coder is None)
+    t0 = time.perf_counter()
+    args = [([a for _, a, _ in job], [flat[a:b] for _, a, b in job]) for job in jobs]
+    payloads = list(map_groups(lambda starts, chunks: encode(layout, starts, chunks), args, workers, len(jobs)))
+    t1 = time.perf_counter()
+    args = [([a for _, a, _ in job], [b - a for _, a, b in job], p) for job, p in zip(jobs, payloads)]
+    back = list(map_groups(lambda *a: decode(layout, *a), args, workers, len(jobs)))
+    t2 = time.perf_counter()
+    got = np.concatenate([t for part in back for t in part])
+    assert np.array_equal(got, flat), "range coder round trip failed"
+    return t1 - t0, t2 - t1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="codec run directory or bundled name")
@@ -68,6 +90,9 @@ def main(argv=None) -> int:
     ap.add_argument("--group", type=int, default=DEFAULT_GROUP)
     ap.add_argument("--limit", type=int, help="at most this many files")
     ap.add_argument("--compare-float", action="store_true", help="also time the float coder; compare its bits")
+    ap.add_argument(
+        "--workers", type=int, default=os.cpu_count(), help="also time coding with this many processes (default: CPUs)"
+    )
     ap.add_argument("--out", default="bench_results/container.json")
     args = ap.parse_args(argv)
 
@@ -83,7 +108,7 @@ def main(argv=None) -> int:
     opts = dict(num_quantizers=args.quantizers, chunk_tokens=args.chunk_tokens, group=args.group)
     rows = []
     head = f"{'file':32s} {'tokens':>8s} {'packed B':>9s} {'prior B':>9s} {'ratio':>6s} {'bits/tok':>8s} "
-    head += f"{'enc tok/s':>9s} {'dec tok/s':>9s}"
+    head += f"{'enc tok/s':>9s} {'dec tok/s':>9s} {f'enc x{args.workers}':>9s} {f'dec x{args.workers}':>9s}"
     load = os.getloadavg()
     print(f"codec {args.model}, prior {prior_dir}, torch threads for coding: 1, {platform.processor() or ''}")
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
@@ -96,6 +121,7 @@ def main(argv=None) -> int:
         meta = out_c.metadata
         assert meta.coder is not None, "compress wrote a float-coded file"
         enc, dec, size = time_entropy(prior, meta, out_c.tokens)
+        p_enc, p_dec = time_workers(prior, meta, out_c.tokens, args.workers)
         n = meta.num_tokens
         row = dict(
             file=path.name,
@@ -107,6 +133,8 @@ def main(argv=None) -> int:
             packed_bits_per_token=packing.bits_per_token(meta.codebook_size),
             encode_tokens_per_s=n / enc,
             decode_tokens_per_s=n / dec,
+            workers_encode_tokens_per_s=n / p_enc,
+            workers_decode_tokens_per_s=n / p_dec,
             chunks=meta.num_chunks,
             coder=meta.coder,
         )
@@ -119,7 +147,8 @@ def main(argv=None) -> int:
         rows.append(row)
         print(
             f"{path.name[:32]:32s} {n:8d} {len(packed):9d} {len(coded):9d} {row['ratio']:6.3f} "
-            f"{row['bits_per_token']:8.3f} {row['encode_tokens_per_s']:9.0f} {row['decode_tokens_per_s']:9.0f}",
+            f"{row['bits_per_token']:8.3f} {row['encode_tokens_per_s']:9.0f} {row['decode_tokens_per_s']:9.0f} "
+            f"{row['workers_encode_tokens_per_s']:9.0f} {row['workers_decode_tokens_per_s']:9.0f}",
             flush=True,
         )
     total_tokens = sum(r["tokens"] for r in rows)
@@ -129,6 +158,9 @@ def main(argv=None) -> int:
         ratio=sum(r["prior_bytes"] for r in rows) / sum(r["packed_bytes"] for r in rows),
         encode_tokens_per_s=total_tokens / sum(r["tokens"] / r["encode_tokens_per_s"] for r in rows),
         decode_tokens_per_s=total_tokens / sum(r["tokens"] / r["decode_tokens_per_s"] for r in rows),
+        workers=args.workers,
+        workers_encode_tokens_per_s=total_tokens / sum(r["tokens"] / r["workers_encode_tokens_per_s"] for r in rows),
+        workers_decode_tokens_per_s=total_tokens / sum(r["tokens"] / r["workers_decode_tokens_per_s"] for r in rows),
         targets=dict(ratio_max=0.75, tokens_per_s_min=4000, integer_extra_bits_max=0.02),
         load_average_start=load,
         load_average_end=os.getloadavg(),
@@ -143,7 +175,8 @@ def main(argv=None) -> int:
             )
     print(
         f"{'TOTAL':32s} {total_tokens:8d} {'':9s} {'':9s} {summary['ratio']:6.3f} {'':8s} "
-        f"{summary['encode_tokens_per_s']:9.0f} {summary['decode_tokens_per_s']:9.0f}"
+        f"{summary['encode_tokens_per_s']:9.0f} {summary['decode_tokens_per_s']:9.0f} "
+        f"{summary['workers_encode_tokens_per_s']:9.0f} {summary['workers_decode_tokens_per_s']:9.0f}"
     )
     if args.compare_float:
         print(

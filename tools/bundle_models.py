@@ -9,6 +9,13 @@ changes its hash, so the prior's ``codec_hash`` is rewritten to the rounded code
 on the given codec, then the round trip (load both, check the new pairing), and prints the sizes; ``--max-mb``
 guards the total of every bundled model, counted before the old bundle of that name is replaced (nothing is
 replaced when over the limit, and no temporary folder is left behind).
+
+A codec fine-tuned with a frozen encoder (``codec train --init image --freeze-encoder``) gives exactly its start
+model's tokens, so the start model's prior serves it: ``--tokens-of image`` names that start model. The script
+checks that the prior was trained on it and that the new codec's config and every tensor outside its decoder
+equal the start model's, bit for bit, before it pairs the prior with the new codec:
+
+    python tools/bundle_models.py --codec runs/img-dec --prior image/prior --tokens-of image --name image
 """
 
 import argparse
@@ -30,17 +37,33 @@ def to_fp16(src: Path, dst: Path) -> None:
     save_file(half, dst / "model.safetensors")
 
 
+def same_tokens(new, start) -> None:
+    """ValueError unless ``new`` encodes exactly as ``start``: equal configs and equal tensors outside the decoder."""
+    if new.config != start.config:
+        raise ValueError("--tokens-of: the codec configs differ")
+    a, b = new.state_dict(), start.state_dict()
+    differ = [k for k in b if not k.startswith("decoder.") and not bool((a[k] == b[k]).all())]
+    if differ:
+        raise ValueError(f"--tokens-of: the encoders or codebooks differ ({', '.join(differ[:3])}, ...)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--codec", required=True, help="codec run directory")
     ap.add_argument("--prior", required=True, help="prior run directory trained on that codec's tokens")
     ap.add_argument("--name", required=True, help="bundled name: codec/models/NAME")
+    ap.add_argument(
+        "--tokens-of",
+        metavar="MODEL",
+        help="the codec the prior was trained on, whose tokens --codec gives exactly (a frozen-encoder fine-tune)",
+    )
     ap.add_argument("--max-mb", type=float, default=40.0, help="limit on all bundled weights together")
     ap.add_argument("--dest", default=str(BUNDLED), help="folder of the bundled models (default codec/models)")
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
     import codec
+    from codec.store import registry
     from prior.checkpoint import load_prior
 
     dest = Path(args.dest)
@@ -49,18 +72,22 @@ def main(argv=None) -> int:
     # the prior must belong to this codec before its pairing is rewritten for the rounded weights
     try:
         original = codec.load_model(args.codec, device="cpu")
-        load_prior(args.prior, codec=original, device="cpu")  # ModelMismatchError for another codec's prior
-    except (codec.CheckpointError, codec.ModelMismatchError) as e:
+        tokens_of = codec.load_model(args.tokens_of, device="cpu") if args.tokens_of else original
+        load_prior(args.prior, codec=tokens_of, device="cpu")  # ModelMismatchError for another codec's prior
+        if args.tokens_of:
+            same_tokens(original, tokens_of)
+    except (codec.CheckpointError, codec.ModelMismatchError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    prior_dir = registry.prior_dir(args.prior)  # a bundled name ("image/prior") or a run directory
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         to_fp16(Path(args.codec), tmp)
         shutil.copy(Path(args.codec) / "config.json", tmp / "config.json")
         rounded = codec.load_model(tmp, device="cpu")
         new_hash = codec.model_hash(rounded)
-        to_fp16(Path(args.prior), tmp / "prior")
-        prior_config = json.loads((Path(args.prior) / "config.json").read_text())
+        to_fp16(prior_dir, tmp / "prior")
+        prior_config = json.loads((prior_dir / "config.json").read_text())
         target = prior_config.get("prior", prior_config)
         target["codec_hash"] = new_hash
         (tmp / "prior" / "config.json").write_text(json.dumps(prior_config, indent=2) + "\n")

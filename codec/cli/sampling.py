@@ -5,7 +5,7 @@ import math
 import secrets
 from pathlib import Path
 
-from codec.cli.common import add_quiet, positive_int, report
+from codec.cli.common import add_quiet, positive_int, report, show_progress
 
 SAMPLE_EXAMPLES = """examples:
   codec sample --codec image -n 16 -o samples/                 # the bundled model and the prior stored with it
@@ -82,6 +82,7 @@ def image_grid(images, pad: int = 2):
 
 def cmd_sample(args) -> list[str]:
     import torch
+    from tqdm.auto import tqdm
 
     from codec.core.checkpoint import load
     from codec.media import write_audio, write_image
@@ -94,12 +95,15 @@ def cmd_sample(args) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     written, decoded = [], []
     seed = args.seed if args.seed is not None else secrets.randbits(62)
-    for a in range(0, args.num, args.batch_size):
-        batch = min(args.batch_size, args.num - a)
-        tokens = prior.sample(
-            batch, shape, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=seed, first_index=a
-        )
-        decoded.append(model.decode(tokens).cpu())
+    batches = range(0, args.num, args.batch_size)
+    steps = len(batches) * math.prod(prior.layout(shape))  # token positions, one bar for every batch
+    with tqdm(total=steps, desc="sample", unit="tok", disable=not show_progress(args)) as bar:
+        for a in batches:
+            batch = min(args.batch_size, args.num - a)
+            tokens = prior.sample(
+                batch, shape, args.temperature, args.top_k, args.top_p, seed=seed, first_index=a, progress=bar
+            )
+            decoded.append(model.decode(tokens).cpu())
     decoded = torch.cat(decoded)
     for i, y in enumerate(decoded):
         if model.modality == "image":

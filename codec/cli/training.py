@@ -77,6 +77,12 @@ def register(subparsers) -> None:
         help="start from a trained codec's weights (run directory or bundled name, e.g. image): fine-tuning "
         "with a fresh optimizer; its config is the base of the codec section",
     )
+    p.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        default=None,
+        help="with --init: train the decoder only; the tokens stay the start model's, so its prior stays valid",
+    )
     p.add_argument("--batch-size", type=int, metavar="N", help="items per process and micro-batch (default 16)")
     p.add_argument("--lr", type=float, metavar="LR", help="peak learning rate (default 3e-4)")
     p.add_argument(
@@ -148,6 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "num_workers": args.num_workers,
         "val_fraction": args.val_fraction,
         "max_minutes": args.max_minutes,
+        "freeze_encoder": args.freeze_encoder,
     }
     train_overrides = {**sections.get("train", {}), **{k: v for k, v in flags.items() if v is not None}}
     init = None

@@ -20,7 +20,8 @@ import torch
 
 from codec.core.checkpoint import load, save_model
 from codec.core.config import AudioCodecConfig, CodecConfig, ImageCodecConfig, config_from_dict, config_to_dict
-from codec.core.model import Codec
+from codec.core.model import Codec, CodecOutput
+from codec.core.quantizer import QuantizerOutput
 from codec.media import write_audio, write_image
 from codec.train.config import (
     RESUMABLE_CHANGES,
@@ -85,6 +86,9 @@ class CodecTask(TrainTask):
     # ------------------------------------------------------------------------------------------ setup
     def build_model(self) -> Codec:
         model = Codec(self.codec_config)
+        if self.cfg.freeze_encoder:  # the tokens stay the start model's: only the decoder learns
+            for p in (*model.encoder.parameters(), *model.quantizer.parameters()):
+                p.requires_grad_(False)
         if self.init_state is not None:
             try:
                 model.load_state_dict(self.init_state)
@@ -93,6 +97,9 @@ class CodecTask(TrainTask):
                 raise ValueError(f"the init model's weights do not fit the codec config: {first}") from None
             self.init_state = None  # free the copy
         return model
+
+    def param_groups(self, model: Codec):
+        return model.decoder.parameters() if self.cfg.freeze_encoder else model.parameters()
 
     def start(self, model: Codec, accelerator) -> None:
         cfg, main = self.cfg, accelerator.is_main_process
@@ -134,12 +141,47 @@ class CodecTask(TrainTask):
     def loss(self, model: Codec, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         self.train_ds.report(batch["bad"])
         x = batch["x"]
-        out = model(x)
+        out = self._frozen_forward(model, x) if self.cfg.freeze_encoder else model(x)
         total, terms = self.loss_fn(out.x_hat, x, out.vq.loss)
         quality = self._quality(out.x_hat.detach(), x).mean()
         values = [total.detach().float(), *[terms.get(k, torch.zeros(())).float() for k in self.terms]]
         values += [quality, out.vq.usage.float().mean(), out.vq.perplexity.float().mean()]
         return total, torch.stack([v.to(x.device) for v in values])
+
+    def _frozen_forward(self, model, x: torch.Tensor) -> CodecOutput:
+        """The training pass of a frozen encoder: the start model's tokens (eval mode: no EMA update, no code
+        reset), each item cut to a random number of residual levels with the quantizer-dropout probability as
+        in training, and the decoder's output with gradients. Statistics: vq loss 0, usage/perplexity of the
+        tokens per level."""
+        net = getattr(model, "module", model)  # DDP wraps the model; the frozen parts need no gradient sync
+        net.encoder.eval()
+        net.quantizer.eval()
+        with torch.no_grad():
+            z = net.encoder(x).movedim(1, -1).float()  # (B, *grid, D)
+            q = net.quantizer
+            if net.residual:
+                idx = q.encode_indices(z)  # (B, *grid, n)
+                n = idx.shape[-1]
+                keep = torch.full((x.shape[0],), n, device=x.device)
+                if q.quantizer_dropout > 0:
+                    drop = torch.rand(x.shape[0], device=x.device) < q.quantizer_dropout
+                    keep = torch.where(drop, torch.randint(1, n + 1, (x.shape[0],), device=x.device), keep)
+                quantized = torch.zeros_like(z)
+                for i, layer in enumerate(q.layers):
+                    mask = (keep > i).view(-1, *([1] * (z.ndim - 1)))
+                    quantized = quantized + layer.decode_indices(idx[..., i]) * mask
+            else:
+                idx = q.encode_indices(z)[..., None]
+                quantized = q.decode_indices(idx[..., 0])
+            k = net.codebook_size
+            counts = torch.stack([torch.bincount(idx[..., i].reshape(-1), minlength=k) for i in range(idx.shape[-1])])
+            p = counts.float() / counts.sum(dim=1, keepdim=True)
+            perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum(dim=1))
+            usage = (counts > 0).float().mean(dim=1)
+        x_hat = net.decoder(quantized.movedim(-1, 1))
+        tokens = idx.movedim(-1, 1) if net.residual else idx[..., 0]
+        vq = QuantizerOutput(quantized, idx, torch.zeros((), device=x.device), perplexity, usage, counts[:, 0] * 0)
+        return CodecOutput(x_hat, tokens, vq)
 
     def _quality(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.modality == "image":
@@ -318,6 +360,28 @@ def _init_state(init, modality: str, codec_config: CodecConfig | None) -> tuple[
     return {k: v.detach().cpu().clone() for k, v in start.state_dict().items()}, codec_config
 
 
+# what a frozen-encoder run may change: knobs of the quantizer's own training, which is off
+FROZEN_CHANGEABLE = {
+    "quantizer.decay", "quantizer.dead_code_threshold", "quantizer.commitment_weight",
+    "quantizer.quantizer_dropout", "quantizer.kmeans_init",
+}  # fmt: skip
+
+
+def _check_frozen(init, codec_config: CodecConfig) -> None:
+    """A frozen encoder must give exactly the start model's tokens: an init model, and no change of padding,
+    tiling or chunking (they shape the tokens of big inputs)."""
+    if init is None:
+        raise ValueError("freeze_encoder trains the decoder of a trained codec: give init (e.g. --init image)")
+    start = _init_model(init)
+    changed = [
+        d for d in differences(plain(start.config), plain(codec_config)) if d.split(" ")[0] not in FROZEN_CHANGEABLE
+    ]
+    if changed:
+        raise ValueError(
+            f"freeze_encoder keeps the start model's tokens; the codec config changes {'; '.join(changed)}"
+        )
+
+
 # ------------------------------------------------------------------------------------------ entry point
 def train(
     modality: str,
@@ -361,6 +425,8 @@ def train(
     init_state = None
     if init is not None:
         init_state, codec_config = _init_state(init, modality, codec_config)
+    if train_config is not None and train_config.freeze_encoder and not resume:
+        _check_frozen(init, codec_config)
     if resume:
         meta = read_checkpoint_meta(out_dir)
         codec_config, train_config = _check_resume(meta, modality, data_dir, codec_config, train_config)

@@ -41,6 +41,9 @@ class TrainConfig:
     # the time or the steps, whichever is further along
     max_minutes: float = 0.0
     vq_weight: float = 1.0  # quantizer commitment loss
+    # fine-tuning (needs init): keep the encoder and codebooks as they are and train the decoder only, so the
+    # model gives exactly the start model's tokens and a prior trained on them stays valid (re-paired on bundling)
+    freeze_encoder: bool = False
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)

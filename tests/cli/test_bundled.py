@@ -73,6 +73,36 @@ def test_bundle_refuses_a_prior_of_another_codec(tmp_path, capsys):
     assert not (tmp_path / "models" / "x").exists()
 
 
+def test_bundle_pairs_the_start_models_prior_with_a_frozen_encoder_fine_tune(tmp_path, capsys):
+    torch.manual_seed(0)
+    q = QuantizerConfig(codebook_size=32, num_quantizers=2)
+    start = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=q))
+    start(torch.rand(2, 3, 32, 32))
+    codec.save_model(tmp_path / "start", start.eval())
+    save_prior(tmp_path / "start" / "prior", TokenPrior(PriorConfig.for_codec(start, dim=32, depth=1, heads=2)))
+    tuned = codec.load(tmp_path / "start", device="cpu")
+    with torch.no_grad():
+        next(tuned.decoder.parameters()).add_(0.1)  # what a frozen-encoder fine-tune changes: the decoder only
+    codec.save_model(tmp_path / "tuned", tuned)
+    moved = codec.load(tmp_path / "start", device="cpu")
+    with torch.no_grad():
+        next(moved.encoder.parameters()).add_(1e-3)  # any change outside the decoder changes the tokens
+    codec.save_model(tmp_path / "moved", moved)
+    common = ["--prior", str(tmp_path / "start" / "prior"), "--dest", str(tmp_path / "models")]
+    assert bundle_models.main(["--codec", str(tmp_path / "tuned"), *common, "--name", "a"]) == 2  # not its prior
+    assert "trained on" in capsys.readouterr().err
+    ok = ["--codec", str(tmp_path / "tuned"), *common, "--tokens-of", str(tmp_path / "start"), "--name", "a"]
+    assert bundle_models.main(ok) == 0
+    bundled = codec.load(tmp_path / "models" / "a", device="cpu")
+    load_prior(tmp_path / "models" / "a" / "prior", codec=bundled, device="cpu")  # paired with the new codec
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(bundled.encode(x), codec.load(tmp_path / "start", device="cpu").half().float().encode(x))
+    bad = ["--codec", str(tmp_path / "moved"), *common, "--tokens-of", str(tmp_path / "start"), "--name", "b"]
+    assert bundle_models.main(bad) == 2
+    assert "encoders or codebooks differ" in capsys.readouterr().err
+    assert not (tmp_path / "models" / "b").exists()
+
+
 # ----------------------------------------------------------------------------------- shipped models
 SHIPPED = codec.bundled_models()
 needs_shipped = pytest.mark.skipif(SHIPPED != ["audio", "image"], reason="bundled models not in this checkout")

@@ -4,6 +4,7 @@ train-prior after an interruption, and one-line errors for user mistakes.
 Runs the subcommands through ``codec.cli.main``."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -72,6 +73,26 @@ def test_tokenize_train_sample_images(image_run, capsys):
     assert torch.equal(read_image(d / "again" / "sample_000.png").pixels, first)  # same seed, same image
     assert run("sample", "--codec", d / "codec", "--prior", d / "prior", "-n", 2, "-o", samples, "--size", "17x30") == 0
     assert read_image(samples / "sample_000.png").pixels.shape == (3, 24, 32)  # whole tokens: ceil(17/8) x ceil(30/8)
+
+
+def test_sample_shows_one_progress_bar_on_a_terminal_and_none_otherwise(image_run, monkeypatch, capsys):
+    from prior.checkpoint import save_prior
+    from prior.config import PriorConfig
+    from prior.model import TokenPrior
+
+    d = image_run
+    model = codec.load(d / "codec")
+    config = PriorConfig.for_codec(model, **TINY["prior"], sample_shape=(4, 6))
+    save_prior(d / "prior", TokenPrior(config))
+    args = ("sample", "--codec", d / "codec", "--prior", d / "prior", "-n", 3, "--batch-size", 2, "--seed", 1, "-o")
+    assert run(*args, d / "plain") == 0  # stderr is not a terminal here: no bar debris
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert run(*args, d / "bar") == 0
+    err = capsys.readouterr().err
+    assert "sample" in err and "48/48" in err  # two batches of 4 x 6 token positions, one bar over both
+    assert run(*args, d / "quiet", "-q") == 0
+    assert capsys.readouterr() == ("", "")
 
 
 def test_tokenize_resumes_after_an_interruption(image_run, monkeypatch, capsys):

@@ -116,6 +116,24 @@ def test_cached_sampling_equals_uncached(layout, filters):
     assert any(not torch.equal(p.sample(3, shape, seed=s, **filters), cached) for s in (8, 9, 10))  # seeds matter
 
 
+class _Counter:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, k):
+        self.n += k
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_sampling_reports_progress_one_update_per_token_position(use_cache):
+    p = tiny_prior("image-levels")
+    shape = LAYOUTS["image-levels"][1]
+    bar = _Counter()
+    with_bar = p.sample(2, shape, seed=3, use_cache=use_cache, progress=bar)
+    assert bar.n == math.prod(p.layout(shape))  # every position once, whatever the batch
+    assert torch.equal(with_bar, p.sample(2, shape, seed=3, use_cache=use_cache))  # the bar changes nothing
+
+
 def test_incremental_api_matches_teacher_forcing():
     p = tiny_prior("audio")
     tokens = torch.randint(0, K, (2, 3, 9))

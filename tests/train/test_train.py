@@ -373,3 +373,58 @@ def test_max_minutes_stops_at_a_log_step_with_a_checkpoint_and_a_decayed_rate(tm
     assert read_checkpoint_meta(tmp_path / "run")["step"] == 3
     # the cosine followed the clock: at the end the rate is the floor, not the 3/10_000 point of the schedule
     assert rows(tmp_path / "run")[0]["lr"] == pytest.approx(cfg.lr * cfg.min_lr_ratio)
+
+
+def _trained_start(tmp_path) -> tuple[Codec, Path]:
+    make_image(tmp_path / "data" / "a.png", size=(32, 32))
+    make_image(tmp_path / "data" / "b.png", size=(40, 36), seed=3)
+    config = dataclasses.replace(IMAGE, quantizer=QuantizerConfig(codebook_size=32, num_quantizers=3))
+    torch.manual_seed(5)
+    start = Codec(config)
+    start(torch.rand(4, 3, 32, 32))  # k-means initialises the codebooks
+    save_model(tmp_path / "start", start.eval())
+    return start, tmp_path / "start"
+
+
+def test_a_frozen_encoder_keeps_the_start_models_tokens_and_trains_the_decoder(tmp_path):
+    start, start_dir = _trained_start(tmp_path)
+    train("image", tmp_path / "data", tmp_path / "ft", None, tiny(3, lr=1e-2, freeze_encoder=True), init=start_dir)
+    ft = load_model(tmp_path / "ft", device="cpu")
+    s, n = start.state_dict(), ft.state_dict()
+    frozen = [k for k in s if not k.startswith("decoder.")]
+    assert any(k.startswith("quantizer.") for k in frozen) and any(k.startswith("encoder.") for k in frozen)
+    for k in frozen:  # bit for bit: no gradient step, no EMA update, no dead-code reset
+        assert torch.equal(n[k], s[k]), k
+    assert max(float((n[k] - s[k]).abs().max()) for k in s if k.startswith("decoder.")) > 1e-3
+    x = read_image(tmp_path / "data" / "b.png").pixels[None]
+    assert torch.equal(ft.encode(x), start.encode(x))
+    assert model_hash(ft) != model_hash(start)
+
+
+def test_the_frozen_training_pass_equals_the_eval_forward(tmp_path):
+    from codec.train.codec_task import CodecTask
+
+    start, _ = _trained_start(tmp_path)
+    task = CodecTask(tmp_path / "data", start.config, tiny(1, freeze_encoder=True))
+    start.quantizer.quantizer_dropout = 0.0  # every item keeps all levels: the eval forward is the reference
+    x = torch.rand(2, 3, 32, 32)
+    got = task._frozen_forward(start, x)
+    with torch.no_grad():
+        want = start.eval()(x)
+    assert torch.equal(got.tokens, want.tokens)
+    torch.testing.assert_close(got.x_hat, want.x_hat, rtol=0, atol=1e-6)
+    assert got.x_hat.requires_grad and got.vq.perplexity.shape == (3,)
+    start.quantizer.quantizer_dropout = 1.0  # each item a random number of levels: the decoder sees coarser latents
+    torch.manual_seed(0)
+    cut = [task._frozen_forward(start, x).x_hat for _ in range(8)]
+    assert any(not torch.allclose(c, want.x_hat) for c in cut)
+
+
+def test_freeze_encoder_errors(tmp_path):
+    _, start_dir = _trained_start(tmp_path)
+    with pytest.raises(ValueError, match="give init"):
+        train("image", tmp_path / "data", tmp_path / "a", IMAGE, tiny(1, freeze_encoder=True))
+    start = load_model(start_dir, device="cpu").config
+    overlap = dataclasses.replace(start, tile_overlap=start.tile_overlap + 8)  # a fine-tune may, a frozen one not
+    with pytest.raises(ValueError, match="tile_overlap"):
+        train("image", tmp_path / "data", tmp_path / "b", overlap, tiny(1, freeze_encoder=True), init=start_dir)
