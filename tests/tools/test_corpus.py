@@ -15,6 +15,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import make_audio_corpus  # noqa: E402
 import make_image_corpus  # noqa: E402
+import make_recorded_speech  # noqa: E402
 
 
 def _photo(path: Path, w: int, h: int, seed: int) -> None:
@@ -92,3 +93,56 @@ def test_audio_corpus_builds_speech_and_music(tmp_path):
         info = sf.info(out / "train" / kind / f"{r['clip']}.flac")
         assert info.samplerate == 24000 and info.frames > 24000 * 0.3
         assert r["packages"] and all(r["packages"].values())
+
+
+def test_recorded_speech_is_held_out_by_speaker_with_its_licence(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    sounds = tmp_path / "sounds"
+    lengths = {"en_US_f_Allison": [2.0, 0.5, 3.0], "it_IT_m_Carlo": [2.5], "ru_RU_f_Ivr": [1.6]}
+    for voice, secs in lengths.items():
+        for i, sec in enumerate(secs):
+            (sounds / voice / "digits").mkdir(parents=True, exist_ok=True)
+            (sounds / voice / "digits" / f"{i}.g722").write_bytes(int(sec * 1000).to_bytes(4, "little"))
+    (sounds / "en").mkdir()  # language links and folders without a speaker name are not voices
+    (sounds / "en_US").symlink_to(sounds / "en_US_f_Allison")
+
+    def fake_decode(path):  # a 200 Hz tone of the length the file names, at 16 kHz
+        n = int.from_bytes(path.read_bytes(), "little") * 16
+        return (0.5 * np.sin(2 * np.pi * 200 * np.arange(n) / 16000)).astype(np.float32), 16000
+
+    monkeypatch.setattr(make_recorded_speech, "SOUNDS", sounds)
+    monkeypatch.setattr(make_recorded_speech, "decode_g722", fake_decode)
+    monkeypatch.setattr(make_recorded_speech.shutil, "which", lambda name: "/usr/bin/" + name)
+    out = tmp_path / "corpus"
+    assert make_recorded_speech.main(["--out", str(out), "--heldout-speakers", "it_IT_m_Carlo"]) == 0
+    train = sorted(p.relative_to(out / "train").as_posix() for p in (out / "train").rglob("*.flac"))
+    held = sorted(p.relative_to(out / "heldout").as_posix() for p in (out / "heldout").rglob("*.flac"))
+    assert train == [  # the 0.5 s clip is too short
+        "speech_recorded/en_US_f_Allison/digits-0.flac",
+        "speech_recorded/en_US_f_Allison/digits-2.flac",
+        "speech_recorded/ru_RU_f_Ivr/digits-0.flac",
+    ]
+    assert held == ["speech_recorded/it_IT_m_Carlo/digits-0.flac"]
+    x, rate = sf.read(out / "heldout" / held[0])
+    assert rate == 24000 and abs(len(x) / rate - 2.5) < 0.01 and abs(np.abs(x).max() - 0.9) < 1e-3
+    record = json.loads((out / "sources_recorded.json").read_text())
+    assert {(r["speaker"], r["split"]) for r in record} == {
+        ("Allison", "train"),
+        ("Ivr", "train"),
+        ("Carlo", "heldout"),
+    }
+    assert all(r["licence"].startswith("CC-BY-SA-3.0") for r in record)
+
+
+@pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or not make_recorded_speech.speakers(), reason="needs ffmpeg and Asterisk prompts"
+)
+def test_g722_prompts_decode_to_wideband_speech():
+    path = next(make_recorded_speech.speakers()[0].rglob("*.g722"))
+    x, rate = make_recorded_speech.decode_g722(path)
+    assert rate == 16000 and x.dtype == np.float32 and len(x) > 4000
+    # G.722 is wideband: energy above 4 kHz, which telephone-band (8 kHz) recordings lack
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / rate)
+    assert spectrum[freqs > 4000].sum() > 1e-4 * spectrum.sum()

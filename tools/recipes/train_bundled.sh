@@ -10,11 +10,13 @@ IMAGE_STEPS=${IMAGE_STEPS:-1500} AUDIO_STEPS=${AUDIO_STEPS:-1200} PRIOR_STEPS=${
 
 apt-get install -y plasma-workspace-wallpapers mate-backgrounds gnome-backgrounds ukui-wallpapers \
     festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng fluidsynth fluid-soundfont-gm \
-    fortunes fortunes-min opus-tools vorbis-tools
+    fortunes fortunes-min opus-tools vorbis-tools ffmpeg asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 \
+    asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722
 pip install -e ".[data,eval]"
 
 python tools/make_image_corpus.py --out "$W/data/images" --crops 16
 python tools/make_audio_corpus.py --out "$W/data/audio" --speech 1000 --music 150
+python tools/make_recorded_speech.py --out "$W/data/audio"   # real voices, held out by speaker
 
 codec train --modality image --data "$W/data/images/train" --out "$W/runs/image" --config $R/image.json --steps "$IMAGE_STEPS"
 codec train --modality audio --data "$W/data/audio/train" --out "$W/runs/audio" --config $R/audio.json --steps "$AUDIO_STEPS"
