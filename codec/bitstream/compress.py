@@ -43,13 +43,19 @@ from prior.layout import raster
 MAX_AUTO_CHUNK = 1024  # tokens per chunk at most when chosen automatically (128 frames of 8-level audio)
 MIN_AUTO_CHUNK = 256  # and at least (one prior context); see auto_chunk_tokens
 DEFAULT_GROUP = 32  # chunks range-coded in lockstep (speed; see codec.bitstream.range_coding)
+# Automatic chunking aims at this many groups of chunks: one lockstep group per worker of a 2-core machine. A fixed
+# number, never the machine's core count: the same input gives the same file everywhere. Measured on 4 held-out
+# 512 px photographs (24,576 tokens each): 64 chunks of 384 tokens instead of 32 of 768 decode 27% faster with
+# two workers (3,531 against 2,770 tokens/s) for 0.6% more bytes (chunk heads and restarted prior context).
+AUTO_GROUPS = 2
 
 
 def auto_chunk_tokens(num_tokens: int, group: int = DEFAULT_GROUP) -> int:
-    """Tokens per chunk: enough chunks to fill a group (chunks in lockstep are what makes range coding fast),
-    but no fewer than MIN_AUTO_CHUNK tokens (each chunk restarts the prior's context) nor more than MAX_AUTO_CHUNK.
+    """Tokens per chunk: enough chunks to fill AUTO_GROUPS groups (chunks in lockstep are what makes range coding
+    fast; a group per worker), but no fewer than MIN_AUTO_CHUNK tokens (each chunk restarts the prior's context)
+    nor more than MAX_AUTO_CHUNK.
     """
-    return int(min(MAX_AUTO_CHUNK, max(MIN_AUTO_CHUNK, -(-num_tokens // group))))
+    return int(min(MAX_AUTO_CHUNK, max(MIN_AUTO_CHUNK, -(-num_tokens // (AUTO_GROUPS * group)))))
 
 
 # ------------------------------------------------------------------------------------------- inputs

@@ -172,8 +172,10 @@ def test_auto_chunk_size():
     from codec.bitstream.compress import auto_chunk_tokens
 
     assert auto_chunk_tokens(100) == 256  # never below one prior context
-    assert auto_chunk_tokens(4096) == 256  # a 512 x 512 image: 16 chunks
-    assert auto_chunk_tokens(32 * 500) == 500  # exactly one full group
+    assert auto_chunk_tokens(4096) == 256  # 16 chunks
+    assert auto_chunk_tokens(24576) == 384  # a 512 x 512 image at 6 levels: two full groups of 32, one per worker
+    assert auto_chunk_tokens(64 * 500) == 500  # exactly two full groups
+    assert auto_chunk_tokens(64 * 500 + 1) == 501  # never a third group of one chunk
     assert auto_chunk_tokens(10**6) == 1024  # long files: the largest chunks, many groups
 
 
