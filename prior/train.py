@@ -250,7 +250,7 @@ def train_prior(
         prior_overrides: PriorConfig fields other than the layout, which comes from the tokens (dim, depth, ...).
         train_overrides: TrainPriorConfig fields (steps, batch_size, ...).
         resume: continue the run in ``out_dir`` from its checkpoint (an error when it has none).
-        progress: show a progress bar.
+        progress: a progress bar on a terminal, or a plain line per log and evaluation step on stderr elsewhere.
         init: a trained prior to start from (a ``TokenPrior``, or a run directory or name for ``load_prior``):
             its config and weights, with a fresh optimizer. Its token layout (modality, codebook size, levels) must
             be the tokens'; its codec may be another (a prior of the codec that a fine-tuned one started from is a

@@ -91,6 +91,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="seed of the whole run (default 0)")
     p.add_argument("--num-workers", type=int, metavar="N", help="DataLoader worker processes (default 0)")
     p.add_argument("--val-fraction", type=float, metavar="F", help="share of files held out (default 0.05)")
+    add_quiet(p)
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
@@ -137,6 +138,7 @@ def register(subparsers) -> None:
         help="start from a trained prior's weights and architecture (run directory, bundled name such as image, "
         "or a codec run directory holding prior/); it must belong to the codec of --tokens",
     )
+    add_quiet(p)
     p.set_defaults(func=cmd_train_prior)
 
 
@@ -170,8 +172,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_overrides=train_overrides,
         init=init,
     )
-    metrics = train(args.modality, args.data, args.out, codec_config, train_config, resume=args.resume, init=init)
-    if int(os.environ.get("RANK", "0")) == 0:  # one summary line, from the main process
+    metrics = train(
+        args.modality, args.data, args.out, codec_config, train_config, args.resume, init, progress=not args.quiet
+    )
+    if int(os.environ.get("RANK", "0")) == 0 and not args.quiet:  # one summary line, from the main process
         print(json.dumps(metrics))
     return 0
 
@@ -213,9 +217,12 @@ def cmd_train_prior(args) -> dict:
         train["steps"] = args.steps
     if args.max_minutes is not None:
         train["max_minutes"] = args.max_minutes
-    summary = train_prior(args.tokens, args.out, overrides.get("prior", {}), train, resume=args.resume, init=args.init)
-    print(
+    summary = train_prior(
+        args.tokens, args.out, overrides.get("prior", {}), train, args.resume, progress=not args.quiet, init=args.init
+    )
+    report(
+        args,
         f"prior in {summary['out']} at step {summary['step']}: held-out {summary['val_bits']:.4f} bits/token "
-        f"(log2 K = {summary['log2_K']:g})"
+        f"(log2 K = {summary['log2_K']:g})",
     )
     return summary

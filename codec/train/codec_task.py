@@ -391,6 +391,7 @@ def train(
     train_config: TrainConfig | None = None,
     resume: bool = False,
     init=None,
+    progress: bool = True,
 ) -> dict:
     """Train a codec on a folder of images or audio files.
 
@@ -405,6 +406,8 @@ def train(
         init: start from a trained codec's weights (a ``Codec``, run directory or bundled name such as "image"),
             with a fresh optimizer and schedule: fine-tuning, e.g. the bundled model on your own data. Its
             codebooks are already initialised (no k-means); ``codec_config`` None means the model's own.
+        progress: a progress bar on a terminal, or a plain line per log and evaluation step on stderr elsewhere
+            (a log file); False: neither.
 
     Returns:
         Final metrics: "step", "skipped_files", the last training log as "train_*" (loss, psnr or si_snr,
@@ -435,7 +438,7 @@ def train(
     if codec_config.modality != modality:
         raise ValueError(f"the codec config is for {codec_config.modality!r} data, not {modality!r}")
     task = CodecTask(data_dir, codec_config, train_config, init_state)
-    out = run_training(task, out_dir, resume=resume)
+    out = run_training(task, out_dir, resume=resume, progress=progress)
     skipped = {**task.train_ds.skipped_files, **task.eval_ds.skipped_files}
     result = {"step": out["step"], "skipped_files": len(skipped)}
     result.update({f"train_{k}": v for k, v in out["train"].items() if k not in ("step", "kind")})

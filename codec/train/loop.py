@@ -24,6 +24,7 @@ for data parallelism (gloo on CPU).
 
 import json
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -154,6 +155,7 @@ class Trainer:
 
     def __init__(self, task: TrainTask, out_dir: Path, saved: tuple[dict, dict] | None, progress: bool = True):
         self.task, self.out_dir, self.progress, s = task, out_dir, progress, task.settings
+        self.lines = False  # plain progress lines instead of a bar (set by run: stderr is not a terminal)
         self.accelerator = acc = make_accelerator(s)
         self.main = acc.is_main_process
         set_seed(s.seed)  # identical model initialisation on every process
@@ -202,8 +204,12 @@ class Trainer:
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._trim_metrics()
+        # a bar on a terminal; elsewhere (a log file, a pipe) one plain line per log and evaluation step
         show = self.main and self.progress
-        bar = tqdm(total=s.steps, initial=self.step, disable=not show, dynamic_ncols=True, desc=self.task.kind)
+        self.lines = show and not sys.stderr.isatty()
+        bar = tqdm(
+            total=s.steps, initial=self.step, disable=not show or self.lines, dynamic_ncols=True, desc=self.task.kind
+        )
         window: list[torch.Tensor] = []
         started_at = self.step
         saved_at = evaluated_at = self.step if self.step else -1
@@ -278,7 +284,12 @@ class Trainer:
         row.update(self.task.log_extras())
         self.last_train = row
         if self.main:
-            bar.set_postfix({k: f"{row[k]:.4g}" for k in self.task.progress_stats})
+            shown = {k: f"{row[k]:.4g}" for k in self.task.progress_stats}
+            bar.set_postfix(shown)
+            if self.lines:
+                total = self.task.settings.steps
+                print(f"{self.task.kind} step {self.step}/{total}: " + ", ".join(f"{k} {v}" for k, v in shown.items()),
+                      file=sys.stderr, flush=True)  # fmt: skip
             self._append_metrics(row)
 
     @torch.no_grad()
@@ -296,6 +307,9 @@ class Trainer:
             self.last_eval = {"step": self.step, "kind": "eval", **row}
             if write:
                 self._append_metrics(self.last_eval)
+            if self.lines:
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
+                print(f"{self.task.kind} step {self.step} held-out: {shown}", file=sys.stderr, flush=True)
         acc.wait_for_everyone()
 
     # ------------------------------------------------------------------------------------------ files

@@ -278,6 +278,27 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert err[0].startswith("codec: error: ") and message in err[0], err
 
 
+def test_training_off_a_terminal_prints_plain_lines_and_quiet_prints_nothing(tmp_path, capsys):
+    data = tmp_path / "data"
+    for i in range(3):
+        make_image(data / f"{i}.png", seed=i)
+    config = tmp_path / "tiny.json"
+    train_section = dict(SMALL, steps=4, log_every=2, eval_every=4, checkpoint_every=4, val_fraction=0.0)
+    config.write_text(json.dumps({"codec": config_to_dict(IMAGE), "train": train_section}))
+    argv = ["train", "--modality", "image", "--data", str(data), "--config", str(config)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no held-out files: evaluated on training files
+        assert cli_main([*argv, "--out", str(tmp_path / "a")]) == 0
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert "\r" not in err and "|" not in err  # no bar: stderr is not a terminal here
+        assert [ln.split(":")[0] for ln in lines] == ["codec step 2/4", "codec step 4/4", "codec step 4 held-out"]
+        assert "loss" in lines[0] and "psnr" in lines[0] and "psnr" in lines[2]
+        assert json.loads(out)["step"] == 4  # the summary line on stdout
+        assert cli_main([*argv, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+        assert capsys.readouterr() == ("", "")
+
+
 # ----------------------------------------------------------------------------------------- distributed
 def test_two_cpu_processes_keep_identical_weights_and_codebooks(tmp_path):
     data = tmp_path / "data"
