@@ -49,7 +49,7 @@ def same_tokens(new, start) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--codec", required=True, help="codec run directory")
+    ap.add_argument("--codec", required=True, help="codec run directory (or a bundled name)")
     ap.add_argument("--prior", required=True, help="prior run directory trained on that codec's tokens")
     ap.add_argument("--name", required=True, help="bundled name: codec/models/NAME")
     ap.add_argument(
@@ -71,8 +71,9 @@ def main(argv=None) -> int:
     tmp = dest / f".{args.name}.tmp"
     # the prior must belong to this codec before its pairing is rewritten for the rounded weights
     try:
-        original = codec.load_model(args.codec, device="cpu")
-        tokens_of = codec.load_model(args.tokens_of, device="cpu") if args.tokens_of else original
+        codec_dir = registry.model_dir(args.codec)  # a run directory or a bundled name
+        original = codec.load_model(codec_dir, device="cpu")
+        tokens_of = codec.load_model(registry.model_dir(args.tokens_of), device="cpu") if args.tokens_of else original
         load_prior(args.prior, codec=tokens_of, device="cpu")  # ModelMismatchError for another codec's prior
         if args.tokens_of:
             same_tokens(original, tokens_of)
@@ -82,8 +83,8 @@ def main(argv=None) -> int:
     prior_dir = registry.prior_dir(args.prior)  # a bundled name ("image/prior") or a run directory
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        to_fp16(Path(args.codec), tmp)
-        shutil.copy(Path(args.codec) / "config.json", tmp / "config.json")
+        to_fp16(codec_dir, tmp)
+        shutil.copy(codec_dir / "config.json", tmp / "config.json")
         rounded = codec.load_model(tmp, device="cpu")
         new_hash = codec.model_hash(rounded)
         to_fp16(prior_dir, tmp / "prior")
