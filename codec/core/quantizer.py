@@ -54,7 +54,7 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-def _histogram_stats(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def histogram_stats(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Perplexity and used fraction of a (K,) code histogram."""
     total = counts.sum().clamp_min(1e-12)
     p = counts / total
@@ -144,7 +144,7 @@ class VectorQuantizer(nn.Module):
             if self.training:
                 counts = self._ema_update(active, active_idx, counts)
                 resets = self._reset_dead_codes(active)
-            perplexity, usage = _histogram_stats(counts)
+            perplexity, usage = histogram_stats(counts)
             q = q.view_as(zf)
             if keep is None:
                 loss = F.mse_loss(zf, q)
@@ -276,10 +276,8 @@ class ResidualVectorQuantizer(nn.Module):
             raise ValueError(f"expected z with last dimension {self.dim}, got shape {tuple(z.shape)}")
         keep_stages = None
         if self.training and self.quantizer_dropout > 0 and z.ndim >= 2:
-            items = z.shape[0]
-            drop = torch.rand(items, device=z.device) < self.quantizer_dropout
-            n_item = torch.where(drop, torch.randint(1, n + 1, (items,), device=z.device), n)  # (B,)
-            keep_stages = n_item.view(items, *([1] * (z.ndim - 2))).expand(z.shape[:-1])  # z.shape[:-1]
+            n_item = self.dropout_stages(z.shape[0], n, z.device)  # (B,)
+            keep_stages = n_item.view(-1, *([1] * (z.ndim - 2))).expand(z.shape[:-1])  # z.shape[:-1]
         with torch.autocast(device_type=z.device.type, enabled=False):
             residual = z.float()
             total = torch.zeros_like(residual)
@@ -302,6 +300,12 @@ class ResidualVectorQuantizer(nn.Module):
             usage=torch.stack([o.usage for o in outs]),
             resets=torch.stack([o.resets for o in outs]),
         )
+
+    def dropout_stages(self, items: int, n: int, device) -> torch.Tensor:
+        """(items,) int64 stages each item keeps under quantizer dropout: a random 1..n with probability
+        ``quantizer_dropout``, else n."""
+        drop = torch.rand(items, device=device) < self.quantizer_dropout
+        return torch.where(drop, torch.randint(1, n + 1, (items,), device=device), n)
 
     @torch.no_grad()
     def encode_indices(self, z: torch.Tensor, num_quantizers: int | None = None) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 from codec.core.checkpoint import load, save_model
 from codec.core.config import AudioCodecConfig, CodecConfig, ImageCodecConfig, config_from_dict, config_to_dict
 from codec.core.model import Codec, CodecOutput
-from codec.core.quantizer import QuantizerOutput
+from codec.core.quantizer import QuantizerOutput, histogram_stats
 from codec.media import write_audio, write_image
 from codec.train.config import (
     RESUMABLE_CHANGES,
@@ -162,25 +162,24 @@ class CodecTask(TrainTask):
             if net.residual:
                 idx = q.encode_indices(z)  # (B, *grid, n)
                 n = idx.shape[-1]
-                keep = torch.full((x.shape[0],), n, device=x.device)
-                if q.quantizer_dropout > 0:
-                    drop = torch.rand(x.shape[0], device=x.device) < q.quantizer_dropout
-                    keep = torch.where(drop, torch.randint(1, n + 1, (x.shape[0],), device=x.device), keep)
+                keep = q.dropout_stages(x.shape[0], n, x.device) if q.quantizer_dropout > 0 else torch.full((1,), n)
                 quantized = torch.zeros_like(z)
                 for i, layer in enumerate(q.layers):
-                    mask = (keep > i).view(-1, *([1] * (z.ndim - 1)))
+                    mask = (keep > i).to(z.device).view(-1, *([1] * (z.ndim - 1)))
                     quantized = quantized + layer.decode_indices(idx[..., i]) * mask
             else:
                 idx = q.encode_indices(z)[..., None]
                 quantized = q.decode_indices(idx[..., 0])
             k = net.codebook_size
-            counts = torch.stack([torch.bincount(idx[..., i].reshape(-1), minlength=k) for i in range(idx.shape[-1])])
-            p = counts.float() / counts.sum(dim=1, keepdim=True)
-            perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum(dim=1))
-            usage = (counts > 0).float().mean(dim=1)
+            stats = [
+                histogram_stats(torch.bincount(idx[..., i].reshape(-1), minlength=k).float())
+                for i in range(idx.shape[-1])
+            ]
+            perplexity, usage = (torch.stack(v) for v in zip(*stats))
         x_hat = net.decoder(quantized.movedim(-1, 1))
         tokens = idx.movedim(-1, 1) if net.residual else idx[..., 0]
-        vq = QuantizerOutput(quantized, idx, torch.zeros((), device=x.device), perplexity, usage, counts[:, 0] * 0)
+        zeros = torch.zeros(idx.shape[-1], dtype=torch.int64, device=x.device)  # no code resets
+        vq = QuantizerOutput(quantized, idx, torch.zeros((), device=x.device), perplexity, usage, zeros)
         return CodecOutput(x_hat, tokens, vq)
 
     def _quality(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -343,21 +342,9 @@ def _check_resume(meta, modality, data_dir, codec_config, train_config) -> tuple
     return config_from_dict(meta["codec_config"]), train_config_from_dict(given)
 
 
-def _init_state(init, modality: str, codec_config: CodecConfig | None) -> tuple[dict, CodecConfig]:
-    """(the start model's tensors, the codec config: its own when none is given), after the checks."""
-    start = _init_model(init)
-    if start.modality != modality:
-        raise ValueError(f"init: a codec for {start.modality}, not {modality}")
-    codec_config = codec_config or start.config
-    changed = [
-        d for d in differences(plain(start.config), plain(codec_config)) if d.split(" ")[0] not in INIT_CHANGEABLE
-    ]
-    if changed:
-        raise ValueError(
-            f"init: the codec config changes the start model's architecture ({'; '.join(changed)}); only "
-            f"{', '.join(sorted(INIT_CHANGEABLE))} may change"
-        )
-    return {k: v.detach().cpu().clone() for k, v in start.state_dict().items()}, codec_config
+def _changes(start: CodecConfig, codec_config: CodecConfig, allowed: set[str]) -> list[str]:
+    """The differences of ``codec_config`` from the start model's config outside the ``allowed`` fields."""
+    return [d for d in differences(plain(start), plain(codec_config)) if d.split(" ")[0] not in allowed]
 
 
 # what a frozen-encoder run may change: knobs of the quantizer's own training, which is off
@@ -367,19 +354,26 @@ FROZEN_CHANGEABLE = {
 }  # fmt: skip
 
 
-def _check_frozen(init, codec_config: CodecConfig) -> None:
-    """A frozen encoder must give exactly the start model's tokens: an init model, and no change of padding,
-    tiling or chunking (they shape the tokens of big inputs)."""
-    if init is None:
-        raise ValueError("freeze_encoder trains the decoder of a trained codec: give init (e.g. --init image)")
+def _init_state(init, modality: str, codec_config: CodecConfig | None, frozen: bool) -> tuple[dict, CodecConfig]:
+    """(the start model's tensors, the codec config: its own when none is given), after the checks. A frozen
+    encoder must give exactly the start model's tokens: no change of padding, tiling or chunking either (they shape
+    the tokens of big inputs)."""
     start = _init_model(init)
-    changed = [
-        d for d in differences(plain(start.config), plain(codec_config)) if d.split(" ")[0] not in FROZEN_CHANGEABLE
-    ]
+    if start.modality != modality:
+        raise ValueError(f"init: a codec for {start.modality}, not {modality}")
+    codec_config = codec_config or start.config
+    changed = _changes(start.config, codec_config, INIT_CHANGEABLE)
+    if changed:
+        raise ValueError(
+            f"init: the codec config changes the start model's architecture ({'; '.join(changed)}); only "
+            f"{', '.join(sorted(INIT_CHANGEABLE))} may change"
+        )
+    changed = _changes(start.config, codec_config, FROZEN_CHANGEABLE) if frozen else []
     if changed:
         raise ValueError(
             f"freeze_encoder keeps the start model's tokens; the codec config changes {'; '.join(changed)}"
         )
+    return {k: v.detach().cpu().clone() for k, v in start.state_dict().items()}, codec_config
 
 
 # ------------------------------------------------------------------------------------------ entry point
@@ -425,11 +419,12 @@ def train(
         raise ValueError(f"modality must be 'image' or 'audio', got {modality!r}")
     if resume and init is not None:
         raise ValueError("init starts a new run from a model's weights; resume continues a run: use one")
+    frozen = train_config is not None and train_config.freeze_encoder
+    if frozen and init is None and not resume:
+        raise ValueError("freeze_encoder trains the decoder of a trained codec: give init (e.g. --init image)")
     init_state = None
     if init is not None:
-        init_state, codec_config = _init_state(init, modality, codec_config)
-    if train_config is not None and train_config.freeze_encoder and not resume:
-        _check_frozen(init, codec_config)
+        init_state, codec_config = _init_state(init, modality, codec_config, frozen)
     if resume:
         meta = read_checkpoint_meta(out_dir)
         codec_config, train_config = _check_resume(meta, modality, data_dir, codec_config, train_config)
