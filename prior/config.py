@@ -54,19 +54,24 @@ class PriorConfig:
     @classmethod
     def for_codec(cls, codec_model, **overrides) -> "PriorConfig":
         """The layout fields (and codec_hash) taken from a codec; every other field from ``overrides``."""
-        layout = dict(
-            modality=codec_model.modality,
-            codebook_size=codec_model.codebook_size,
-            levels=codec_model.num_quantizers if codec_model.residual else 1,
-            residual=codec_model.residual,
-            codec_hash=model_hash(codec_model),
-        )
-        return cls(**{**overrides, **layout})
+        return cls(**{**overrides, **codec_layout(codec_model)})
 
     @property
     def receptive_field(self) -> int:
         """How many earlier positions can influence a prediction: each layer reaches context - 1 further back."""
         return self.depth * (self.context - 1)
+
+
+def codec_layout(codec_model) -> dict:
+    """The token layout of a codec's tokens (modality, codebook_size, levels, residual) and its codec_hash: the
+    fields an entropy model's config takes from the codec (``PriorConfig``, ``prior.context.ContextConfig``)."""
+    return dict(
+        modality=codec_model.modality,
+        codebook_size=codec_model.codebook_size,
+        levels=codec_model.num_quantizers if codec_model.residual else 1,
+        residual=codec_model.residual,
+        codec_hash=model_hash(codec_model),
+    )
 
 
 def config_to_dict(config: PriorConfig) -> dict:

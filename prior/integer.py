@@ -322,7 +322,16 @@ def frequencies(logits: torch.Tensor, total_bits: int = FREQ_BITS) -> torch.Tens
     idx = (logits.amax(dim=1, keepdim=True) - logits).clamp(max=len(table) - 1)
     e = table.index_select(0, idx.reshape(-1)).view(idx.shape)
     total, K = 1 << total_bits, logits.shape[1]
-    freq = torch.div(e * (total - K), e.sum(dim=1, keepdim=True), rounding_mode="floor") + 1
+    freq = _floor_div(e * (total - K), e.sum(dim=1, keepdim=True)) + 1
     rows = torch.arange(len(freq), device=freq.device)
     freq[rows, logits.argmax(dim=1)] += total - freq.sum(dim=1)
     return freq
+
+
+def _floor_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """floor(a / b) for int64 0 <= a < 2^53, 0 < b < 2^53 (broadcast), exactly: a float64 quotient (a and b are
+    exact in float64; the rounded quotient is off by at most one) corrected with integer remainders. Several times
+    faster than int64 division."""
+    q = torch.floor(a.double() / b.double()).long()
+    r = a - q * b
+    return q - (r < 0).long() + (r >= b).long()

@@ -29,8 +29,8 @@ import torch
 
 import codec
 from codec.bitstream import packing
-from codec.bitstream.compress import DEFAULT_GROUP, prior_encoder
-from codec.bitstream.decompress import prior_decoder
+from codec.bitstream.coders import prior_decoder, prior_encoder
+from codec.bitstream.compress import DEFAULT_GROUP
 from codec.bitstream.models import default_prior_dir
 from codec.bitstream.parallel import map_groups, work_units
 from codec.media.audio_io import is_audio_file

@@ -1,10 +1,14 @@
-"""Package a trained codec and its prior as a bundled model inside the package (codec/models/NAME), in fp16.
+"""Package a trained codec, its prior and its context model as a bundled model inside the package
+(codec/models/NAME, with NAME/prior and NAME/context), in fp16.
 
-    python tools/bundle_models.py --codec runs/image --prior runs/image/prior --name image
-    python tools/bundle_models.py --codec runs/audio --prior runs/audio/prior --name audio
+    python tools/bundle_models.py --codec runs/image --prior runs/image/prior --context runs/image/context --name image
+    python tools/bundle_models.py --codec audio --prior audio/prior --context runs/audio-ctx --name audio
+
+(the second re-bundles the bundled audio codec and prior, which fp16 leaves unchanged, with a new context model).
 
 Weights are stored as float16 safetensors (loading casts them back to the model's float32). Rounding the codec
-changes its hash, so the prior's ``codec_hash`` is rewritten to the rounded codec's: the prior is then accepted by
+changes its hash, so the prior's (and the context model's) ``codec_hash`` is rewritten to the rounded codec's: the
+prior is then accepted by
 ``codec.load(NAME)``'s model and by ``compress``/``decompress``. The script first checks that the prior was trained
 on the given codec, then the round trip (load both, check the new pairing), and prints the sizes; ``--max-mb``
 guards the total of every bundled model, counted before the old bundle of that name is replaced (nothing is
@@ -52,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--codec", required=True, help="codec run directory (or a bundled name)")
     ap.add_argument("--prior", required=True, help="prior run directory trained on that codec's tokens")
     ap.add_argument("--name", required=True, help="bundled name: codec/models/NAME")
+    ap.add_argument("--context", help="context model run directory trained on that codec's tokens (optional)")
     ap.add_argument(
         "--tokens-of",
         metavar="MODEL",
@@ -65,6 +70,7 @@ def main(argv=None) -> int:
     import codec
     from codec.store import registry
     from prior.checkpoint import load_prior
+    from prior.context_checkpoint import load_context
 
     dest = Path(args.dest)
     out = dest / args.name
@@ -75,6 +81,9 @@ def main(argv=None) -> int:
         original = codec.load_model(codec_dir, device="cpu")
         tokens_of = codec.load_model(registry.model_dir(args.tokens_of), device="cpu") if args.tokens_of else original
         load_prior(args.prior, codec=tokens_of, device="cpu")  # ModelMismatchError for another codec's prior
+        context_dir = registry.context_dir(args.context) if args.context else None
+        if context_dir is not None:
+            load_context(context_dir, codec=tokens_of, device="cpu")
         if args.tokens_of:
             same_tokens(original, tokens_of)
     except (codec.CheckpointError, codec.ModelMismatchError, ValueError) as e:
@@ -93,6 +102,12 @@ def main(argv=None) -> int:
         target["codec_hash"] = new_hash
         (tmp / "prior" / "config.json").write_text(json.dumps(prior_config, indent=2) + "\n")
         load_prior(tmp / "prior", codec=rounded, device="cpu")  # the rewritten pairing loads
+        if context_dir is not None:
+            to_fp16(context_dir, tmp / "context")
+            context_config = json.loads((context_dir / "config.json").read_text())
+            context_config["codec_hash"] = new_hash
+            (tmp / "context" / "config.json").write_text(json.dumps(context_config, indent=2) + "\n")
+            load_context(tmp / "context", codec=rounded, device="cpu")
 
         # the size guard counts the new bundle in place of the one it replaces, before anything is replaced
         others = [p for p in dest.rglob("*.safetensors") if out not in p.parents and tmp not in p.parents]

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec.bitstream import container, integer_coding, range_coding
+from codec.bitstream import container
 from codec.bitstream.alpha import ALPHA_CODINGS, encode_alpha
+from codec.bitstream.coders import coder_of, prior_encoder, recorded_hash
 from codec.bitstream.container import Metadata
+from codec.bitstream.context_coding import CODER as CONTEXT_CODER
 from codec.bitstream.models import resolve_codec, resolve_prior
 from codec.bitstream.packing import bits_per_token, pack_bits
 from codec.bitstream.parallel import map_groups, work_units
@@ -48,6 +50,7 @@ DEFAULT_GROUP = 32  # chunks range-coded in lockstep (speed; see codec.bitstream
 # 512 px photographs (24,576 tokens each): 64 chunks of 384 tokens instead of 32 of 768 decode 27% faster with
 # two workers (3,531 against 2,770 tokens/s) for 0.6% more bytes (chunk heads and restarted prior context).
 AUTO_GROUPS = 2
+MIN_PARALLEL_TOKENS = 8192  # the context coder splits inputs of at least this many tokens for the workers
 
 
 def auto_chunk_tokens(num_tokens: int, group: int = DEFAULT_GROUP) -> int:
@@ -180,16 +183,19 @@ def compress(
             ``sample_rate`` (default: the model's rate).
         model: a ``Codec``, a codec run directory, or a bundled model name; None: the bundled model for the
             input's modality.
-        prior: a ``TokenPrior`` or a prior run directory for "prior" mode; None: "packed" mode; "auto": the
-            prior stored with the codec (``RUN_DIR/prior``, as bundled models have) if there is one, else packed.
+        prior: the entropy model of "prior" mode: a ``ContextPrior`` (coder ``context-1``, fast) or a
+            ``TokenPrior`` (``integer-1``), or a run directory or bundled name of one ("image/context",
+            "image/prior"); None: "packed" mode; "auto": the codec's context model (``RUN_DIR/context``) if it has
+            one, else its prior (``RUN_DIR/prior``), else packed.
         num_quantizers: residual levels to keep (fewer = lower bitrate); None = all.
         bitrate: audio: instead of ``num_quantizers``, a rate in bits per second (or a string such as "3kbps",
             "3k", "3000"): the most levels whose bit-packed rate is at most this (one level, with a warning, when
             even one costs more; ``codec.bitstream.rate.choose_levels``).
         bpp: images: the same in bits per pixel.
         chunk_tokens: tokens per chunk (each independently checked and entropy coded); None chooses with
-            ``auto_chunk_tokens``.
-        group: chunks range-coded in lockstep in "prior" mode (recorded in the file).
+            ``auto_chunk_tokens`` (``context_chunk_tokens`` for the context model).
+        group: chunks range-coded in lockstep in "prior" mode with a Transformer prior (recorded in the file; 1
+            for the context model, which codes a chunk in a few passes).
         device: where the codec runs (default: CUDA when available). The prior codes in exact integer arithmetic
             (``codec.bitstream.integer_coding``), so the file decodes to the same tokens on any machine.
         progress: show a progress bar over the tokens being entropy coded.
@@ -234,9 +240,12 @@ def compress(
         media=media,
         group=group if prior_model is not None else 1,
     )
-    if prior_model is not None:  # the integer prior codes (version 5); the file names it by its hash
-        meta.coder = integer_coding.CODER
-        meta.prior = {"name": prior_name, "hash": integer_coding.integer_hash(prior_model)[: container.HASH_CHARS]}
+    if prior_model is not None:  # an integer network codes (version 5); the file names it by its hash
+        meta.coder = coder_of(prior_model)
+        meta.prior = {"name": prior_name, "hash": recorded_hash(meta.coder, prior_model)}
+        if meta.coder == CONTEXT_CODER:
+            meta.group = 1  # chunks are coded one at a time, each in a few passes
+            meta.chunk_tokens = chunk_tokens or context_chunk_tokens(prior_model.layout(tokens.shape))
     flat = raster(tokens, model.residual).numpy()
     alpha_record = b"" if alpha is None else container.alpha_bytes(encode_alpha(alpha), alpha)
     workers = workers or torch.get_num_threads()
@@ -277,9 +286,16 @@ def _write(
     return out.getvalue()
 
 
-def prior_encoder(meta: Metadata, prior_model):
-    """``encode(layout, starts, chunks) -> payloads`` of a "prior" file's coder (``meta.coder``)."""
-    if meta.coder is None:
-        return lambda *a: range_coding.prior_encode(prior_model, *a)
-    net = integer_coding.integer_net(prior_model)
-    return lambda *a: integer_coding.encode_chunks(net, *a)
+def context_chunk_tokens(layout) -> int:
+    """Tokens per chunk for the context coder: whole rows of the grid (a chunk's edges cost context), as few
+    chunks as the format's chunk limit allows, but AUTO_GROUPS of them (one per worker) once there are at least
+    MIN_PARALLEL_TOKENS tokens. Audio (one row) is cut into runs of whole frames."""
+    L, H, W = layout
+    total = L * H * W
+    chunks = max(-(-total // container.MAX_CHUNK_TOKENS), AUTO_GROUPS if total >= MIN_PARALLEL_TOKENS else 1)
+    unit = L * W if H > 1 and L * W <= container.MAX_CHUNK_TOKENS else L  # a row, or a frame
+    per = -(-total // chunks)
+    per = -(-per // unit) * unit  # whole units, rounded up ...
+    if per > container.MAX_CHUNK_TOKENS:  # ... unless that passes the limit
+        per = container.MAX_CHUNK_TOKENS // unit * unit
+    return int(per)

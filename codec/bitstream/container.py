@@ -47,7 +47,7 @@ CODER_VERSION = 5  # the first version whose prior-mode files name their coder
 # "prior" mode's range coders (metadata "coder", version 5): "integer-1" is the integer prior of prior.integer
 # (codec.bitstream.integer_coding), exact on every machine. Versions 1-4 name none: the float prior
 # (codec.bitstream.range_coding), which decodes only where torch computes its logits as the encoder's machine did.
-PRIOR_CODERS = ("integer-1",)
+PRIOR_CODERS = ("integer-1", "context-1")
 STEREO_CODINGS = ("mid_side",)  # media.stereo: how a 2-channel original was coded by a 1-channel audio codec
 _FIXED = struct.Struct("<4sHII")  # magic, version, meta_length, header_crc
 _CHUNK = struct.Struct("<III")  # payload_length, token_crc, chunk_crc

@@ -17,10 +17,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec.bitstream import container, integer_coding, range_coding
+from codec.bitstream import container
 from codec.bitstream.alpha import decode_alpha
+from codec.bitstream.coders import prior_decoder, recorded_prior_hash
 from codec.bitstream.container import Metadata, open_source, read_info
-from codec.bitstream.models import default_prior_dir, load_codec_cached, load_named_prior, load_recorded
+from codec.bitstream.context_coding import CODER as CONTEXT_CODER
+from codec.bitstream.models import ENTROPY_MODELS, default_prior_dir, load_codec_cached, load_named_prior, load_recorded
 from codec.bitstream.packing import bits_per_token, unpack_bits
 from codec.bitstream.parallel import map_groups, work_units
 from codec.core.model import Codec
@@ -28,7 +30,6 @@ from codec.errors import CorruptFileError, ModelMismatchError, VQCodecError
 from codec.media import resample, to_audio_channels
 from codec.store.rundir import model_hash
 from prior.layout import unraster
-from prior.model import TokenPrior
 
 __all__ = ["Decompressed", "decompress", "read_info"]
 
@@ -176,22 +177,6 @@ def _read_alpha(f: BinaryIO, meta: Metadata) -> np.ndarray | None:
     return plane
 
 
-def prior_decoder(meta: Metadata, prior_model):
-    """``decode(layout, starts, lengths, payloads) -> tokens`` of a "prior" file's coder: the integer prior
-    (version 5), or the float one of versions 1-4, which decodes only where torch computes its logits bit for bit
-    as the encoder's machine did."""
-    if meta.coder is None:
-        return lambda *a: range_coding.prior_decode(prior_model, *a)
-    net = integer_coding.integer_net(prior_model)
-    return lambda *a: integer_coding.decode_chunks(net, *a)
-
-
-def recorded_prior_hash(meta: Metadata, prior_model) -> str:
-    """The hash a "prior" file records of its prior: the integer prior's (version 5), or the float prior's."""
-    h = integer_coding.integer_hash(prior_model) if meta.coder is not None else model_hash(prior_model)
-    return h[: container.HASH_CHARS]
-
-
 def _file_prior(meta: Metadata, model: Codec, prior):
     """The prior a "prior"-mode file was made with: ``prior`` (an object or a directory) if given, else the one
     stored with the codec if its hash is the file's, else the one the file names. Each candidate is hashed once.
@@ -205,8 +190,8 @@ def _file_prior(meta: Metadata, model: Codec, prior):
 
     candidate = got = None
     if prior is not None:
-        candidate, got = hashed(prior if isinstance(prior, TokenPrior) else load_named_prior(prior))
-    elif (beside := default_prior_dir(model)) is not None:
+        candidate, got = hashed(prior if isinstance(prior, ENTROPY_MODELS) else load_named_prior(prior))
+    elif (beside := default_prior_dir(model, "context" if meta.coder == CONTEXT_CODER else "prior")) is not None:
         candidate, got = hashed(load_named_prior(beside))
         if got != meta.prior["hash"]:
             candidate = None

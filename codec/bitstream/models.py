@@ -1,10 +1,16 @@
 """Which codec and prior code a file: resolved from objects, run directories or bundled names.
 
+A "prior" here is either entropy model a prior-mode file can be coded with: a Transformer ``TokenPrior`` (coder
+``integer-1``, one network step per token) or a ``ContextPrior`` (coder ``context-1``, a few dozen network passes
+per chunk: many times faster). ``coder_of`` and ``load_named_prior`` tell them apart; the codecs store them in
+``RUN_DIR/prior`` and ``RUN_DIR/context``, and "auto" prefers the context model.
+
 Models named by a string (a bundled name or a run directory) are loaded once per process and kept (the last
 ``CACHE_SIZE`` of them): ``decompress`` in a loop reads the weights once, not at every call. A run directory whose
 weights file changes (a run that trains on) is loaded again.
 """
 
+import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -12,9 +18,13 @@ from pathlib import Path
 from codec.core.checkpoint import load
 from codec.core.model import Codec
 from codec.errors import CheckpointError, ModelMismatchError
-from codec.store.registry import beside_prior, model_dir, prior_dir
+from codec.store.registry import CONFIG_NAME, beside_context, beside_prior, model_dir, prior_dir
 from prior.checkpoint import check_codec, load_prior
+from prior.context import ContextPrior
+from prior.context_checkpoint import load_context
 from prior.model import TokenPrior
+
+ENTROPY_MODELS = (TokenPrior, ContextPrior)
 
 CACHE_SIZE = 4
 _CACHE: "OrderedDict[tuple, object]" = OrderedDict()
@@ -30,7 +40,7 @@ def cached(kind: str, name, loader, device=None):
     """``loader(name)``, or the model it gave before for the same directory (``name`` resolved as the loaders
     resolve it), unchanged weights and device."""
     try:
-        directory = prior_dir(name) if kind == "prior" else model_dir(name)
+        directory = prior_dir(name) if kind == "prior" else model_dir(name)  # a context model: its own directory
         key = (kind, str(device), *_stamp(directory))
     except (CheckpointError, OSError):
         return loader(name)  # the loader says what is wrong
@@ -57,26 +67,40 @@ def resolve_codec(model, device=None) -> tuple[Codec, str]:
     return model, model.name
 
 
-def default_prior_dir(model: Codec):
-    """The prior stored beside a codec (``RUN_DIR/prior``), or None."""
+def default_prior_dir(model: Codec, kind: str = "auto"):
+    """The entropy model stored beside a codec, or None: ``kind`` "context" (``RUN_DIR/context``), "prior"
+    (``RUN_DIR/prior``), or "auto": the context model if there is one, else the prior."""
     source = getattr(model, "source", None)
-    return None if source is None else beside_prior(source)
+    if source is None:
+        return None
+    context = beside_context(source) if kind in ("auto", "context") else None
+    return context if context is not None else (beside_prior(source) if kind in ("auto", "prior") else None)
 
 
-def load_named_prior(name_or_path) -> TokenPrior:
-    """A prior from a run directory or a name ("image/prior", or a codec whose stored prior is meant), on the CPU,
-    with ``.name`` set to what a file records; loaded once per process (see the module docstring)."""
+def _is_context_dir(name_or_path) -> bool:
+    try:
+        return json.loads((model_dir(name_or_path) / CONFIG_NAME).read_text()).get("kind") == "context"
+    except (CheckpointError, OSError, ValueError, AttributeError):
+        return False
+
+
+def load_named_prior(name_or_path) -> TokenPrior | ContextPrior:
+    """An entropy model from a run directory or a name, on the CPU, with ``.name`` set to what a file records;
+    loaded once per process (see the module docstring). A context model's directory or name ("image/context")
+    gives a ``ContextPrior``; anything else a ``TokenPrior`` ("image/prior", or a codec: its stored prior)."""
+    if _is_context_dir(name_or_path):
+        return cached("context", name_or_path, lambda n: load_context(n, device="cpu"), "cpu")
     return cached("prior", name_or_path, lambda n: load_prior(n, device="cpu"), "cpu")
 
 
 def resolve_prior(prior, model: Codec, codec_hash: str):
     """(prior on the CPU, name) or (None, None); checks that the prior belongs to ``model`` (whose ``model_hash`` is
-    ``codec_hash``). "auto": ``default_prior_dir``."""
+    ``codec_hash``). "auto": ``default_prior_dir`` (the context model when the codec has one)."""
     if isinstance(prior, str) and prior == "auto":
         prior = default_prior_dir(model)
     if prior is None:
         return None, None
-    if not isinstance(prior, TokenPrior):
+    if not isinstance(prior, ENTROPY_MODELS):
         prior = load_named_prior(prior)
     name = getattr(prior, "name", "") or ""
     check_codec(prior, codec_hash, where=f"the prior {name}".strip())

@@ -30,6 +30,7 @@ ENCODE_EXAMPLES = """examples:
   codec encode speech.wav -o speech.vqc --bitrate 3kbps        # the most levels within 3 kbps (or 3k, 3000)
   codec encode speech.wav -o speech.vqc --quantizers 2         # or the number of residual levels itself
   codec encode photo.png -o photo.vqc --model runs/img --prior runs/img/prior
+  codec encode photo.png -o photo.vqc --prior image/prior      # the bundled Transformer instead of image/context
   codec encode photo.png -o photo.vqc --model runs/img --no-prior   # fixed-width indices, no prior needed
   codec encode photos/ -o compressed/ --quiet                  # every image and audio file inside, recursively
 
@@ -58,8 +59,9 @@ def register(subparsers) -> None:
         "encode",
         help="compress an image or audio file (or a folder of them) into .vqc files",
         description="Compress images (PNG, JPEG, WebP, BMP, TIFF) or audio (WAV, FLAC, OGG, Opus, MP3) into .vqc "
-        "files. With a prior the tokens are range coded with its probabilities ('prior' mode); without one they "
-        "are bit-packed ('packed' mode). With the default prior (the one stored with the codec) a file is "
+        "files. With an entropy model the tokens are range coded with its probabilities ('prior' mode); without one "
+        "they are bit-packed ('packed' mode). The default is the codec's context model (RUN_DIR/context, fast), "
+        "else its Transformer prior (RUN_DIR/prior). With the default a file is "
         "bit-packed instead whenever that is no larger; a prior named with --prior is always used. An image's "
         "alpha channel is kept losslessly beside its colour tokens.",
         epilog=ENCODE_EXAMPLES,
@@ -81,7 +83,8 @@ def register(subparsers) -> None:
     group.add_argument(
         "--prior",
         metavar="DIR",
-        help="prior run directory, always used (default: the one stored with the codec, or packed if smaller)",
+        help="entropy model, always used: a prior or context model directory, or a bundled name such as image/prior "
+        "(default: the codec's context model, else its prior; packed if smaller)",
     )
     group.add_argument("--no-prior", action="store_true", help="bit-pack the tokens; no prior needed to decode")
     p.add_argument(

@@ -40,11 +40,16 @@ shards into one index at the end. A rerun, with any number of processes, resumes
 
 TRAIN_PRIOR_EXAMPLES = """examples:
   codec train-prior --tokens tokens/images --out priors/images
+  codec train-prior --context --tokens tokens/images --out runs/img/context   # the fast entropy model
   codec train-prior --tokens tokens/images --out priors/images --steps 50000 --resume
   codec train-prior --tokens tokens/speech --out priors/speech --config prior.json
 
 --config FILE is JSON: {"prior": {"dim": 384, "depth": 8, "context": 2048}, "train": {"batch_size": 32}}
-(PriorConfig and TrainPriorConfig fields; the token layout always comes from --tokens).
+(PriorConfig and TrainPriorConfig fields; the token layout always comes from --tokens). With --context the
+sections hold ContextConfig and TrainContextConfig fields:
+  {"prior": {"hidden": 96, "kernel": 5}, "train": {"crop": 32}}.
+A codec uses the context model stored in RUN_DIR/context for coding when there is one (many times faster than the
+Transformer; see README), and the Transformer in RUN_DIR/prior for sampling.
 """
 
 
@@ -117,7 +122,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "train-prior",
-        help="train a Transformer prior on token shards",
+        help="train a Transformer prior (or, with --context, a context model) on token shards",
         description="Train a TokenPrior with accelerate on a tokens directory made by `codec tokenize`: AdamW "
         "with warmup and cosine decay, gradient clipping, mixed precision on GPU, periodic held-out bits/token "
         "and atomic checkpoints. Launch with `accelerate launch` for several GPUs.",
@@ -126,6 +131,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--tokens", required=True, metavar="TOKENS_DIR", help="tokens directory from `codec tokenize`")
     p.add_argument("--out", required=True, metavar="PRIOR_DIR", help="run directory for the prior")
+    p.add_argument(
+        "--context",
+        action="store_true",
+        help="train a context model (the parallel entropy model used for coding) instead of a Transformer prior",
+    )
     p.add_argument("--config", metavar="FILE", help='JSON overrides: {"prior": {...}, "train": {...}}')
     p.add_argument("--steps", type=positive_int, help="total optimisation steps (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -209,7 +219,11 @@ def cmd_tokenize(args) -> dict:
 
 def cmd_train_prior(args) -> dict:
     from codec.train.config import read_config_file
-    from prior.train import train_prior
+
+    if args.context:
+        from prior.context_train import train_context as train_prior
+    else:
+        from prior.train import train_prior
 
     overrides = read_config_file(args.config, ("prior", "train")) if args.config else {}
     train = dict(overrides.get("train", {}))
@@ -222,7 +236,8 @@ def cmd_train_prior(args) -> dict:
     )
     report(
         args,
-        f"prior in {summary['out']} at step {summary['step']}: held-out {summary['val_bits']:.4f} bits/token "
+        f"{'context model' if args.context else 'prior'} in {summary['out']} at step {summary['step']}: "
+        f"held-out {summary['val_bits']:.4f} bits/token "
         f"(log2 K = {summary['log2_K']:g})",
     )
     return summary

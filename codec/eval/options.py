@@ -5,7 +5,12 @@ import argparse
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", required=True, help="codec run directory or bundled name ('image', 'audio')")
-    ap.add_argument("--prior", default="auto", help="prior directory, 'auto' (MODEL/prior) or 'none' (packed)")
+    ap.add_argument(
+        "--prior",
+        default="auto",
+        help="entropy model: a prior or context model directory or bundled name, 'auto' (MODEL/context, else "
+        "MODEL/prior) or 'none' (packed)",
+    )
     ap.add_argument("--data", required=True, help="folder of held-out images or audio, scanned recursively")
     ap.add_argument(
         "--quantizers",

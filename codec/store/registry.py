@@ -13,7 +13,8 @@ from codec.errors import CheckpointError
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models"  # bundled models: BUNDLED_DIR/NAME
 CONFIG_NAME = "config.json"
-PRIOR_DIR_NAME = "prior"  # a codec run directory may hold its default prior in this subdirectory
+PRIOR_DIR_NAME = "prior"  # a codec run directory may hold its Transformer prior in this subdirectory
+CONTEXT_DIR_NAME = "context"  # and its context model (the fast entropy model) in this one
 
 
 def bundled_models() -> list[str]:
@@ -24,9 +25,11 @@ def bundled_models() -> list[str]:
 
 
 def bundled_names() -> set[str]:
-    """Every name ``model_dir`` resolves inside the package: each bundled codec and its prior ("image/prior")."""
+    """Every name ``model_dir`` resolves inside the package: each bundled codec, its prior ("image/prior") and its
+    context model ("image/context")."""
     names = set(bundled_models())
-    return names | {f"{m}/{PRIOR_DIR_NAME}" for m in names if beside_prior(BUNDLED_DIR / m) is not None}
+    subs = {f"{m}/{sub}" for m in names for sub in (PRIOR_DIR_NAME, CONTEXT_DIR_NAME)}
+    return names | {s for s in subs if (BUNDLED_DIR / s / CONFIG_NAME).is_file()}
 
 
 def portable_name(path) -> str:
@@ -65,6 +68,34 @@ def beside_prior(codec_dir) -> Path | None:
     return p if (p / CONFIG_NAME).is_file() else None
 
 
+def beside_context(codec_dir) -> Path | None:
+    """The context model stored with a codec (``RUN_DIR/context``), or None."""
+    p = Path(codec_dir) / CONTEXT_DIR_NAME
+    return p if (p / CONFIG_NAME).is_file() else None
+
+
+def context_dir(name_or_path) -> Path:
+    """The run directory of a context model given as its directory, a bundled name ("image/context"), or a codec
+    whose context model is meant.
+
+    Raises:
+        CheckpointError: not found, or a codec with no context model stored beside it.
+    """
+    path = model_dir(name_or_path)
+    if beside_context(path) is not None:
+        return beside_context(path)
+    if _is_codec(path):
+        raise CheckpointError(f"{name_or_path}: a codec with no context model beside it ({path / CONTEXT_DIR_NAME})")
+    return path
+
+
+def _is_codec(path: Path) -> bool:
+    try:
+        return "quantizer" in json.loads((path / CONFIG_NAME).read_text())  # a codec's config, not a prior's
+    except (OSError, ValueError, TypeError):
+        return False  # the loader says what is wrong
+
+
 def prior_dir(name_or_path) -> Path:
     """The run directory of a prior given as its directory, a bundled name ("image/prior"), or a codec (directory
     or bundled name, "image") whose default prior is meant.
@@ -75,10 +106,6 @@ def prior_dir(name_or_path) -> Path:
     path = model_dir(name_or_path)
     if beside_prior(path) is not None:
         return beside_prior(path)
-    try:
-        is_codec = "quantizer" in json.loads((path / CONFIG_NAME).read_text())  # a codec's config, not a prior's
-    except (OSError, ValueError, TypeError):
-        is_codec = False  # the loader says what is wrong
-    if is_codec:
+    if _is_codec(path):
         raise CheckpointError(f"{name_or_path}: a codec with no prior stored beside it ({path / PRIOR_DIR_NAME})")
     return path

@@ -1,4 +1,5 @@
-"""Golden vectors of the integer coder (format version 5), of packed files, and of the float coder that prior-mode
+"""Golden vectors of the integer coders (format version 5: the Transformer prior's ``integer-1`` and the context
+model's ``context-1``), of packed files, and of the float coder that prior-mode
 files of versions 1-4 use (``v2_*``: written through the float coder, as vqcodec wrote them before version 5), made
 with tiny models committed under tests/bitstream/golden/v5/models (so they never depend on the bundled models,
 which may be retrained).
@@ -20,6 +21,8 @@ import codec
 from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
 from prior.checkpoint import load_prior, save_prior
 from prior.config import PriorConfig
+from prior.context import ContextConfig, ContextPrior
+from prior.context_checkpoint import load_context, save_context
 from prior.model import TokenPrior
 
 HERE = Path(__file__).parent / "golden" / "v5"
@@ -47,14 +50,26 @@ def _make_models() -> None:
         save_prior(MODELS / modality / "prior", p)
 
 
+def _make_context_models() -> None:
+    for modality in NAMES:
+        m = codec.load(MODELS / modality, device="cpu")
+        torch.manual_seed(3)
+        kernel = 5 if modality == "audio" else 3
+        ctx = ContextPrior(ContextConfig.for_codec(m, embed=4, hidden=8, depth=1, kernel=kernel)).eval()
+        with torch.no_grad():  # sharper than at initialisation, so context-coded files differ from packed ones
+            ctx.head.mul_(6)
+        save_context(MODELS / modality / "context", ctx)
+
+
 def models() -> dict:
-    """modality -> (codec, prior), on the CPU, named as the golden files record them."""
+    """modality -> (codec, prior, context model), on the CPU, named as the golden files record them."""
     out = {}
     for modality, name in NAMES.items():
         m = codec.load(MODELS / modality, device="cpu")
         p = load_prior(MODELS / modality / "prior", device="cpu")
-        m.name, p.name = name, f"{name}/prior"
-        out[modality] = (m, p)
+        c = load_context(MODELS / modality / "context", device="cpu")
+        m.name, p.name, c.name = name, f"{name}/prior", f"{name}/context"
+        out[modality] = (m, p, c)
     return out
 
 
@@ -88,29 +103,48 @@ def float_coded(x, m, p, n: int, **opts) -> bytes:
 def cases() -> dict:
     """file name -> (modality, how to make it from the models: compress(x, codec, prior) -> bytes)."""
     opts = dict(device="cpu", chunk_tokens=48, group=3)
+    copts = dict(device="cpu", chunk_tokens=40, packed_if_smaller=False)
+    audio = dict(sample_rate=16000)
     return {
-        "image_prior_q1.vqc": ("image", lambda m, p: codec.compress(_image(3), m, p, num_quantizers=1, **opts)),
-        "image_prior_q3.vqc": ("image", lambda m, p: codec.compress(_image(3), m, p, num_quantizers=3, **opts)),
-        "image_alpha_prior_q2.vqc": ("image", lambda m, p: codec.compress(_image(4), m, p, num_quantizers=2, **opts)),
-        "image_packed_q2.vqc": ("image", lambda m, p: codec.compress(_image(3), m, None, num_quantizers=2, **opts)),
+        "image_prior_q1.vqc": ("image", lambda m, p, c: codec.compress(_image(3), m, p, num_quantizers=1, **opts)),
+        "image_prior_q3.vqc": ("image", lambda m, p, c: codec.compress(_image(3), m, p, num_quantizers=3, **opts)),
+        "image_alpha_prior_q2.vqc": (
+            "image",
+            lambda m, p, c: codec.compress(_image(4), m, p, num_quantizers=2, **opts),
+        ),
+        "image_packed_q2.vqc": ("image", lambda m, p, c: codec.compress(_image(3), m, None, num_quantizers=2, **opts)),
         "audio_prior_q1.vqc": (
             "audio",
-            lambda m, p: codec.compress(_audio(1), m, p, num_quantizers=1, sample_rate=16000, **opts),
+            lambda m, p, c: codec.compress(_audio(1), m, p, num_quantizers=1, **audio, **opts),
         ),
         "audio_prior_q4.vqc": (
             "audio",
-            lambda m, p: codec.compress(_audio(1), m, p, num_quantizers=4, sample_rate=16000, **opts),
+            lambda m, p, c: codec.compress(_audio(1), m, p, num_quantizers=4, **audio, **opts),
         ),
         "audio_stereo_prior_q2.vqc": (
             "audio",
-            lambda m, p: codec.compress(_audio(2), m, p, num_quantizers=2, sample_rate=16000, **opts),
+            lambda m, p, c: codec.compress(_audio(2), m, p, num_quantizers=2, **audio, **opts),
         ),
         "audio_packed_q3.vqc": (
             "audio",
-            lambda m, p: codec.compress(_audio(1), m, None, num_quantizers=3, sample_rate=16000, **opts),
+            lambda m, p, c: codec.compress(_audio(1), m, None, num_quantizers=3, **audio, **opts),
         ),
-        "v2_image_prior_q2.vqc": ("image", lambda m, p: float_coded(_image(3), m, p, 2, **opts)),
-        "v2_audio_prior_q4.vqc": ("audio", lambda m, p: float_coded(_audio(1), m, p, 4, sample_rate=16000, **opts)),
+        "v2_image_prior_q2.vqc": ("image", lambda m, p, c: float_coded(_image(3), m, p, 2, **opts)),
+        "v2_audio_prior_q4.vqc": ("audio", lambda m, p, c: float_coded(_audio(1), m, p, 4, **audio, **opts)),
+        "image_context_q1.vqc": ("image", lambda m, p, c: codec.compress(_image(3), m, c, num_quantizers=1, **copts)),
+        "image_context_q3.vqc": ("image", lambda m, p, c: codec.compress(_image(3), m, c, num_quantizers=3, **copts)),
+        "image_alpha_context_q2.vqc": (
+            "image",
+            lambda m, p, c: codec.compress(_image(4), m, c, num_quantizers=2, **copts),
+        ),
+        "audio_context_q4.vqc": (
+            "audio",
+            lambda m, p, c: codec.compress(_audio(1), m, c, num_quantizers=4, **audio, **copts),
+        ),
+        "audio_stereo_context_q2.vqc": (
+            "audio",
+            lambda m, p, c: codec.compress(_audio(2), m, c, num_quantizers=2, **audio, **copts),
+        ),
     }
 
 
@@ -121,12 +155,14 @@ def tokens_sha256(tokens: torch.Tensor) -> str:
 def main() -> None:
     if not (MODELS / "audio" / "prior").is_dir():
         _make_models()
+    if not (MODELS / "audio" / "context").is_dir():
+        _make_context_models()
     ms = models()
     expected = {}
     for name, (modality, make) in cases().items():
-        m, p = ms[modality]
-        blob = make(m, p)
-        out = codec.decompress(blob, m, p, device="cpu")
+        m, p, c = ms[modality]
+        blob = make(m, p, c)
+        out = codec.decompress(blob, m, c if "context" in name else p, device="cpu")
         (HERE / name).write_bytes(blob)
         meta = out.metadata
         expected[name] = dict(

@@ -20,6 +20,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vqc_helpers import crafted
 
 import codec
 from codec import AudioCodecConfig, Codec, CorruptFileError, ImageCodecConfig, QuantizerConfig
@@ -171,7 +172,7 @@ def test_files_decode_and_encode_identically_under_other_cpu_kernels(tmp_path):
         x = x[:, : crop[0], : crop[1]] if modality == "image" else x[:, :crop]
         path = tmp_path / f"{modality}.vqc"
         path.write_bytes(
-            codec.compress(x, modality, sample_rate=src.get("rate"), chunk_tokens=256, packed_if_smaller=False)
+            codec.compress(x, modality, f"{modality}/prior", sample_rate=src.get("rate"), chunk_tokens=256)
         )
         meta = codec.read_info(path)
         tokens = codec.decompress(path).tokens
@@ -229,40 +230,6 @@ def coded_files(models):
     return files
 
 
-@st.composite
-def crafted(draw, files):
-    """A payload changed (bits flipped, bytes overwritten, cut or extended by whole words) with its chunk's
-    length and CRC recomputed, so only the range decoder and the token CRC can notice."""
-    name = draw(st.sampled_from(sorted(files)))
-    data = files[name][0]
-    meta = codec.read_info(data)
-    pos, chunks = len(container.header_bytes(meta)), []
-    for _ in range(meta.num_chunks):
-        length, tcrc, _ = struct.unpack_from("<III", data, pos)
-        chunks.append([tcrc, bytearray(data[pos + 12 : pos + 12 + length])])
-        pos += 12 + length
-    i = draw(st.integers(0, len(chunks) - 1))
-    payload = chunks[i][1]
-    kind = draw(st.sampled_from(["flip", "overwrite", "cut", "extend", "zero"]))
-    if kind == "flip":
-        for _ in range(draw(st.integers(1, 3))):
-            payload[draw(st.integers(0, len(payload) - 1))] ^= 1 << draw(st.integers(0, 7))
-    elif kind == "overwrite":
-        at, blob = draw(st.integers(0, len(payload) - 1)), draw(st.binary(min_size=1, max_size=8))
-        payload[at : at + len(blob)] = blob
-    elif kind == "cut":
-        del payload[4 * draw(st.integers(0, len(payload) // 4 - 1)) :]
-    elif kind == "extend":
-        payload += draw(st.binary(min_size=4, max_size=4)) * draw(st.integers(1, 3))
-    else:
-        payload[:] = bytes(len(payload))
-    out = bytearray(data[: len(container.header_bytes(meta))])
-    for tcrc, p in chunks:
-        head = struct.pack("<II", len(p), tcrc)
-        out += head + struct.pack("<I", zlib.crc32(head + bytes(p))) + bytes(p)
-    return name, bytes(out)
-
-
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_crafted_payloads_decode_exactly_or_raise_corrupt(coded_files, data):
@@ -277,12 +244,14 @@ def test_crafted_payloads_decode_exactly_or_raise_corrupt(coded_files, data):
         torch.testing.assert_close(out.tokens, coded_files[name][1], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("entropy_model", ["image/prior", "auto"])
 @pytest.mark.parametrize("shape,chunk_tokens", [((3, 8, 1000), None), ((3, 256, 192), 2048)])
-def test_thin_images_and_chunks_longer_than_the_context_round_trip(shape, chunk_tokens):
+def test_thin_images_and_chunks_longer_than_the_context_round_trip(shape, chunk_tokens, entropy_model):
     """Found from outside with the float coder (raw IndexError from prior.incremental): an 8 x 1000 image, and
-    chunks of 2048 tokens (8 contexts of the bundled prior)."""
+    chunks of 2048 tokens (8 contexts of the bundled prior); also with the default ("auto": the bundled context
+    model where there is one)."""
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(3))
-    data = codec.compress(x, "image", chunk_tokens=chunk_tokens, packed_if_smaller=False)
+    data = codec.compress(x, "image", entropy_model, chunk_tokens=chunk_tokens, packed_if_smaller=False)
     meta = codec.read_info(data)
     assert meta.mode == "prior" and (chunk_tokens is None or meta.chunk_tokens == chunk_tokens)
     out = codec.decompress(data)

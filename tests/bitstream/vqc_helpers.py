@@ -1,9 +1,14 @@
-"""Tiny codecs and priors for the bitstream tests (imported by test_container.py and test_damaged_files.py)."""
+"""Tiny codecs and priors for the bitstream tests, and crafted damage that reaches the range decoder."""
+
+import struct
+import zlib
 
 import torch
+from hypothesis import strategies as st
 
 import codec
 from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
+from codec.bitstream import container
 from prior.checkpoint import load_prior, save_prior
 from prior.config import PriorConfig
 from prior.model import TokenPrior
@@ -42,3 +47,37 @@ def build_models(tmp_path_factory):
 def image(seed=0, c=3, h=37, w=53):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(c, h, w, generator=g)
+
+
+@st.composite
+def crafted(draw, files):
+    """A payload changed (bits flipped, bytes overwritten, cut or extended by whole words) with its chunk's
+    length and CRC recomputed, so only the range decoder and the token CRC can notice."""
+    name = draw(st.sampled_from(sorted(files)))
+    data = files[name][0]
+    meta = codec.read_info(data)
+    pos, chunks = len(container.header_bytes(meta)), []
+    for _ in range(meta.num_chunks):
+        length, tcrc, _ = struct.unpack_from("<III", data, pos)
+        chunks.append([tcrc, bytearray(data[pos + 12 : pos + 12 + length])])
+        pos += 12 + length
+    i = draw(st.integers(0, len(chunks) - 1))
+    payload = chunks[i][1]
+    kind = draw(st.sampled_from(["flip", "overwrite", "cut", "extend", "zero"]))
+    if kind == "flip":
+        for _ in range(draw(st.integers(1, 3))):
+            payload[draw(st.integers(0, len(payload) - 1))] ^= 1 << draw(st.integers(0, 7))
+    elif kind == "overwrite":
+        at, blob = draw(st.integers(0, len(payload) - 1)), draw(st.binary(min_size=1, max_size=8))
+        payload[at : at + len(blob)] = blob
+    elif kind == "cut":
+        del payload[4 * draw(st.integers(0, len(payload) // 4 - 1)) :]
+    elif kind == "extend":
+        payload += draw(st.binary(min_size=4, max_size=4)) * draw(st.integers(1, 3))
+    else:
+        payload[:] = bytes(len(payload))
+    out = bytearray(data[: len(container.header_bytes(meta))])
+    for tcrc, p in chunks:
+        head = struct.pack("<II", len(p), tcrc)
+        out += head + struct.pack("<I", zlib.crc32(head + bytes(p))) + bytes(p)
+    return name, bytes(out)

@@ -19,6 +19,8 @@ from codec.media.image_io import read_image
 from codec.train.losses import mel_distance
 from prior.checkpoint import load_prior, save_prior
 from prior.config import PriorConfig
+from prior.context import ContextConfig, ContextPrior
+from prior.context_checkpoint import load_context, save_context
 from prior.model import TokenPrior
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +103,34 @@ def test_bundle_pairs_the_start_models_prior_with_a_frozen_encoder_fine_tune(tmp
     assert bundle_models.main(bad) == 2
     assert "encoders or codebooks differ" in capsys.readouterr().err
     assert not (tmp_path / "models" / "b").exists()
+
+
+def test_bundle_repairs_the_context_model_and_files_use_it(tmp_path, capsys):
+    torch.manual_seed(0)
+    q = QuantizerConfig(codebook_size=32, num_quantizers=2)
+    m = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=q))
+    m(torch.rand(2, 3, 32, 32))
+    codec.save_model(tmp_path / "run", m.eval())
+    m = codec.load(tmp_path / "run", device="cpu")
+    save_prior(tmp_path / "run" / "prior", TokenPrior(PriorConfig.for_codec(m, dim=32, depth=1, heads=2)))
+    save_context(tmp_path / "ctx", ContextPrior(ContextConfig.for_codec(m, embed=4, hidden=8, depth=1)))
+    other = Codec(ImageCodecConfig(base_channels=8, max_channels=16, latent_dim=8, quantizer=q))
+    save_context(tmp_path / "other", ContextPrior(ContextConfig.for_codec(other, embed=4, hidden=8, depth=1)))
+    base = ["--codec", str(tmp_path / "run"), "--prior", str(tmp_path / "run" / "prior"), "--dest", str(tmp_path / "m")]
+    assert bundle_models.main([*base, "--context", str(tmp_path / "other"), "--name", "b"]) == 2  # another codec's
+    assert "trained on" in capsys.readouterr().err
+    assert bundle_models.main([*base, "--context", str(tmp_path / "ctx"), "--name", "a"]) == 0
+    bundled = codec.load(tmp_path / "m" / "a", device="cpu")
+    ctx = load_context(tmp_path / "m" / "a", codec=bundled)  # re-paired with the rounded codec
+    assert all(
+        t.dtype == torch.float16 for t in load_file(tmp_path / "m" / "a" / "context" / "model.safetensors").values()
+    )
+    x = torch.rand(3, 40, 48)
+    data = codec.compress(x, tmp_path / "m" / "a", packed_if_smaller=False)  # "auto": the context model
+    meta = codec.read_info(data)
+    assert meta.coder == "context-1" and meta.prior["name"] == str((tmp_path / "m" / "a" / "context").resolve())
+    torch.testing.assert_close(codec.decompress(data).tokens, bundled.encode(x[None])[0], rtol=0, atol=0)
+    assert ctx.config.codec_hash == codec.model_hash(bundled)
 
 
 # ----------------------------------------------------------------------------------- shipped models

@@ -251,3 +251,15 @@ def test_integer_prior_costs_under_two_percent_more_bits(real_tokens, modality):
         float_bits += _coded_bits(integer_frequencies(fl[0]), target.numpy())
     print(f"{modality}: float {float_bits / len(flat):.4f} bits/token, integer {int_bits / len(flat):.4f}")
     assert int_bits <= 1.02 * float_bits
+
+
+def test_floor_division_matches_python_integers_at_the_edges():
+    """``frequencies`` divides with a float64 quotient corrected in integers: exact for every a < 2^53."""
+    from prior.integer import _floor_div
+
+    g = torch.Generator().manual_seed(0)
+    b = torch.randint(1, 2**46, (200, 1), generator=g)
+    q = torch.randint(0, 2**20, (200, 16), generator=g)
+    a = torch.cat([q * b, q * b - 1, q * b + 1, torch.randint(0, 2**50, (200, 16), generator=g)], dim=1).clamp(min=0)
+    want = [[x // int(y[0]) for x in row] for row, y in zip(a.tolist(), b.tolist())]
+    assert _floor_div(a, b).tolist() == want
