@@ -31,12 +31,13 @@ import codec
 from codec.bitstream import packing
 from codec.bitstream.coders import prior_decoder, prior_encoder
 from codec.bitstream.compress import DEFAULT_GROUP
-from codec.bitstream.models import default_prior_dir
+from codec.bitstream.models import default_prior_dir, load_named_prior
 from codec.bitstream.parallel import map_groups, work_units
 from codec.media.audio_io import is_audio_file
 from codec.media.image_io import is_image_file
-from prior.checkpoint import load_prior
+from prior.checkpoint import check_codec
 from prior.layout import raster
+from prior.model import TokenPrior
 
 
 def time_entropy(prior, meta, tokens: torch.Tensor, float_coder: bool = False) -> tuple[float, float, int]:
@@ -83,7 +84,7 @@ def time_workers(prior, meta, tokens: torch.Tensor, workers: int) -> tuple[float
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="codec run directory or bundled name")
-    ap.add_argument("--prior", help="prior run directory (default: MODEL/prior)")
+    ap.add_argument("--prior", help="prior or context model (default: MODEL/context, else MODEL/prior)")
     ap.add_argument("--data", required=True, help="folder of held-out images or audio")
     ap.add_argument("--quantizers", type=int, help="residual levels to keep (default all)")
     ap.add_argument("--chunk-tokens", type=int, help="tokens per chunk (default: chosen per file)")
@@ -100,7 +101,10 @@ def main(argv=None) -> int:
     prior_dir = args.prior or default_prior_dir(model)
     if prior_dir is None:
         ap.error("no prior: pass --prior or store one in MODEL/prior")
-    prior = load_prior(prior_dir, codec=model, device="cpu")
+    prior = load_named_prior(prior_dir)  # a Transformer prior or a context model
+    check_codec(prior, codec.model_hash(model), where=str(prior_dir))
+    if args.compare_float and not isinstance(prior, TokenPrior):
+        ap.error("--compare-float needs a Transformer prior (the float coder of versions 1-4)")
     wanted = is_image_file if model.modality == "image" else is_audio_file
     files = sorted(p for p in Path(args.data).rglob("*") if p.is_file() and wanted(p))[: args.limit]
     if not files:
@@ -190,7 +194,7 @@ def main(argv=None) -> int:
     result = dict(
         summary=summary,
         rows=rows,
-        prior=dict(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, context=cfg.context, K=cfg.codebook_size),
+        prior=dict(dataclasses.asdict(cfg), kind=type(prior).__name__, coder=rows[0]["coder"] if rows else None),
         settings=dict(vars(args)),
         torch=torch.__version__,
     )

@@ -43,14 +43,17 @@ def _derived(model: ContextPrior) -> tuple[IntegerContextNet, str]:
 
 
 class _Window:
-    """The grid rows a chunk spans: coordinates, the chunk's tokens in place, and which tokens are inside it."""
+    """The part of the grid a chunk spans (its rows; within a single row, its columns): absolute coordinates, the
+    chunk's tokens in place, and which tokens are inside it."""
 
     def __init__(self, layout, start: int, length: int):
         L, _, W = (int(v) for v in layout)
-        first, last = start // L // W, (start + length - 1) // L // W
+        a, b = start // L, (start + length - 1) // L  # first and last grid position of the chunk
+        first, last = a // W, b // W
         self.rows = torch.arange(first, last + 1)[:, None]
-        self.cols = torch.arange(W)[None]
-        flat = ((self.rows * W + self.cols)[None] * L + torch.arange(L)[:, None, None]) - start  # (L, h, W)
+        # within one row (always for audio) only the columns it spans: work and memory follow the chunk, not the row
+        self.cols = torch.arange(a % W, b % W + 1)[None] if first == last else torch.arange(W)[None]
+        flat = ((self.rows * W + self.cols)[None] * L + torch.arange(L)[:, None, None]) - start  # (L, h, w)
         self.inside = (flat >= 0) & (flat < length)
         self.flat = flat
         self.tokens = torch.zeros(self.inside.shape, dtype=torch.int64)

@@ -246,5 +246,16 @@ def test_chunk_coder_round_trips_any_split():
         payloads = context_coder.encode_chunks(net, layout, starts, chunks)
         back = context_coder.decode_chunks(net, layout, starts, [len(c) for c in chunks], payloads)
         assert all(np.array_equal(a, b) for a, b in zip(chunks, back))
+    # audio: one row; a chunk's window is its own frames, not the whole row
+    layout, n = (3, 1, 40), 120
+    flat = np.random.default_rng(1).integers(0, 37, n)
+    for bounds in ([0, n], [0, 7, 50, 99, n]):
+        starts = bounds[:-1]
+        chunks = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        payloads = context_coder.encode_chunks(net, layout, starts, chunks)
+        back = context_coder.decode_chunks(net, layout, starts, [len(c) for c in chunks], payloads)
+        assert all(np.array_equal(a, b) for a, b in zip(chunks, back))
+    window = context_coder._Window((8, 1, 1_000_000), 8 * 500_000 + 3, 800)
+    assert window.tokens.shape == (8, 1, 101) and window.cols[0, 0] == 500_000
     with pytest.raises(ValueError, match="whole 32-bit words"):
         context_coder.decode_chunks(net, layout, [0], [n], [b"abc"])

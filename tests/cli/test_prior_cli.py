@@ -75,6 +75,29 @@ def test_tokenize_train_sample_images(image_run, capsys):
     assert read_image(samples / "sample_000.png").pixels.shape == (3, 24, 32)  # whole tokens: ceil(17/8) x ceil(30/8)
 
 
+def test_tokenize_train_context_and_encode_with_it(image_run, capsys):
+    """`codec train-prior --context` writes a context model; stored in RUN_DIR/context, encode uses it by default
+    and decode finds it; --prior RUN_DIR/prior still picks the Transformer."""
+    d = image_run
+    assert run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens", "-q") == 0
+    cfg = {"prior": {"embed": 4, "hidden": 8, "depth": 1}, "train": {"batch_size": 2, "crop": 4, "eval_every": 3}}
+    (d / "ctx.json").write_text(json.dumps(cfg))
+    args = ("train-prior", "--context", "--tokens", d / "tokens", "--out", d / "codec" / "context")
+    assert run(*args, "--config", d / "ctx.json", "--steps", 3) == 0
+    assert "context model in" in capsys.readouterr().out
+    assert json.loads((d / "codec" / "context" / "config.json").read_text())["kind"] == "context"
+    assert run(*args, "--config", d / "ctx.json", "--steps", 3) == 2  # a fresh run over a checkpoint: one line
+    assert "codec: error:" in capsys.readouterr().err
+    img = d / "data" / "img1.png"
+    assert run("encode", img, "-o", d / "a.vqc", "--model", d / "codec", "-q") == 0
+    meta = codec.read_info(d / "a.vqc")
+    assert meta.mode == "packed" or meta.coder == "context-1"  # packed when no smaller (a 3-step model)
+    assert run("encode", img, "-o", d / "b.vqc", "--model", d / "codec", "--prior", d / "codec" / "context", "-q") == 0
+    assert codec.read_info(d / "b.vqc").coder == "context-1"
+    assert run("decode", d / "b.vqc", "-o", d / "b.png", "-q") == 0
+    assert read_image(d / "b.png").pixels.shape == read_image(img).pixels.shape
+
+
 def test_sample_shows_one_progress_bar_on_a_terminal_and_none_otherwise(image_run, monkeypatch, capsys):
     from prior.checkpoint import save_prior
     from prior.config import PriorConfig
