@@ -132,13 +132,14 @@ def frequencies(logits: torch.Tensor, total_bits: int = FREQ_BITS) -> torch.Tens
     step is exact in float64, twice as fast as int64 arithmetic and with no correction.
     """
     table = _prob_table(str(logits.device))
-    idx = (logits.amax(dim=1, keepdim=True) - logits).clamp_(max=len(table) - 1).long()
+    top, first = logits.max(dim=1, keepdim=True)  # the maximum and its first position (ties: the first)
+    idx = (top - logits).clamp_(max=len(table) - 1).long()
     e = table.index_select(0, idx.reshape(-1)).view(idx.shape)
     total, K = 1 << total_bits, logits.shape[1]
     s = e.sum(dim=1, keepdim=True)
     q = e.mul_(total - K).div_(s).floor_().add_(1)
     rows = torch.arange(len(q), device=q.device)
-    q[rows, logits.argmax(dim=1)] += total - q.sum(dim=1)
+    q[rows, first[:, 0]] += total - q.sum(dim=1)
     return q
 
 
