@@ -64,8 +64,8 @@ def info_lines(path: Path, meta, info: dict) -> list[str]:
         f"rate:     {rate}",
         f"coding:   {coding}",
         f"tokens:   {meta.token_shape} = {meta.num_tokens} ({plural(n, 'residual level')}), "
-        f"codebook {meta.codebook_size}, {meta.num_chunks} chunks of up to {meta.chunk_tokens}"
-        + (f", decoded {meta.group} at a time" if meta.mode == "prior" else ""),
+        f"codebook {meta.codebook_size}, {plural(meta.num_chunks, 'chunk')} of up to {meta.chunk_tokens}"
+        + (f", decoded {meta.group} at a time" if meta.mode == "prior" and meta.coder != "context-1" else ""),
     ]
     if meta.has_alpha:
         lines.append(f"alpha:    lossless, 8 bits ({m['alpha']}), {info['alpha_bytes']} bytes")

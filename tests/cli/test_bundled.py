@@ -139,7 +139,7 @@ needs_shipped = pytest.mark.skipif(SHIPPED != ["audio", "image"], reason="bundle
 
 
 @needs_shipped
-def test_shipped_models_fit_the_size_limit_and_pair_with_their_priors():
+def test_shipped_models_fit_the_size_limit_and_pair_with_their_priors_and_context_models():
     total = sum(p.stat().st_size for p in (ROOT / "codec" / "models").rglob("*.safetensors"))
     assert total <= 40e6
     image, audio = codec.load("image", device="cpu"), codec.load("audio", device="cpu")
@@ -148,6 +148,9 @@ def test_shipped_models_fit_the_size_limit_and_pair_with_their_priors():
     for m in (image, audio):
         prior = load_prior(codec.model_dir(m.name) / "prior", codec=m, device="cpu")
         assert prior.config.levels == m.num_quantizers
+        ctx = load_context(m.name, codec=m)  # the context model beside it, by the codec's name
+        assert ctx.config.levels == m.num_quantizers and ctx.name == f"{m.name}/context"
+        assert codec.model_dir(f"{m.name}/context") == codec.BUNDLED_DIR / m.name / "context"
 
 
 @needs_shipped
@@ -157,7 +160,7 @@ def test_examples_round_trip_through_the_cli_with_the_bundled_models(tmp_path, c
     meta = codec.read_info(tmp_path / "vqc" / "icecold.png.vqc")
     assert meta.codec["name"] == "image" and meta.mode == "prior" and meta.prior is not None
     # bundled models are recorded by name, not by where the package happens to be installed
-    assert meta.prior["name"] == "image/prior"
+    assert meta.prior["name"] == "image/context" and meta.coder == "context-1"  # the fast coder, by default
     assert codec.read_info(tmp_path / "vqc" / "speech.flac.vqc").codec["name"] == "audio"
     assert cli_main(["decode", str(tmp_path / "vqc"), "-o", str(tmp_path / "out")]) == 0
     x = read_image(ROOT / "examples" / "icecold.png").pixels
