@@ -11,8 +11,10 @@ function of the tokens alone, the same on every machine, kernel choice, thread c
     frequencies                      -   2^20 sum  ``frequencies``: a 2^16 exp table, exact float64 arithmetic
 
 Convolutions run as matrix products over unfolded windows (``torch.nn.functional.unfold`` moves values, it does
-not compute) in float64 GEMMs whose every partial sum is an integer below 2^53 (checked when the network is
-derived), so any blocking or summation order gives the same integers. Everything else is int64.
+not compute) in float GEMMs whose every partial sum is an exact integer (float32 where each is at most 2^24, else
+float64 and below 2^53; checked when the network is derived), so any blocking or summation order gives the same
+integers. Activations are int64; the heads' outputs and the frequencies are float64 holding integers, every
+operation on them exact (bounded in ``from_float`` and ``frequencies``).
 """
 
 import functools
