@@ -143,17 +143,17 @@ def group_ids(schedule: str, rows: torch.Tensor, cols: torch.Tensor) -> torch.Te
 def pass_masks(
     config: ContextConfig, rows: torch.Tensor, cols: torch.Tensor, inside: torch.Tensor, level: int, group: int
 ):
-    """(known (L, H, W) bool, target (H, W) bool) of one pass over a grid window.
+    """(known (..., L, H, W) bool, target (..., H, W) bool) of one pass over a grid window (or a batch of them).
 
     Args:
         rows, cols: (H, 1) and (1, W) absolute coordinates of the window's rows and columns.
-        inside: (L, H, W) bool: the tokens that belong to what is coded (a chunk of a file, or a crop).
+        inside: (..., L, H, W) bool: the tokens that belong to what is coded (a chunk of a file, or a crop).
     """
     g = group_ids(config.level_schedule(level), rows, cols)
     known = inside.clone()
-    known[level + 1 :] = False
-    known[level] &= g < group
-    return known, inside[level] & (g == group)
+    known[..., level + 1 :, :, :] = False
+    known[..., level, :, :] &= g < group
+    return known, inside[..., level, :, :] & (g == group)
 
 
 def pad_levels(tokens: torch.Tensor, inside: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,14 +227,7 @@ class ContextPrior(nn.Module):
         if inside is None:
             inside = torch.ones(B, L, H, W, dtype=torch.bool, device=dev)
         passes = c.passes(L)
-        groups = [group_ids(c.level_schedule(lv), rows, cols) for lv in range(L)]
-        known, targets = [], []
-        for lv, g in passes:
-            k = inside.clone()
-            k[:, lv + 1 :] = False
-            k[:, lv] &= groups[lv] < g
-            known.append(k)
-            targets.append(inside[:, lv] & (groups[lv] == g))
+        known, targets = zip(*(pass_masks(c, rows, cols, inside, lv, g) for lv, g in passes))
         x = self.inputs(tokens.repeat(len(passes), 1, 1, 1), torch.cat(known))
         idx = torch.tensor([c.pass_index(lv, g) for lv, g in passes], device=dev).repeat_interleave(B)
         f = self.features(x, idx).reshape(len(passes), B, c.hidden, H, W).permute(0, 1, 3, 4, 2)

@@ -242,7 +242,7 @@ class IntegerContextNet:
     def pass_logits(self, tokens, inside, rows, cols, level: int, group: int) -> torch.Tensor:
         """(n, K) int64 logits of one pass's targets over a window (L, H, W), raster order (``ContextPrior``'s
         ``pass_logits`` in integers)."""
-        return PassRunner(self, tokens, inside, rows, cols).logits(level, group).long()
+        return PassRunner(self, tokens, inside, rows, cols).run(level, group)[0].long()
 
 
 class PassRunner:
@@ -254,7 +254,7 @@ class PassRunner:
     projection and the head run at the pass's targets only.
 
     Use: ``runner.tokens`` (L, H, W) holds the window's tokens (the decoder writes each pass's tokens there before
-    asking for the next pass); ``runner.logits(level, group)`` in coding order.
+    asking for the next pass); ``runner.run(level, group)`` in coding order.
     """
 
     def __init__(self, net: IntegerContextNet, tokens, inside, rows, cols):
@@ -274,11 +274,13 @@ class PassRunner:
         x = torch.cat([emb * known[..., None], known[..., None].long() << ACT_FRAC], dim=-1)
         return x.permute(2, 0, 1)
 
-    def logits(self, level: int, group: int) -> torch.Tensor:
+    def run(self, level: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (n, K) float64 holding the integer logits, in raster order of the targets; targets (H, W) bool)
+        of one pass."""
         net, c = self.net, self.net.config
         known, target = pass_masks(c, self.rows, self.cols, self.inside, level, group)
         if not bool(target.any()):
-            return torch.zeros(0, c.codebook_size, dtype=torch.int64, device=target.device)
+            return torch.zeros(0, c.codebook_size, dtype=torch.float64, device=target.device), target
         if self.lower is None or self.lower_levels > level:
             self.lower, self.lower_levels = 0, 0
         while self.lower_levels < level:  # levels below are complete by now: add their blocks once
@@ -307,4 +309,4 @@ class PassRunner:
                 )
         if not net.convs:
             h = h.reshape(h.shape[0], -1)[:, where].t()
-        return net.head_logits(_apply(net.proj, h).clamp_(0, ACT_MAX), level)
+        return net.head_logits(_apply(net.proj, h).clamp_(0, ACT_MAX), level), target

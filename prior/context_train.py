@@ -17,15 +17,14 @@ from pathlib import Path
 
 import torch
 
-from codec.errors import CheckpointError, ModelMismatchError
 from codec.train.config import dataclass_from_dict
 from codec.train.data import mix_seed, split_files, stream_loader
 from codec.train.loop import LoopSettings, TrainTask, run_training
-from codec.train.state import read_checkpoint_meta
 from prior.context import ContextConfig, ContextPrior, context_config_from_dict, context_config_to_dict
 from prior.context_checkpoint import load_context, save_context
 from prior.data import load_tokens
 from prior.layout import grid_layout
+from prior.train import check_init_layout, check_same_codec, check_unchanged, resumed_run
 
 
 @dataclass
@@ -217,30 +216,18 @@ def train_context(
         raise ValueError(f"settings {sorted(set(overrides) & set(LAYOUT_KEYS))} come from the tokens directory")
     init_state = None
     if resume:
-        saved = read_checkpoint_meta(out)
-        if saved.get("kind") != "context":
-            raise CheckpointError(f"{out} holds a {saved.get('kind', 'codec')} training run, not a context model one")
+        saved = resumed_run(out, "context", "context model")
         config = context_config_from_dict(saved["context_config"])
-        for key, value in overrides.items():
-            if getattr(config, key) != value:
-                raise ValueError(f"cannot change setting {key!r} when resuming (it is {getattr(config, key)})")
-        if config.codec_hash != meta["codec_hash"]:
-            raise ModelMismatchError(f"{out} was trained on tokens of another codec than those in {tokens_dir}")
+        check_unchanged(config, overrides, "setting", "when resuming")
+        check_same_codec(config, meta, out, tokens_dir)
         train_cfg = dataclass_from_dict(TrainContextConfig, {**saved["train_config"], **(train_overrides or {})})
     else:
         if init is not None:
             start = init if isinstance(init, ContextPrior) else load_context(init, device="cpu")
-            for key in ("modality", "codebook_size", "levels", "residual"):
-                have, want = getattr(start.config, key), meta[key]
-                if have != want:
-                    raise ModelMismatchError(
-                        f"the --init model has {key}={have!r}, the tokens in {tokens_dir} {want!r}"
-                    )
-            base = {k: v for k, v in asdict(start.config).items() if k not in LAYOUT_KEYS}
-            for key, value in overrides.items():
-                if base[key] != value:
-                    raise ValueError(f"cannot change setting {key!r} of the --init model (it is {base[key]})")
-            overrides, init_state = base, start.state_dict()
+            check_init_layout(start.config, meta, tokens_dir, "model")
+            check_unchanged(start.config, overrides, "setting", "of the --init model")
+            overrides = {k: v for k, v in asdict(start.config).items() if k not in LAYOUT_KEYS}
+            init_state = start.state_dict()
         config = ContextConfig(**{**overrides, **{k: meta[k] for k in LAYOUT_KEYS}})
         train_cfg = dataclass_from_dict(TrainContextConfig, train_overrides or {})
     task = ContextTask(config, train_cfg, items, Path(tokens_dir), init_state)

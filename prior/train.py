@@ -233,6 +233,37 @@ class PriorTask(TrainTask):
         }
 
 
+# ------------------------------------------------------------------ checks shared with prior.context_train
+def resumed_run(out: Path, kind: str, label: str) -> dict:
+    """The checkpoint record of the run in ``out``, which must be a ``kind`` run (CheckpointError otherwise)."""
+    saved = read_checkpoint_meta(out)
+    if saved.get("kind") != kind:
+        raise CheckpointError(f"{out} holds a {saved.get('kind', 'codec')} training run, not a {label} one")
+    return saved
+
+
+def check_unchanged(config, overrides: dict, what: str, when: str) -> None:
+    """ValueError unless every override equals the config's value (a resumed run's or an --init model's)."""
+    for key, value in overrides.items():
+        have = getattr(config, key)
+        if have != value:
+            raise ValueError(f"cannot change {what} {key!r} {when} (it is {have})")
+
+
+def check_same_codec(config, meta: dict, out, tokens_dir) -> None:
+    """ModelMismatchError unless a resumed run was trained on the tokens' codec."""
+    if config.codec_hash != meta["codec_hash"]:
+        raise ModelMismatchError(f"{out} was trained on tokens of another codec than those in {tokens_dir}")
+
+
+def check_init_layout(config, meta: dict, tokens_dir, label: str) -> None:
+    """ModelMismatchError unless an --init model has the tokens' layout (any codec with this layout will do)."""
+    for key in ("modality", "codebook_size", "levels", "residual"):
+        have, want = getattr(config, key), meta[key]
+        if have != want:
+            raise ModelMismatchError(f"the --init {label} has {key}={have!r}, the tokens in {tokens_dir} {want!r}")
+
+
 def train_prior(
     tokens_dir: str | Path,
     out_dir: str | Path,
@@ -273,26 +304,15 @@ def train_prior(
     meta = items.meta
     prior_overrides = _check_prior_overrides(prior_overrides or {})
     if resume:
-        saved = read_checkpoint_meta(out)
-        if saved.get("kind") != "prior":
-            raise CheckpointError(f"{out} holds a {saved.get('kind', 'codec')} training run, not a prior one")
+        saved = resumed_run(out, "prior", "prior")
         prior_cfg = config_from_dict(saved["prior_config"])
-        for key, value in prior_overrides.items():
-            if getattr(prior_cfg, key) != value:
-                raise ValueError(f"cannot change prior setting {key!r} when resuming (it is {getattr(prior_cfg, key)})")
-        if prior_cfg.codec_hash != meta["codec_hash"]:
-            raise ModelMismatchError(f"{out} was trained on tokens of another codec than those in {tokens_dir}")
+        check_unchanged(prior_cfg, prior_overrides, "prior setting", "when resuming")
+        check_same_codec(prior_cfg, meta, out, tokens_dir)
         train_cfg = train_config_from_dict({**saved["train_config"], **(train_overrides or {})})
     elif init is not None:
         start = init if isinstance(init, TokenPrior) else load_prior(init, device="cpu")
-        for key in ("modality", "codebook_size", "levels", "residual"):  # any codec with this token layout
-            have, want = getattr(start.config, key), meta[key]
-            if have != want:
-                raise ModelMismatchError(f"the --init prior has {key}={have!r}, the tokens in {tokens_dir} {want!r}")
-        for key, value in prior_overrides.items():
-            if getattr(start.config, key) != value:
-                have = getattr(start.config, key)
-                raise ValueError(f"cannot change prior setting {key!r} of the --init prior (it is {have})")
+        check_init_layout(start.config, meta, tokens_dir, "prior")
+        check_unchanged(start.config, prior_overrides, "prior setting", "of the --init prior")
         prior_cfg = replace(start.config, codec_hash=meta["codec_hash"])  # the new prior belongs to these tokens
         init_state = start.state_dict()
         train_cfg = train_config_from_dict(train_overrides or {})

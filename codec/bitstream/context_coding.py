@@ -14,7 +14,7 @@ import torch
 
 from codec.bitstream.range_coding import one_thread
 from codec.store.rundir import model_hash
-from prior.context import ContextPrior, group_ids
+from prior.context import ContextPrior
 from prior.context_integer import VERSION, IntegerContext, IntegerContextNet, PassRunner, frequencies
 
 CODER = f"context-{VERSION}"
@@ -66,21 +66,9 @@ class _Window:
         out[self.flat[self.inside].numpy()] = self.tokens[self.inside].numpy()
         return out
 
-    def targets(self, config, level: int, group: int) -> torch.Tensor:
-        """(h, W) bool: the tokens a pass codes."""
-        return self.inside[level] & (group_ids(config.level_schedule(level), self.rows, self.cols) == group)
-
 
 def _probabilities(logits: torch.Tensor) -> np.ndarray:
     return frequencies(logits).numpy()  # float64 integers summing to 2^20 per row
-
-
-def _passes(net: IntegerContextNet, window: _Window):
-    """(level, group, targets) of every pass with tokens to code, in coding order."""
-    for level, group in net.config.passes(window.inside.shape[0]):
-        targets = window.targets(net.config, level, group)
-        if bool(targets.any()):
-            yield level, group, targets
 
 
 def _code_chunk(net: IntegerContextNet, layout, start: int, length: int, coder, chunk=None) -> _Window:
@@ -89,8 +77,10 @@ def _code_chunk(net: IntegerContextNet, layout, start: int, length: int, coder, 
     if chunk is not None:
         w.put(chunk)
     runner = PassRunner(net, w.tokens, w.inside, w.rows, w.cols)  # decoded tokens go into runner.tokens
-    for level, group, targets in _passes(net, w):
-        logits = runner.logits(level, group)  # (n, K), raster order
+    for level, group in net.config.passes(w.inside.shape[0]):
+        logits, targets = runner.run(level, group)  # (n, K) in raster order of the targets
+        if not len(logits):
+            continue  # an empty pass codes nothing
         where = targets.nonzero(as_tuple=True)
         known = runner.tokens[level][where] if chunk is not None else None
         out = []

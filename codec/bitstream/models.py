@@ -10,7 +10,6 @@ Models named by a string (a bundled name or a run directory) are loaded once per
 weights file changes (a run that trains on) is loaded again.
 """
 
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from codec.core.checkpoint import load
 from codec.core.model import Codec
 from codec.errors import CheckpointError, ModelMismatchError
-from codec.store.registry import CONFIG_NAME, beside_context, beside_prior, model_dir, prior_dir
+from codec.store.registry import beside_context, beside_prior, config_kind, model_dir, prior_dir
 from prior.checkpoint import check_codec, load_prior
 from prior.context import ContextPrior
 from prior.context_checkpoint import load_context
@@ -77,18 +76,11 @@ def default_prior_dir(model: Codec, kind: str = "auto"):
     return context if context is not None else (beside_prior(source) if kind in ("auto", "prior") else None)
 
 
-def _is_context_dir(name_or_path) -> bool:
-    try:
-        return json.loads((model_dir(name_or_path) / CONFIG_NAME).read_text()).get("kind") == "context"
-    except (CheckpointError, OSError, ValueError, AttributeError):
-        return False
-
-
 def load_named_prior(name_or_path) -> TokenPrior | ContextPrior:
     """An entropy model from a run directory or a name, on the CPU, with ``.name`` set to what a file records;
     loaded once per process (see the module docstring). A context model's directory or name ("image/context")
     gives a ``ContextPrior``; anything else a ``TokenPrior`` ("image/prior", or a codec: its stored prior)."""
-    if _is_context_dir(name_or_path):
+    if config_kind(name_or_path) == "context":
         return cached("context", name_or_path, lambda n: load_context(n, device="cpu"), "cpu")
     return cached("prior", name_or_path, lambda n: load_prior(n, device="cpu"), "cpu")
 

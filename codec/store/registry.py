@@ -64,36 +64,12 @@ def model_dir(name_or_path) -> Path:
 
 def beside_prior(codec_dir) -> Path | None:
     """The default prior stored with a codec (``RUN_DIR/prior``), or None."""
-    p = Path(codec_dir) / PRIOR_DIR_NAME
-    return p if (p / CONFIG_NAME).is_file() else None
+    return _beside(codec_dir, PRIOR_DIR_NAME)
 
 
 def beside_context(codec_dir) -> Path | None:
     """The context model stored with a codec (``RUN_DIR/context``), or None."""
-    p = Path(codec_dir) / CONTEXT_DIR_NAME
-    return p if (p / CONFIG_NAME).is_file() else None
-
-
-def context_dir(name_or_path) -> Path:
-    """The run directory of a context model given as its directory, a bundled name ("image/context"), or a codec
-    whose context model is meant.
-
-    Raises:
-        CheckpointError: not found, or a codec with no context model stored beside it.
-    """
-    path = model_dir(name_or_path)
-    if beside_context(path) is not None:
-        return beside_context(path)
-    if _is_codec(path):
-        raise CheckpointError(f"{name_or_path}: a codec with no context model beside it ({path / CONTEXT_DIR_NAME})")
-    return path
-
-
-def _is_codec(path: Path) -> bool:
-    try:
-        return "quantizer" in json.loads((path / CONFIG_NAME).read_text())  # a codec's config, not a prior's
-    except (OSError, ValueError, TypeError):
-        return False  # the loader says what is wrong
+    return _beside(codec_dir, CONTEXT_DIR_NAME)
 
 
 def prior_dir(name_or_path) -> Path:
@@ -103,9 +79,43 @@ def prior_dir(name_or_path) -> Path:
     Raises:
         CheckpointError: neither an existing directory nor a bundled name, or a codec with no prior stored beside it.
     """
+    return _stored_dir(name_or_path, PRIOR_DIR_NAME, "prior")
+
+
+def context_dir(name_or_path) -> Path:
+    """The run directory of a context model given as its directory, a bundled name ("image/context"), or a codec
+    whose context model is meant.
+
+    Raises:
+        CheckpointError: not found, or a codec with no context model stored beside it.
+    """
+    return _stored_dir(name_or_path, CONTEXT_DIR_NAME, "context model")
+
+
+def config_kind(name_or_path) -> str | None:
+    """What a model directory (or name) holds, from its config: "codec", "context" (a context model), "prior", or
+    None when it cannot be read (the loaders say what is wrong)."""
+    try:
+        config = json.loads((model_dir(name_or_path) / CONFIG_NAME).read_text())
+    except (CheckpointError, OSError, ValueError, TypeError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    if "quantizer" in config:
+        return "codec"
+    return "context" if config.get("kind") == "context" else "prior"
+
+
+def _beside(codec_dir, sub: str) -> Path | None:
+    p = Path(codec_dir) / sub
+    return p if (p / CONFIG_NAME).is_file() else None
+
+
+def _stored_dir(name_or_path, sub: str, what: str) -> Path:
+    """A model's own directory, or the one stored in a codec's ``sub`` directory when a codec is named."""
     path = model_dir(name_or_path)
-    if beside_prior(path) is not None:
-        return beside_prior(path)
-    if _is_codec(path):
-        raise CheckpointError(f"{name_or_path}: a codec with no prior stored beside it ({path / PRIOR_DIR_NAME})")
+    if _beside(path, sub) is not None:
+        return path / sub
+    if config_kind(path) == "codec":
+        raise CheckpointError(f"{name_or_path}: a codec with no {what} stored beside it ({path / sub})")
     return path
