@@ -1,12 +1,16 @@
 """Public entry point of the nearest-codebook search: validation and backend dispatch."""
 
+import importlib.util
 import os
 
 import torch
 
 from kernels.errors import BackendUnavailableError
 from kernels.nearest_torch import nearest_code_torch
-from kernels.nearest_triton import HAS_TRITON, INTERPRET, nearest_code_triton, triton_usable
+
+# Triton itself is imported on first use (kernels.nearest_triton): importing it costs about 0.2 s, a tenth of a
+# CPU-only CLI call that never runs it.
+HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 BACKENDS = ("auto", "triton", "torch")
@@ -16,7 +20,9 @@ AUTO_ENV = "VQCODEC_NEAREST_BACKEND"
 
 def triton_available(device: torch.device | str = "cuda") -> bool:
     """Whether ``backend="triton"`` can run on tensors of ``device`` in this process."""
-    return triton_usable(torch.device(device))
+    from kernels import nearest_triton
+
+    return nearest_triton.triton_usable(torch.device(device))
 
 
 def _validate(x: torch.Tensor, codebook: torch.Tensor, backend: str) -> None:
@@ -96,15 +102,17 @@ def nearest_code(
     auto_triton = x.device.type == "cuda" and HAS_TRITON and os.environ.get(AUTO_ENV, "auto") != "torch"
     use_triton = backend == "triton" or (backend == "auto" and auto_triton)
     if use_triton:
-        if not triton_usable(x.device):
+        from kernels import nearest_triton
+
+        if not nearest_triton.triton_usable(x.device):
             why = (
                 "triton is not installed"
-                if not HAS_TRITON
+                if not nearest_triton.HAS_TRITON
                 else f"tensors on {x.device.type} need CUDA, or TRITON_INTERPRET=1 set before importing triton"
-                f" (interpreter {'on' if INTERPRET else 'off'})"
+                f" (interpreter {'on' if nearest_triton.INTERPRET else 'off'})"
             )
             raise BackendUnavailableError(f"backend='triton' cannot run: {why}")
-        nearest_code_triton(x, codebook, indices, sqdist)
+        nearest_triton.nearest_code_triton(x, codebook, indices, sqdist)
     else:
         nearest_code_torch(x, codebook, indices, sqdist)
     if n and not torch.isfinite(sqdist).all():

@@ -1,7 +1,5 @@
 """``python -m codec.cli``: the ``codec`` command line (what ``accelerate launch -m codec.cli`` runs)."""
 
-import sys
+from codec.cli.main import run
 
-from codec.cli.main import main
-
-sys.exit(main())
+run()

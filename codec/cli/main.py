@@ -11,14 +11,22 @@ and ``codec info`` start without loading torch.
 """
 
 import argparse
+import os
 import sys
 import warnings
+from typing import NoReturn
 
 from codec.cli import evaluation, files, info, sampling, training
 from codec.cli.common import PROG, Parser, fatal, show_warning
 from codec.errors import VQCodecError
 
 GROUPS = (files, info, training, sampling, evaluation)  # the subcommand registry, in help order
+
+# Commands after which the console script ends the process at once (``os._exit``) instead of tearing the
+# interpreter down: their outputs are written atomically and closed when ``main`` returns, and the teardown of
+# torch's operator libraries alone takes 0.3-0.5 s, a sixth of encoding a 512 px photo. Training and
+# tokenizing (possibly under ``accelerate launch``) keep the normal exit and its atexit handlers.
+QUICK_EXIT = frozenset({"encode", "decode", "info"})
 
 MAIN_EPILOG = f"""\
 examples:
@@ -62,5 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     return status if isinstance(status, int) else 0  # a command may return its result instead of a status
 
 
+def run() -> NoReturn:
+    """The ``codec`` console script (and ``python -m codec``): ``main`` on ``sys.argv``, then exit with its status;
+    quickly for the commands of ``QUICK_EXIT``, after flushing stdout and stderr."""
+    argv = sys.argv[1:]
+    status = main(argv)  # errors raise SystemExit(2) through here: the normal exit
+    if argv and argv[0] in QUICK_EXIT:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

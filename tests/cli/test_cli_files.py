@@ -131,3 +131,26 @@ def test_help_is_complete_with_examples():
     out = subprocess.run([sys.executable, "-m", "codec", "--help"], capture_output=True, text=True)
     for sub in ("encode", "decode", "info", "train", "train-prior", "tokenize", "sample"):
         assert sub in out.stdout
+
+
+def test_console_script_quick_exit_keeps_every_output(runs, tmp_path):
+    """encode, decode and info end with os._exit (codec.cli.main.QUICK_EXIT): in a real process, with stdout a
+    pipe, the file written and the text printed are complete and the same as from main() in this process."""
+
+    def cli(*argv):
+        cmd = [sys.executable, "-m", "codec", *map(str, argv)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    src, model = runs / "media" / "a.png", runs / "img"
+    proc = cli("encode", src, "-o", tmp_path / "sub.vqc", "--model", model)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"{src} -> {tmp_path / 'sub.vqc'}: "), proc
+    assert run("encode", src, "-o", tmp_path / "here.vqc", "--model", model, "-q") == 0
+    assert (tmp_path / "sub.vqc").read_bytes() == (tmp_path / "here.vqc").read_bytes()
+    proc = cli("info", tmp_path / "sub.vqc", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["bytes"] == (tmp_path / "sub.vqc").stat().st_size
+    proc = cli("decode", tmp_path / "sub.vqc", "-o", tmp_path / "sub.png", "-q")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert run("decode", tmp_path / "here.vqc", "-o", tmp_path / "here.png", "-q") == 0
+    assert (tmp_path / "sub.png").read_bytes() == (tmp_path / "here.png").read_bytes()
+    proc = cli("decode", tmp_path / "missing.vqc", "-o", tmp_path / "x.png")  # errors: the normal exit
+    assert proc.returncode == 2 and proc.stderr.startswith("codec: error: ") and len(proc.stderr.splitlines()) == 1

@@ -174,3 +174,20 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     assert not kernels.triton_available("cpu")
     with pytest.raises(kernels.BackendUnavailableError, match="TRITON_INTERPRET"):
         kernels.nearest_code(torch.randn(4, 3), torch.randn(5, 3), backend="triton")
+
+
+def test_cpu_searches_never_import_triton():
+    """Triton is imported on first use only (it costs ~0.2 s of every CLI call): the PyTorch path on CPU
+    tensors, as in ``codec encode``, leaves it unimported, and still matches a direct distance argmin."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch, kernels\n"
+        "x, c = torch.randn(33, 5, generator=torch.Generator().manual_seed(0)), torch.randn(7, 5)\n"
+        "idx, _ = kernels.nearest_code(x, c)\n"
+        "assert torch.equal(idx, torch.cdist(x.double(), c.double()).argmin(1)), idx\n"
+        "print('triton' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
