@@ -11,10 +11,11 @@ function of the tokens alone, the same on every machine, kernel choice, thread c
     frequencies                      -   2^20 sum  ``frequencies``: a 2^16 exp table, exact float64 arithmetic
 
 Convolutions run as matrix products over unfolded windows (``torch.nn.functional.unfold`` moves values, it does
-not compute) in float GEMMs whose every partial sum is an exact integer (float32 where each is at most 2^24, else
-float64 and below 2^53; checked when the network is derived), so any blocking or summation order gives the same
-integers. Activations are int64; the heads' outputs and the frequencies are float64 holding integers, every
-operation on them exact (bounded in ``from_float`` and ``frequencies``).
+not compute) in float64 GEMMs whose every partial sum is an exact integer below 2^53 (checked when the network is
+derived), so any blocking or summation order gives the same integers; never float32, whose GEMMs a process may
+switch to bf16 or TF32 (``prior.integer``, "Exactness"). Activations are int64; the heads' outputs and the
+frequencies are float64 holding integers, every operation on them exact (bounded in ``from_float`` and
+``frequencies``).
 """
 
 import functools
@@ -151,8 +152,8 @@ def _prob_table(device: str) -> torch.Tensor:
 
 
 def _accumulate(weight: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Exact integer accumulators (..., out) int64 of a (..., in) integers times ``weight`` (in, out), a float GEMM
-    whose every partial sum is an exact integer (``IntLinear.exact_dtype``; a block of rows of a layer's weight
+    """Exact integer accumulators (..., out) int64 of a (..., in) integers times ``weight`` (in, out), a float64 GEMM
+    whose every partial sum is an exact integer (bounded by ``quantize_linear``; a block of rows of a layer's weight
     has partial sums no larger than the whole layer's)."""
     return torch.matmul(a.to(weight.dtype), weight).long()
 

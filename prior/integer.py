@@ -24,12 +24,14 @@ Number formats (a value is ``int * 2**-frac``; every bound is enforced by a clam
     frequencies (``frequencies``)        -   2^20 sum  table round(2^30 exp(-t)); floor(e (2^20 - K) / sum e) + 1
 
 Exactness. Elementwise work and reductions run on int64 tensors: exact, in any order, on any device. Matrix
-products run as float GEMMs over integers (float32 where every |product| and partial sum is at most 2^24, else
-float64 with 2^53): float represents each of them exactly, so any blocking, summation order, FMA use, thread
-count or device gives the same integer, at BLAS speed. The bound is proved from the integer weights (the inputs'
-range and each row's sums of positive and negative weights) when a GEMM is set up (``exact_dtype``). Attention
-weights enter their product as two base-2^7 digits so that it stays within float32. The int64 intermediates stay
-below 2^62 by the bounds in the table.
+products run as float64 GEMMs over integers whose every |product| and partial sum is below 2^53: float64 represents
+each of them exactly, so any blocking, summation order, FMA use, thread count or device gives the same integer, at
+BLAS speed. The bound is proved from the integer weights (the inputs' range and each row's sums of positive and
+negative weights) when a layer is derived (``quantize_linear``). Never float32, even where 2^24 would suffice: a
+process may ask torch to run float32 GEMMs in bf16 or TF32 (``torch.set_float32_matmul_precision("medium")``,
+``torch.backends.mkldnn.matmul.fp32_precision``, TF32 on CUDA), and no such setting may change a file's bytes;
+float64 GEMMs have no reduced mode. Attention weights enter their product as two base-2^7 digits. The int64
+intermediates stay below 2^62 by the bounds in the table.
 
 Derivation. ``from_float`` reads the float weights only (no calibration data, nothing computed with a GEMM), with
 operations that IEEE 754 rounds exactly alike everywhere: power-of-two scaling, rounding, products, and
@@ -63,7 +65,8 @@ HID_FRAC, HID_MAX = 5, 2**9  # FF hidden
 LOGIT_FRAC, LOGIT_MAX = 8, 2**24  # logits, in 2^-8 nats
 WEIGHT_MAX = 127  # |integer weight|: 8-bit
 FINEST_WEIGHT_EXP = 30  # no weight row is scaled finer than 2^-30
-F32_EXACT, F64_EXACT = 2**24, 2**53  # every integer up to these is a float32 / float64
+F64_EXACT = 2**53  # every integer up to this is a float64
+GEMM_DTYPE = torch.float64  # the type of every matrix product of the integer networks (see "Exactness")
 TRIG_FRAC, TRIG_BITS, TURN_BITS = 14, 14, 32  # cos/sin * 2^14; 2^14 table angles per turn; phase in 2^-32 turns
 EXP_FRAC = 8  # exp tables step t (nats) by 2^-8; logits are in the same units
 ATTN_ONE, ATTN_DIGIT = 2**14, 7  # attention weights: round(2^14 exp(-t)), as two base-2^7 digits
@@ -159,18 +162,13 @@ class IntLinear:
 
     def sum_bound(self) -> int:
         """The largest |partial sum| of a row's products, in any order: positive weights times the largest
-        input plus negative weights times the smallest (or the reverse), over the worst row. Computed once (it
-        is asked for when the layer is made and again when it is put on a device: start-up time)."""
+        input plus negative weights times the smallest (or the reverse), over the worst row. Computed once."""
         if self._sum_bound is None:
             lo, hi = self.in_range
             w = self.weight
             pos, neg = w.clamp(min=0).sum(dim=1).tolist(), (-w).clamp(min=0).sum(dim=1).tolist()
             self._sum_bound = max(max(p * hi - n * lo, n * hi - p * lo) for p, n in zip(pos, neg))  # Python ints
         return self._sum_bound
-
-    def exact_dtype(self) -> torch.dtype:
-        """float32 when every partial sum of the GEMM is at most 2^24 in magnitude, else float64 (2^53)."""
-        return torch.float32 if self.sum_bound() <= F32_EXACT else torch.float64
 
 
 def quantize_linear(w: np.ndarray, bias, in_frac: int, out_frac, in_range: tuple[int, int], what: str) -> IntLinear:

@@ -14,8 +14,9 @@ from prior.integer import (
     ATTN_DIGIT,
     ATTN_ONE,
     EXP_FRAC,
-    F32_EXACT,
+    F64_EXACT,
     GELU_RANGE,
+    GEMM_DTYPE,
     HID_FRAC,
     HID_MAX,
     KV_FRAC,
@@ -65,10 +66,10 @@ def isqrt(v: torch.Tensor) -> torch.Tensor:
 
 
 class _Linear:
-    """An ``IntLinear`` on a device: its weights in the float type that carries its GEMM exactly, and shifts."""
+    """An ``IntLinear`` on a device: its weights in float64 (``GEMM_DTYPE``, exact for its GEMM), and shifts."""
 
     def __init__(self, lin: IntLinear, device):
-        self.dtype = lin.exact_dtype()
+        self.dtype = GEMM_DTYPE
         self.weight = lin.weight.to(device, self.dtype).t().contiguous()  # (in, out)
         shift = lin.shift.to(device)
         bias = lin.bias.to(device) if lin.bias is not None else torch.zeros_like(shift)
@@ -105,11 +106,10 @@ class IntegerNet:
         self.cos_sin, self.sin_cos = torch.stack([cos, sin], -1).to(dev), torch.stack([-sin, cos], -1).to(dev)
         self.qkv_max = torch.tensor([Q_MAX, KV_MAX, KV_MAX], device=dev)[:, None, None]
         self.gelu_lut = torch.from_numpy(gelu_table()).to(dev)
-        # exact GEMM types for q.k (|q| <= Q_MAX, |k| <= KV_MAX) and for digits of e times [v, 1] (<= 2^7 each)
-        exact = self.dim_head * Q_MAX * KV_MAX <= F32_EXACT
-        self.key_dtype = torch.float32 if exact else torch.float64
-        exact = self.context * (ATTN_ONE >> ATTN_DIGIT) * KV_MAX <= F32_EXACT
-        self.value_dtype = torch.float32 if exact else torch.float64
+        # q.k (|q| <= Q_MAX, |k| <= KV_MAX) and digits of e times [v, 1] (<= 2^7 each) are exact float64 GEMMs
+        if max(self.dim_head * Q_MAX * KV_MAX, self.context * (ATTN_ONE >> ATTN_DIGIT) * KV_MAX) > F64_EXACT:
+            raise ValueError("attention too wide or too long for exact float64 products")
+        self.key_dtype = self.value_dtype = GEMM_DTYPE
         e = torch.from_numpy(exp_table(ATTN_ONE))
         self.attn_hi = (e >> ATTN_DIGIT).to(dev, self.value_dtype)
         self.attn_lo = (e & ((1 << ATTN_DIGIT) - 1)).to(dev, self.value_dtype)
@@ -164,7 +164,7 @@ class IntegerNet:
         scores = torch.matmul(q.to(self.key_dtype), keys_t)  # exact integers, 2^-(Q + KV) nats
         if mask is not None:
             scores.masked_fill_(~mask, -math.inf)
-        # idx = min(round(d / 2^SCORE_SHIFT), end) with d = max - score, in float: exact while d < 2^24 (float32),
+        # idx = min(round(d / 2^SCORE_SHIFT), end) with d = max - score, in float64: exact while d < 2^53,
         # and any larger d (rounded or not, or infinite where masked) lands on the end, whose weight is 0
         d = torch.sub(scores.amax(dim=-1, keepdim=True), scores, out=scores)
         d.add_(1 << (SCORE_SHIFT - 1)).mul_(2.0**-SCORE_SHIFT).floor_().clamp_(max=len(self.attn_hi) - 1)

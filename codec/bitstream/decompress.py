@@ -65,6 +65,8 @@ def _check_tokens_fit(meta: Metadata, model: Codec) -> None:
     levels = meta.token_shape[0] if meta.residual else 1
     if meta.token_shape[int(meta.residual) :] != grid or not 1 <= levels <= model.num_quantizers:
         raise CorruptFileError(f"token shape {meta.token_shape} does not fit the recorded media size {m}")
+    if meta.modality == "audio" and m["sample_rate"] != model.sample_rate:  # bounds the output's length, as frames
+        raise CorruptFileError(f"media sample rate {m['sample_rate']} Hz is not the codec's {model.sample_rate} Hz")
     if meta.modality == "image" and m["channels"] == 3 and model.channels == 1:
         raise CorruptFileError("a 3-channel image recorded for a 1-channel codec")
 

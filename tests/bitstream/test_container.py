@@ -227,6 +227,12 @@ def test_a_header_claiming_more_audio_than_its_tokens_is_refused(models):
             codec.decompress(container.header_bytes(forged) + rest)
     ok = dataclasses.replace(meta, media={**meta.media, "orig_frames": 7000 + 1})  # within resampling's slack
     assert codec.decompress(container.header_bytes(ok) + rest).data.shape == (1, 7001)
+    # the coded rate is the codec's (16 kHz): a header claiming 1 Hz could ask for 22,050 samples per coded one
+    assert meta.media["sample_rate"] == a.sample_rate == 16000
+    for rate in (1, 24, 8000, 16001):
+        forged = dataclasses.replace(meta, media={**meta.media, "sample_rate": rate})
+        with pytest.raises(codec.CorruptFileError, match=f"sample rate {rate} Hz is not the codec's 16000 Hz"):
+            codec.decompress(container.header_bytes(forged) + rest)
 
 
 def test_named_models_are_loaded_once_per_process(models, tmp_path, monkeypatch):

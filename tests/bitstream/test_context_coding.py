@@ -192,6 +192,61 @@ def test_identical_under_other_cpu_kernels_and_thread_counts(models, tmp_path):
     assert "default" in seen and len(seen) >= 2
 
 
+PRECISION_WORKER = """
+import hashlib, sys, json, torch, codec
+job = json.load(open(sys.argv[1]))
+setting = job.pop("setting")
+if setting == "medium":
+    torch.set_float32_matmul_precision("medium")  # lets oneDNN run float32 GEMMs in bf16 where the CPU has it
+elif hasattr(torch.backends.mkldnn, "matmul"):
+    torch.backends.mkldnn.matmul.fp32_precision = setting
+digest = lambda t: hashlib.sha256(t.numpy().tobytes()).hexdigest()
+out = {}
+for name, item in job.items():
+    x = torch.load(item["input"])
+    data = codec.compress(x, item["codec"], prior=item["prior"], sample_rate=item["rate"], packed_if_smaller=False)
+    open(item["out"], "wb").write(data)
+    out[name] = [digest(codec.decompress(data).tokens), digest(codec.decompress(item["file"]).tokens)]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("setting", ["medium", "bf16"])  # "tf32" is the same request where a GPU has TF32
+def test_identical_whatever_float32_matmul_precision_the_process_sets(tmp_path, setting):
+    """A process may let torch run float32 GEMMs in bf16 or TF32. The codec's tokens may then change (its networks
+    are float), but every file must still decode to its tokens in a process with the default settings, and the
+    default process's files there. Both coders, with the bundled models: their layers have the magnitudes at
+    which a float32 GEMM run in bf16 is inexact. Files made under "medium" failed to decode elsewhere while the
+    integer networks ran some GEMMs in float32."""
+
+    def digest(t):
+        return hashlib.sha256(t.numpy().tobytes()).hexdigest()
+
+    g = torch.Generator().manual_seed(7)
+    inputs = {"image": torch.rand(3, 48, 40, generator=g), "audio": torch.rand(1, 6000, generator=g) - 0.5}
+    job, want = {}, {}
+    for modality, x in inputs.items():
+        rate = 24000 if modality == "audio" else None
+        torch.save(x, tmp_path / f"{modality}.pt")
+        for coder in ("context", "prior"):  # context-1 and the Transformer's integer-1
+            name, prior = f"{modality}-{coder}", f"{modality}/{coder}"
+            data = codec.compress(x, modality, prior=prior, sample_rate=rate, packed_if_smaller=False)
+            (tmp_path / f"{name}.vqc").write_bytes(data)
+            files = dict(file=str(tmp_path / f"{name}.vqc"), out=str(tmp_path / f"{name}.set.vqc"))
+            job[name] = dict(input=str(tmp_path / f"{modality}.pt"), codec=modality, prior=prior, rate=rate, **files)
+            want[name] = digest(codec.decompress(data).tokens)
+    (tmp_path / "worker.py").write_text(PRECISION_WORKER)
+    (tmp_path / "job.json").write_text(json.dumps({**job, "setting": setting}))
+    done = subprocess.run([sys.executable, str(tmp_path / "worker.py"), str(tmp_path / "job.json")],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, (own, ours) in got.items():
+        assert ours == want[name], f"{name}: this process's file decodes differently under {setting}"
+        assert digest(codec.decompress(tmp_path / f"{name}.set.vqc").tokens) == own, f"{name}: made under {setting}"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_gives_the_cpu_logits(models):
     from prior.context_integer import IntegerContext, IntegerContextNet
