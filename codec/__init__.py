@@ -21,6 +21,7 @@ from codec.errors import (
     MediaError,
     ModelMismatchError,
     VQCodecError,
+    WorkerError,
 )
 
 _LAZY = {
@@ -69,6 +70,7 @@ __all__ = [  # noqa: F822 (the lazy names are resolved by __getattr__)
     "ModelMismatchError",
     "QuantizerConfig",
     "VQCodecError",
+    "WorkerError",
     "bundled_models",
     "compress",
     "decompress",

@@ -42,3 +42,8 @@ class DeviceError(VQCodecError, ValueError):
 
 class CheckpointError(VQCodecError):
     """A checkpoint cannot be loaded or saved: missing, incomplete, or with unexpected tensors."""
+
+
+class WorkerError(VQCodecError, RuntimeError):
+    """A worker process of ``compress`` / ``decompress`` ended without returning its result (killed by a signal or
+    by the out-of-memory killer)."""

@@ -7,17 +7,24 @@ than workers; the float coder of older files must run a group's chunks in lockst
 they were coded, so its jobs are the file's groups. Either way no byte of a file and no decoded token depends on
 the number of workers. The workers are forked from this process (the prior's weights are shared, copy on write,
 and nothing is loaded again); each runs torch on one thread, as the coders always do. Where fork is not available
-(Windows, macOS's default) or one worker is asked for, the jobs run here, one after another.
+(Windows, macOS's default) or one worker is asked for, the jobs run here, one after another. A worker that dies
+without its result (the out-of-memory killer, a signal) raises ``WorkerError`` at its job's turn, never a hang.
 """
 
+import collections
 import contextlib
 import ctypes
+import itertools
 import multiprocessing
 import os
 import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from codec.errors import WorkerError
 
 _TASK: Callable | None = None  # the function the forked workers run, inherited from the parent
 
@@ -74,14 +81,31 @@ def map_groups(fn: Callable, jobs: Iterable[tuple], workers: int, count: int) ->
         return
     global _TASK
     _TASK = fn
+    jobs = iter(jobs)
+    pending: collections.deque = collections.deque()
     try:
         with warnings.catch_warnings():  # Python 3.12+ warns on fork in a threaded process; the workers use no
             warnings.simplefilter("ignore", DeprecationWarning)  # lock a torch thread may hold (one thread each)
-            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_die_with_parent)
+            pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), initializer=_die_with_parent)
         try:
-            yield from pool.imap(_run, jobs)
+            for job in itertools.islice(jobs, 2 * workers):  # a few jobs ahead: the rest are read as work is done
+                pending.append(pool.submit(_run, job))
+            while pending:
+                try:
+                    result = pending.popleft().result()
+                except BrokenProcessPool:
+                    raise WorkerError(
+                        "a worker process ended without its result (killed by a signal, or out of memory)"
+                    ) from None
+                job = next(jobs, None)  # jobs are tuples, never None
+                if job is not None:
+                    pending.append(pool.submit(_run, job))
+                yield result
         finally:
-            pool.terminate()
-            pool.join()
+            for future in pending:
+                future.cancel()
+            for process in list((getattr(pool, "_processes", None) or {}).values()):  # stop work no one will read
+                process.terminate()
+            pool.shutdown(wait=True)
     finally:
         _TASK = None

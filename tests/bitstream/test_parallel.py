@@ -2,6 +2,9 @@
 and for the float coder of older files, errors at their job's turn, and how chunks are cut into jobs."""
 
 import dataclasses
+import multiprocessing
+import os
+import signal
 
 import pytest
 import torch
@@ -105,3 +108,20 @@ def test_map_groups_keeps_order_and_raises_at_the_failing_job():
     with pytest.raises(ValueError, match="three"):
         next(got)
     assert list(map_groups(lambda x: -x, jobs, workers=1, count=6)) == [0, -1, -2, -3, -4, -5]  # here, in order
+    many = [(i,) for i in range(40)]  # more jobs than are submitted at once: the rest are read as work is done
+    assert list(map_groups(lambda x: x + 1, iter(many), workers=2, count=40)) == list(range(1, 41))
+
+
+def _killed_at_two(x: int) -> int:
+    if x == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer does
+    return x
+
+
+def test_a_killed_worker_is_an_error_not_a_hang():
+    got = map_groups(_killed_at_two, [(i,) for i in range(6)], workers=2, count=6)
+    assert [next(got), next(got)] == [0, 1]
+    with pytest.raises(codec.WorkerError, match="a worker process ended without its result"):
+        next(got)
+    left = [p for p in multiprocessing.active_children() if p.is_alive()]
+    assert not left, left  # the pool is gone
