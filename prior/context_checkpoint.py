@@ -16,9 +16,17 @@ from prior.checkpoint import check_codec
 from prior.context import ContextPrior, context_config_from_dict, context_config_to_dict
 
 
-def save_context(run_dir: str | Path, model: ContextPrior) -> None:
-    """Write ``config.json`` and ``model.safetensors`` into ``run_dir`` (created if needed), atomically."""
-    save_run(run_dir, model, context_config_to_dict(model.config), "vqcodec-context")
+def save_context(run_dir: str | Path, model: ContextPrior, compact: bool = False) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into ``run_dir`` (created if needed), atomically.
+
+    ``compact``: the weights as the integer network reads them (``prior.context_integer.compact_state``: 8-bit rows,
+    about half the bytes of float16), from which coding derives exactly the same network; bundled models are
+    stored so. Training continues from them as from any weights.
+    """
+    from prior.context_integer import compact_state  # the integer network is needed only here
+
+    state = compact_state(model) if compact else None
+    save_run(run_dir, model, context_config_to_dict(model.config), "vqcodec-context", state=state)
 
 
 def _build(cfg: dict) -> ContextPrior:

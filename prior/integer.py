@@ -171,6 +171,22 @@ class IntLinear:
         return self._sum_bound
 
 
+def row_quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-bit weights with a power-of-two scale per row: (out, in) float64 -> (wq (out, in), e (out,)), int64, with
+    w ~ wq 2^-e, |wq| <= 127 and max |wq| of a row >= 64 (unless the row is below 2^-FINEST_WEIGHT_EXP).
+
+    Idempotent for every row that does not round to zeros: rows of wq 2^-e give wq and e again (what lets a model
+    be stored as wq and e, as bundled context models are, and derive the same integer network). A row that rounds
+    to zeros has e = 7 if it is exactly zero, else FINEST_WEIGHT_EXP (``prior.context_integer.compact_state``
+    stores the latter so that it comes back).
+    """
+    _, p = np.frexp(np.abs(w).max(axis=1))  # max |w| of a row < 2^p
+    e = np.minimum(7 - p, FINEST_WEIGHT_EXP).astype(np.int64)  # max |w| 2^e < 2^7: rounds to at most 128
+    wq = np.rint(np.ldexp(w, e[:, None]))  # scaling by 2^e is exact, so only the rounding changes values
+    wq = np.clip(wq, -WEIGHT_MAX, WEIGHT_MAX)  # 128 (from 127.5 and above) -> 127
+    return wq.astype(np.int64), e
+
+
 def quantize_linear(w: np.ndarray, bias, in_frac: int, out_frac, in_range: tuple[int, int], what: str) -> IntLinear:
     """An ``IntLinear`` from float64 weights (out, in) whose inputs are integers in ``in_range`` (2^-in_frac units).
 
@@ -180,13 +196,10 @@ def quantize_linear(w: np.ndarray, bias, in_frac: int, out_frac, in_range: tuple
     Raises:
         ValueError: a product that not even a float64 GEMM could carry exactly.
     """
-    _, p = np.frexp(np.abs(w).max(axis=1))  # max |w| of a row < 2^p
-    e = np.minimum(7 - p, FINEST_WEIGHT_EXP).astype(np.int64)  # max |w| 2^e < 2^7: rounds to at most 128
-    wq = np.rint(np.ldexp(w, e[:, None]))  # scaling by 2^e is exact, so only the rounding changes values
-    wq = np.clip(wq, -WEIGHT_MAX, WEIGHT_MAX)  # 128 (from 127.5 and above) -> 127
+    wq, e = row_quantize(w)
     bq = None if bias is None else torch.from_numpy(np.rint(np.ldexp(bias, in_frac + e)).astype(np.int64))
     shift = torch.from_numpy(in_frac + e - np.asarray(out_frac, dtype=np.int64))
-    lin = IntLinear(torch.from_numpy(wq.astype(np.int64)), shift, bq, in_range)
+    lin = IntLinear(torch.from_numpy(wq), shift, bq, in_range)
     if lin.sum_bound() > F64_EXACT:
         raise ValueError(f"{what}: a product could exceed 2^53, which no float GEMM carries exactly")
     biggest = lin.sum_bound() + (int(bq.abs().max()) if bq is not None else 0)

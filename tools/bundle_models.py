@@ -6,7 +6,9 @@
 
 (the second re-bundles the bundled audio codec and prior, which fp16 leaves unchanged, with a new context model).
 
-Weights are stored as float16 safetensors (loading casts them back to the model's float32). Rounding the codec
+Weights are stored as float16 safetensors (loading casts them back to the model's float32); the context model
+then in its compact form (``save_context(compact=True)``: int8 weight rows with power-of-two scales, checked to
+derive the same integer network as its float16 weights), about 60% of the float16 bytes. Rounding the codec
 changes its hash, so the prior's (and the context model's) ``codec_hash`` is rewritten to the rounded codec's: the
 prior is then accepted by
 ``codec.load(NAME)``'s model and by ``compress``/``decompress``. The script first checks that the prior was trained
@@ -68,9 +70,10 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(REPO))
     import codec
+    from codec.bitstream.context_coding import context_hash
     from codec.store import registry
     from prior.checkpoint import load_prior
-    from prior.context_checkpoint import load_context
+    from prior.context_checkpoint import load_context, save_context
 
     dest = Path(args.dest)
     out = dest / args.name
@@ -107,7 +110,11 @@ def main(argv=None) -> int:
             context_config = json.loads((context_dir / "config.json").read_text())
             context_config["codec_hash"] = new_hash
             (tmp / "context" / "config.json").write_text(json.dumps(context_config, indent=2) + "\n")
-            load_context(tmp / "context", codec=rounded, device="cpu")
+            half = load_context(tmp / "context", codec=rounded, device="cpu")
+            save_context(tmp / "context", half, compact=True)  # 8-bit rows: the same integer network, fewer bytes
+            compact = load_context(tmp / "context", codec=rounded, device="cpu")
+            if context_hash(compact) != context_hash(half):
+                raise RuntimeError("the compact context model derives another integer network")  # never expected
 
         # the size guard counts the new bundle in place of the one it replaces, before anything is replaced
         others = [p for p in dest.rglob("*.safetensors") if out not in p.parents and tmp not in p.parents]

@@ -4,6 +4,10 @@ Model-agnostic: codecs (``codec.core.checkpoint``) and priors (``prior.checkpoin
 here, each passing its own config dict and builder. Weights are read with safetensors only (never pickle).
 A model's identity (``model_hash``) is a SHA-256 over its config and every tensor (name, dtype, shape,
 bytes), so two models hash equal only if they compute alike.
+
+Weights may be stored compactly as integers with power-of-two scales: an int8 or int16 tensor ``X`` with a
+companion ``X.exp2`` (integers, broadcastable to ``X``'s shape, e.g. one per row) stands for the float weights
+``X * 2^-X.exp2``, exactly (bundled context models store their 8-bit weight rows so: ``prior.context_integer``).
 """
 
 import hashlib
@@ -21,6 +25,8 @@ from codec.store.files import atomic_write_bytes, atomic_write_text
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+EXP2_SUFFIX = ".exp2"  # "X.exp2" beside integers "X": the weights are X * 2^-X.exp2 (see the module docstring)
+MAX_EXP2 = 64  # |X.exp2|: the scaled values stay normal float32 numbers, exactly
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -38,11 +44,15 @@ def state_hash(config: dict, model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def save_run(run_dir: str | Path, model: torch.nn.Module, config: dict, fmt: str) -> None:
-    """Write ``config.json`` and ``model.safetensors`` into ``run_dir`` (created if needed), atomically."""
+def save_run(
+    run_dir: str | Path, model: torch.nn.Module, config: dict, fmt: str, state: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into ``run_dir`` (created if needed), atomically; the weights
+    are ``state`` when given (e.g. compact integers, see the module docstring), else the model's."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / WEIGHTS_NAME, save(model_state(model), metadata={"format": fmt}))
+    state = model_state(model) if state is None else {k: v.contiguous() for k, v in state.items()}
+    atomic_write_bytes(run_dir / WEIGHTS_NAME, save(state, metadata={"format": fmt}))
     atomic_write_text(run_dir / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
 
 
@@ -72,6 +82,7 @@ def load_run(path: str | Path, kind: str, build: Callable[[dict], torch.nn.Modul
         state = load_file(w_path)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{w_path}: unreadable weights: {e}") from None
+    state = dequantize(state, w_path)
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -86,6 +97,34 @@ def load_run(path: str | Path, kind: str, build: Callable[[dict], torch.nn.Modul
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return model
+
+
+def dequantize(state: dict[str, torch.Tensor], where) -> dict[str, torch.Tensor]:
+    """``state`` with every ``X`` / ``X.exp2`` pair (see the module docstring) replaced by float32 ``X * 2^-exp2``.
+
+    Raises:
+        CheckpointError: an ``.exp2`` without its tensor, or one that is not integer, out of range or not
+            broadcastable to it, or scaled values that are not 8- or 16-bit integers.
+    """
+    out = {}
+    for name, t in state.items():
+        if name.endswith(EXP2_SUFFIX):
+            if name[: -len(EXP2_SUFFIX)] not in state:
+                raise CheckpointError(f"{where}: {name} has no tensor {name[: -len(EXP2_SUFFIX)]} to scale")
+            continue
+        e = state.get(name + EXP2_SUFFIX)
+        if e is None:
+            out[name] = t
+            continue
+        ok = t.dtype in (torch.int8, torch.int16) and not e.is_floating_point() and e.dtype != torch.bool
+        ok = ok and e.ndim == t.ndim and all(a in (1, b) for a, b in zip(e.shape, t.shape))
+        if not ok or (e.numel() and int(e.abs().max()) > MAX_EXP2):
+            raise CheckpointError(
+                f"{where}: {name} ({t.dtype}, {tuple(t.shape)}) with {name}{EXP2_SUFFIX} ({e.dtype}, "
+                f"{tuple(e.shape)}) is not 8- or 16-bit integers with integer exponents up to {MAX_EXP2}"
+            )
+        out[name] = torch.ldexp(t.double(), -e.double()).float()  # exact: 16-bit integers, small exponents
+    return out
 
 
 def model_hash(model: torch.nn.Module) -> str:

@@ -21,6 +21,7 @@ from prior.checkpoint import load_prior, save_prior
 from prior.config import PriorConfig
 from prior.context import ContextConfig, ContextPrior
 from prior.context_checkpoint import load_context, save_context
+from prior.context_integer import IntegerContext
 from prior.model import TokenPrior
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,9 +123,14 @@ def test_bundle_repairs_the_context_model_and_files_use_it(tmp_path, capsys):
     assert bundle_models.main([*base, "--context", str(tmp_path / "ctx"), "--name", "a"]) == 0
     bundled = codec.load(tmp_path / "m" / "a", device="cpu")
     ctx = load_context(tmp_path / "m" / "a", codec=bundled)  # re-paired with the rounded codec
-    assert all(
-        t.dtype == torch.float16 for t in load_file(tmp_path / "m" / "a" / "context" / "model.safetensors").values()
-    )
+    stored = load_file(tmp_path / "m" / "a" / "context" / "model.safetensors")  # compact: 8-bit weight rows
+    assert stored["head"].dtype == torch.int8 and "head.exp2" in stored
+    half = load_context(tmp_path / "ctx")
+    with torch.no_grad():
+        for t in half.parameters():
+            t.copy_(t.half().float())
+    got, want = IntegerContext.from_float(ctx).tensors(), IntegerContext.from_float(half).tensors()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)  # float16's network
     x = torch.rand(3, 40, 48)
     data = codec.compress(x, tmp_path / "m" / "a", packed_if_smaller=False)  # "auto": the context model
     meta = codec.read_info(data)

@@ -9,6 +9,7 @@ import context_reference as ref
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from codec.errors import CheckpointError, ModelMismatchError
 from prior.context import ContextConfig, ContextPrior, group_ids, pass_masks
@@ -16,6 +17,7 @@ from prior.context_checkpoint import load_context, save_context
 from prior.context_integer import IntegerContext, IntegerContextNet
 from prior.context_train import train_context
 from prior.data import write_tokens
+from prior.integer import FINEST_WEIGHT_EXP, row_quantize
 
 CASES = {
     "image": dict(modality="image", levels=3, residual=True, codebook_size=37, embed=4, hidden=8, depth=1),
@@ -178,6 +180,65 @@ def test_derivation_is_deterministic_and_named_by_its_integers():
     assert a.hash() != IntegerContext.from_float(_model("image", seed=1)).hash()
     for lin in [a.conv_in, *a.convs, a.proj, *a.heads]:
         assert int(lin.weight.abs().max()) <= 127
+
+
+def test_row_quantize_is_idempotent():
+    """The property compact storage rests on: rows of wq 2^-e quantize to wq and e again (but for rows that
+    round to zeros, whose exponent compact storage keeps its own way)."""
+    g = np.random.default_rng(0)
+    w = g.normal(size=(40, 13)) * np.exp2(g.integers(-20, 8, size=(40, 1)))  # row scales from 2^-20 to 2^8
+    w[5, :] = 127.5 / 128  # rounds to 128, clipped to 127
+    wq, e = row_quantize(w)
+    assert np.abs(wq).max() <= 127 and (np.abs(wq).max(axis=1) >= 64).all()
+    again_q, again_e = row_quantize(np.ldexp(wq.astype(np.float64), -e[:, None]))
+    assert np.array_equal(again_q, wq) and np.array_equal(again_e, e)
+    assert row_quantize(np.array([[0.0, 0.0], [2.0**-33, 0.0]]))[1].tolist() == [7, FINEST_WEIGHT_EXP]
+
+
+def _wide_model(seed: int = 0) -> ContextPrior:
+    torch.manual_seed(seed)
+    return ContextPrior(
+        ContextConfig(modality="image", levels=2, residual=True, codebook_size=256, embed=4, hidden=32, depth=1)
+    )
+
+
+@pytest.mark.parametrize("name", [*sorted(CASES), "zero and tiny rows"])
+def test_compact_storage_derives_the_same_integer_network(tmp_path, name):
+    m = _model("image") if name == "zero and tiny rows" else _model(name)
+    if name == "zero and tiny rows":
+        with torch.no_grad():
+            m.head[0, 3] = 0.0  # exactly zero: exponent 7
+            m.head[1, 5] = 2.0**-33  # rounds to zeros: exponent FINEST_WEIGHT_EXP, kept by the storage
+            m.proj.weight[2] = 2.0**-40
+    save_context(tmp_path / "compact", m, compact=True)
+    stored = load_file(tmp_path / "compact" / "model.safetensors")
+    assert stored["head"].dtype == torch.int8 and stored["head.exp2"].shape == (*stored["head"].shape[:2], 1)
+    assert stored["embed"].dtype == torch.int16
+    back = load_context(tmp_path / "compact")
+    want, got = IntegerContext.from_float(m), IntegerContext.from_float(back)
+    assert got.hash() == want.hash()
+    for key, t in want.tensors().items():
+        assert torch.equal(got.tensors()[key], t), key
+    state = dict(stored)  # damaged companions are refused, not misread
+    for broken in (
+        {"head.exp2": stored["head.exp2"].float()},
+        {"head.exp2": torch.full_like(stored["head.exp2"], 100)},
+        {"head.exp2": stored["head.exp2"][:, :1, 0].contiguous()},  # not broadcastable
+        {"head": stored["head"].float(), "head.exp2": stored["head.exp2"]},
+        {"nothing.exp2": torch.zeros(1, dtype=torch.int8)},
+    ):
+        save_file({**state, **broken}, tmp_path / "compact" / "model.safetensors")
+        with pytest.raises(CheckpointError, match="exp2"):
+            load_context(tmp_path / "compact")
+
+
+def test_compact_storage_is_about_half_of_float16(tmp_path):
+    m = _wide_model()
+    save_context(tmp_path / "full", m)
+    save_context(tmp_path / "compact", m, compact=True)
+    fp16 = sum(t.numel() * 2 for t in m.state_dict().values())
+    assert (tmp_path / "compact" / "model.safetensors").stat().st_size < 0.6 * fp16
+    assert IntegerContext.from_float(load_context(tmp_path / "compact")).hash() == IntegerContext.from_float(m).hash()
 
 
 # ------------------------------------------------------------------------------------------------ training
