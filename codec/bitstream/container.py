@@ -149,16 +149,28 @@ def _int(d: dict, key: str, lo: int, hi: int, where: str) -> int:
     return v
 
 
+def _is_text(v) -> bool:
+    """A str that is text: encodable as UTF-8 (JSON's \\ud800 escapes can make lone surrogates, which are not)."""
+    if not isinstance(v, str):
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _model_ref(v, what: str) -> dict:
-    ok = isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("hash"), str)
-    if not ok or len(v["hash"]) != HASH_CHARS or len(v["name"]) > 4096 or set(v) != {"name", "hash"}:
+    ok = isinstance(v, dict) and _is_text(v.get("name")) and isinstance(v.get("hash"), str)
+    ok = ok and len(v["hash"]) == HASH_CHARS and all(c in "0123456789abcdef" for c in v["hash"])
+    if not ok or len(v["name"]) > 4096 or set(v) != {"name", "hash"}:
         raise CorruptFileError(f"metadata field {what} is not a {{name, hash}} model reference")
     return {"name": v["name"], "hash": v["hash"]}
 
 
 def _opt_str(media: dict, key: str) -> None:
     v = media.get(key)
-    if v is not None and (not isinstance(v, str) or len(v) > 64):
+    if v is not None and (not _is_text(v) or len(v) > 64):
         raise CorruptFileError(f"metadata field media.{key} = {v!r} is not a short string or null")
 
 

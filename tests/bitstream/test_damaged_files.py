@@ -17,6 +17,7 @@ from codec import (
     CorruptFileError,
 )
 from codec.bitstream import container
+from codec.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,28 @@ def test_huge_header_fields_are_rejected_before_allocating(models, changes):
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20
+
+
+@pytest.mark.parametrize("name,digest", [("\ud800", None), ("image", "G" * container.HASH_CHARS)])
+def test_model_references_must_be_text_and_hex(models, tmp_path, capsys, name, digest):
+    """A lone surrogate (JSON's \\ud800) in a model name, or a hash that is not hex: refused as corrupt, also by
+    ``codec info``, in one line (it printed a UnicodeEncodeError's message)."""
+    data = codec.compress(image(), models["image"], prior=None)
+    ref = codec.read_info(data).codec
+    forged = _with_meta(data, codec={"name": name, "hash": digest or ref["hash"]})
+    with pytest.raises(CorruptFileError, match="model reference"):
+        codec.read_info(forged)
+    (tmp_path / "f.vqc").write_bytes(forged)
+    assert _cli_status(tmp_path / "f.vqc") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model reference" in err[0] and str(tmp_path / "f.vqc") in err[0], err
+
+
+def _cli_status(path) -> int:
+    try:
+        return cli_main(["info", str(path)])
+    except SystemExit as e:
+        return e.code
 
 
 def test_huge_lengths_in_the_binary_header_are_rejected(models):
