@@ -1,6 +1,5 @@
 """Public entry point of the nearest-codebook search: validation and backend dispatch."""
 
-import importlib.util
 import os
 
 import torch
@@ -8,9 +7,13 @@ import torch
 from kernels.errors import BackendUnavailableError
 from kernels.nearest_torch import nearest_code_torch
 
-# Triton itself is imported on first use (kernels.nearest_triton): importing it costs about 0.2 s, a tenth of a
-# CPU-only CLI call that never runs it.
-HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+def _triton():
+    """``kernels.nearest_triton``, imported on first use: importing Triton costs about 0.2 s, a tenth of a CPU-only
+    CLI call that never runs it."""
+    from kernels import nearest_triton
+
+    return nearest_triton
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 BACKENDS = ("auto", "triton", "torch")
@@ -20,9 +23,7 @@ AUTO_ENV = "VQCODEC_NEAREST_BACKEND"
 
 def triton_available(device: torch.device | str = "cuda") -> bool:
     """Whether ``backend="triton"`` can run on tensors of ``device`` in this process."""
-    from kernels import nearest_triton
-
-    return nearest_triton.triton_usable(torch.device(device))
+    return _triton().triton_usable(torch.device(device))
 
 
 def _validate(x: torch.Tensor, codebook: torch.Tensor, backend: str) -> None:
@@ -99,11 +100,10 @@ def nearest_code(
     _validate(x, codebook, backend)
     n = x.shape[0]
     indices, sqdist = _check_out(out, n, x.device)
-    auto_triton = x.device.type == "cuda" and HAS_TRITON and os.environ.get(AUTO_ENV, "auto") != "torch"
+    auto_triton = x.device.type == "cuda" and os.environ.get(AUTO_ENV, "auto") != "torch" and _triton().HAS_TRITON
     use_triton = backend == "triton" or (backend == "auto" and auto_triton)
     if use_triton:
-        from kernels import nearest_triton
-
+        nearest_triton = _triton()
         if not nearest_triton.triton_usable(x.device):
             why = (
                 "triton is not installed"

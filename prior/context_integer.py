@@ -48,6 +48,11 @@ CONV_BAND_BYTES = 1 << 20  # unfolded windows per step of a convolution (speed o
 PROB_ONE = 2**16  # the frequency table's value at the most probable symbol (see ``frequencies``)
 
 
+def embed_units(w: np.ndarray) -> np.ndarray:
+    """Float64 embeddings -> int64 in 2^-ACT_FRAC units, clamped to +-ACT_MAX (idempotent on its own output)."""
+    return np.clip(np.rint(np.ldexp(w, ACT_FRAC)), -ACT_MAX, ACT_MAX).astype(np.int64)
+
+
 @dataclass
 class IntegerContext:
     """The integer network derived from a ContextPrior (``from_float``).
@@ -82,7 +87,7 @@ class IntegerContext:
             return t.detach().to("cpu", torch.float32).double().numpy()
 
         act = (0, ACT_MAX)  # inputs of every layer after the first are ReLU outputs
-        emb = np.clip(np.rint(np.ldexp(f64(model.embed), ACT_FRAC)), -ACT_MAX, ACT_MAX).astype(np.int64)
+        emb = embed_units(f64(model.embed))
         w_in = f64(model.conv_in.weight).reshape(c.hidden, -1)
         conv_in = quantize_linear(w_in, None, ACT_FRAC, ACT_FRAC, (-ACT_MAX, ACT_MAX), "conv_in")
         scale = np.ldexp(1.0, (conv_in.shift.numpy() + ACT_FRAC))  # accumulator units per unit, by row
@@ -151,7 +156,7 @@ def compact_state(model: ContextPrior) -> dict[str, torch.Tensor]:
         q[tiny, 0], e[tiny] = 1, FINEST_WEIGHT_EXP + 2  # 2^-32: again below 2^-31 with the same exponent
         state[name] = torch.from_numpy(q.astype(np.int8)).reshape(w.shape)
         state[name + EXP2_SUFFIX] = torch.from_numpy(e.astype(np.int8)).reshape(*w.shape[:lead], *[1] * (w.ndim - lead))
-    emb = np.clip(np.rint(np.ldexp(state["embed"].double().numpy(), ACT_FRAC)), -ACT_MAX, ACT_MAX)
+    emb = embed_units(state["embed"].double().numpy())
     state["embed"] = torch.from_numpy(emb.astype(np.int16))
     state["embed" + EXP2_SUFFIX] = torch.full((1,) * emb.ndim, ACT_FRAC, dtype=torch.int8)
     return state
