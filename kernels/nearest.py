@@ -15,6 +15,7 @@ def _triton():
 
     return nearest_triton
 
+
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 BACKENDS = ("auto", "triton", "torch")
 # "torch" here makes backend="auto" use the PyTorch path everywhere (a fallback where Triton misbehaves)

@@ -29,6 +29,7 @@ from codec.bitstream.packing import bits_per_token, pack_bits
 from codec.bitstream.parallel import map_groups, work_units
 from codec.bitstream.rate import choose_levels, format_rate, parse_bitrate
 from codec.core.model import Codec
+from codec.core.windows import check_margin
 from codec.errors import MediaError, ModelMismatchError
 from codec.media import (
     is_audio_file,
@@ -51,6 +52,10 @@ DEFAULT_GROUP = 32  # chunks range-coded in lockstep (speed; see codec.bitstream
 # two workers (3,531 against 2,770 tokens/s) for 0.6% more bytes (chunk heads and restarted prior context).
 AUTO_GROUPS = 2
 MIN_PARALLEL_TOKENS = 8192  # the context coder splits inputs of at least this many tokens for the workers
+# Images are coded inside this many pixels (at least) of replicated edge (``codec.core.windows.framing``; format
+# version 6). Measured on 4 held-out 512 px photographs with the bundled model, at 2 levels: the worst outermost
+# row or column 1.04x the interior's squared error instead of 2.43x, PSNR +0.06 dB, 3% more bytes.
+IMAGE_MARGIN = 2
 
 
 def auto_chunk_tokens(num_tokens: int, group: int = DEFAULT_GROUP) -> int:
@@ -86,7 +91,9 @@ def _read_input(x, model: Codec | None, sample_rate: int | None):
     return x, "image", {"format": None}
 
 
-def _prepare(x: torch.Tensor, model: Codec, src: dict) -> tuple[torch.Tensor, dict, np.ndarray | None]:
+def _prepare(
+    x: torch.Tensor, model: Codec, src: dict, margin: int = IMAGE_MARGIN
+) -> tuple[torch.Tensor, dict, np.ndarray | None]:
     """The codec's input (C, ...), the metadata's media dict, and an image's alpha plane ((H, W) uint8, or None)."""
     if model.modality == "image":
         if x.shape[0] not in (1, 2, 3, 4):
@@ -101,6 +108,8 @@ def _prepare(x: torch.Tensor, model: Codec, src: dict) -> tuple[torch.Tensor, di
             x = to_image_channels(x, 1)  # a grayscale model codes luma
         media = {"channels": int(x.shape[0]), "height": int(x.shape[1]), "width": int(x.shape[2])}
         media["format"] = src["format"]
+        if margin:
+            media["margin"] = margin
         if alpha is not None:
             media["alpha"] = ALPHA_CODINGS[0]
         return x, media, alpha
@@ -131,7 +140,8 @@ def encode_tokens(model: Codec, x: torch.Tensor, media: dict, num_quantizers: in
     if media.get("stereo"):
         mid, side = model.encode(x[:, None].to(model.device), num_quantizers=num_quantizers).cpu()
         return torch.cat([mid, side], dim=-1)
-    return model.encode(x[None].to(model.device), num_quantizers=num_quantizers)[0].cpu()
+    margin = media.get("margin", 0) if model.modality == "image" else 0
+    return model.encode(x[None].to(model.device), num_quantizers=num_quantizers, margin=margin)[0].cpu()
 
 
 def _levels_for_rate(model: Codec, num_quantizers, bitrate, bpp, streams: int = 1) -> int | None:
@@ -174,6 +184,7 @@ def compress(
     progress: bool = False,
     packed_if_smaller: bool | None = None,
     workers: int | None = None,
+    margin: int = IMAGE_MARGIN,
 ) -> bytes:
     """Compress an image or audio (a file path or a tensor) into ``.vqc`` bytes.
 
@@ -204,6 +215,9 @@ def compress(
             ``prior="auto"``, so a prior given explicitly is always used.
         workers: CPU processes that range-code chunks at once (forked; Linux); None: one per thread torch may use
             (``torch.get_num_threads()``, the cores by default). The bytes do not depend on it.
+        margin: images: pixels of replicated edge coded around the image at least (``codec.core.windows.framing``:
+            the edges come out about as well as the interior, for a few % more tokens); 0 codes the grid
+            ``model.encode(x)`` makes, in a file older readers (format version 5) read. Ignored for audio.
 
     Returns:
         The file's bytes (see docs/format.md). The same input and models give the same bytes (with the same
@@ -226,7 +240,7 @@ def compress(
         raise ValueError(f"codebook size {model.codebook_size} exceeds the format's {container.MAX_CODEBOOK}")
     c_hash = model_hash(model)
     prior_model, prior_name = resolve_prior(prior, model, c_hash)
-    x, media, alpha = _prepare(x, model, src)
+    x, media, alpha = _prepare(x, model, src, check_margin(margin))
     num_quantizers = _levels_for_rate(model, num_quantizers, bitrate, bpp, 2 if media.get("stereo") else 1)
     tokens = encode_tokens(model, x, media, num_quantizers)
     meta = Metadata(

@@ -4,12 +4,13 @@ Layout (all integers little-endian)::
 
     magic        4 bytes   b"VQC\\x1a"
     version      u16       packed: 2; 3 for an image with alpha; 4 for stereo coded by a mono codec.
-                           prior mode: 5 (the integer coder; may carry alpha or stereo). 1-4 are still read
+                           prior mode: 5 (the integer coder; may carry alpha or stereo). 6: an image with a
+                           margin (media.margin; either mode, may carry alpha). 1-5 are still read
     meta_length  u32       bytes of metadata as stored, <= MAX_META_BYTES
     header_crc   u32       CRC-32 of magic, version, meta_length and the stored metadata bytes
-    metadata     JSON      UTF-8, keys sorted (see ``Metadata``); versions 2-5 store it raw-deflate compressed
+    metadata     JSON      UTF-8, keys sorted (see ``Metadata``); versions 2-6 store it raw-deflate compressed
                            (at most MAX_META_BYTES once inflated), version 1 as it is
-    alpha record          version 3 or 5, when media.alpha is set: the same 12-byte head as a chunk (its CRC of the
+    alpha record          version 3, 5 or 6, when media.alpha is set: the same 12-byte head as a chunk (its CRC of the
                           raw alpha plane), then the coded plane (``codec.bitstream.alpha``)
     chunk * num_chunks:
         payload_length  u32   <= the bound its token count allows
@@ -35,15 +36,18 @@ import numpy as np
 
 from codec.bitstream.alpha import ALPHA_CODINGS, max_alpha_payload
 from codec.bitstream.packing import bits_per_token, packed_size
+from codec.core.windows import MAX_MARGIN
 from codec.errors import CorruptFileError, MediaError
 from codec.store.files import check_readable_file
 
 MAGIC = b"VQC\x1a"
-FORMAT_VERSION = 5  # the newest; a file is written in the oldest version that holds it (``file_version``)
+FORMAT_VERSION = 6  # the newest; a file is written in the oldest version that holds it (``file_version``)
 # 1: plain JSON metadata; 2: the same JSON, raw-deflate compressed; 3: 2 + alpha; 4: 2 + stereo through a mono codec;
 # 5: 4 + "coder": prior mode range-coded with the integer prior. Prior-mode files of 1-4 used the float prior.
-READ_VERSIONS = (1, 2, 3, 4, 5)
+# 6: 5 + media.margin: an image coded with a margin of replicated edge (``codec.core.windows.framing``).
+READ_VERSIONS = (1, 2, 3, 4, 5, 6)
 CODER_VERSION = 5  # the first version whose prior-mode files name their coder
+MARGIN_VERSION = 6  # the first version whose images may have a margin
 # "prior" mode's range coders (metadata "coder", version 5): "integer-1" is the integer prior of prior.integer
 # (codec.bitstream.integer_coding), exact on every machine. Versions 1-4 name none: the float prior
 # (codec.bitstream.range_coding), which decodes only where torch computes its logits as the encoder's machine did.
@@ -85,7 +89,9 @@ class Metadata:
         coder: the range coder of a "prior" file of version 5 (one of PRIOR_CODERS); None in "packed" mode and in
             the float-coded "prior" files of versions 1-4.
         media: the original: images {"channels" (colour: 1 or 3), "height", "width", "format", and "alpha" (the
-            alpha plane's coding, ``ALPHA_CODINGS``) when it has one}; audio {"channels",
+            alpha plane's coding, ``ALPHA_CODINGS``) when it has one, "margin" (pixels, version 6) when the image
+            was coded inside a margin of replicated edge, centred in its grid (``codec.core.windows.framing``)};
+            audio {"channels",
             "sample_rate" (the codec's), "frames" (at the codec's rate), "orig_sample_rate", "orig_frames",
             "orig_channels", "format", "subtype", and "stereo" (``STEREO_CODINGS``) when a 2-channel original was
             coded as mid and side by a 1-channel codec}. "format" / "subtype" may be null (a tensor was encoded).
@@ -111,6 +117,11 @@ class Metadata:
     @property
     def has_alpha(self) -> bool:
         return self.modality == "image" and "alpha" in self.media
+
+    @property
+    def margin(self) -> int:
+        """An image's margin of replicated edge (``codec.core.windows.framing``); 0 without one and for audio."""
+        return self.media.get("margin", 0) if self.modality == "image" else 0
 
     @property
     def has_stereo(self) -> bool:
@@ -244,7 +255,7 @@ def _validate_media(media, modality: str) -> dict:
         raise CorruptFileError("metadata media is not an object")
     w = "metadata media."
     if modality == "image":
-        allowed = {"channels", "height", "width", "format"} | ({"alpha"} & set(media))
+        allowed = {"channels", "height", "width", "format"} | ({"alpha", "margin"} & set(media))
         _int(media, "channels", 1, 3, w)
         h, wd = _int(media, "height", 1, MAX_IMAGE_SIDE, w), _int(media, "width", 1, MAX_IMAGE_SIDE, w)
         if h * wd > MAX_IMAGE_PIXELS:
@@ -252,6 +263,8 @@ def _validate_media(media, modality: str) -> dict:
         _opt_str(media, "format")
         if "alpha" in media and media["alpha"] not in ALPHA_CODINGS:
             raise CorruptFileError(f"metadata media.alpha = {media['alpha']!r} is not one of {ALPHA_CODINGS}")
+        if "margin" in media:
+            _int(media, "margin", 1, MAX_MARGIN, w)
     else:
         allowed = {"channels", "sample_rate", "frames", "orig_sample_rate", "orig_frames", "orig_channels"}
         allowed |= {"format", "subtype"}
@@ -318,9 +331,11 @@ def inflate_metadata(body: bytes) -> bytes:
 
 
 def file_version(meta: Metadata) -> int:
-    """The version a file is written in: the oldest that holds it (5 for a prior-mode file naming its coder; else 3
-    for alpha, 4 for coded stereo, else 2), so older readers read it and refuse, with one clear line, what they
-    cannot."""
+    """The version a file is written in: the oldest that holds it (6 for an image with a margin; 5 for a prior-mode
+    file naming its coder; else 3 for alpha, 4 for coded stereo, else 2), so older readers read it and refuse, with
+    one clear line, what they cannot (a version-5 reader would crop an image with a margin in the wrong place)."""
+    if meta.margin:
+        return MARGIN_VERSION
     return CODER_VERSION if meta.coder is not None else 4 if meta.has_stereo else 3 if meta.has_alpha else 2
 
 
@@ -331,7 +346,7 @@ def header_bytes(meta: Metadata, version: int | None = None) -> bytes:
     body = metadata_bytes(meta)
     if len(body) > MAX_META_BYTES:
         raise ValueError(f"metadata of {len(body)} bytes exceeds {MAX_META_BYTES}")
-    if version in (2, 3, 4, 5):
+    if version in (2, 3, 4, 5, 6):
         body = deflate(body)
     elif version != 1:
         raise ValueError(f"cannot write .vqc version {version}")
@@ -339,6 +354,8 @@ def header_bytes(meta: Metadata, version: int | None = None) -> bytes:
         raise ValueError("an alpha plane needs .vqc version 3")
     if meta.has_stereo and version < 4:
         raise ValueError("coded stereo needs .vqc version 4")
+    if meta.margin and version < MARGIN_VERSION:
+        raise ValueError(f"an image with a margin needs .vqc version {MARGIN_VERSION}")
     if (meta.coder is not None) != (version >= CODER_VERSION and meta.mode == "prior"):
         raise ValueError(f"a version-{version} {meta.mode} file cannot have coder {meta.coder!r}")
     fixed = struct.pack("<4sHI", MAGIC, version, len(body))
@@ -392,9 +409,11 @@ def read_header(f: BinaryIO) -> Metadata:
         raise CorruptFileError(f"metadata is not valid JSON ({e})") from None
     meta = validate(d, version)
     if meta.has_alpha and version < 3:
-        raise CorruptFileError(f"metadata media.alpha in a version {version} file (alpha needs version 3 or 5)")
+        raise CorruptFileError(f"metadata media.alpha in a version {version} file (alpha needs version 3, 5 or 6)")
     if meta.has_stereo and version < 4:
         raise CorruptFileError(f"metadata media.stereo in a version {version} file (it needs version 4 or 5)")
+    if meta.margin and version < MARGIN_VERSION:
+        raise CorruptFileError(f"metadata media.margin in a version {version} file (it needs version 6)")
     return meta
 
 

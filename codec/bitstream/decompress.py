@@ -26,6 +26,7 @@ from codec.bitstream.models import ENTROPY_MODELS, default_prior_dir, load_codec
 from codec.bitstream.packing import bits_per_token, unpack_bits
 from codec.bitstream.parallel import map_groups, work_units
 from codec.core.model import Codec
+from codec.core.windows import framing
 from codec.errors import CorruptFileError, ModelMismatchError, VQCodecError
 from codec.media import resample, to_audio_channels
 from codec.store.rundir import model_hash
@@ -58,8 +59,8 @@ def _check_tokens_fit(meta: Metadata, model: Codec) -> None:
     if meta.modality != model.modality or meta.codebook_size != model.codebook_size or meta.residual != model.residual:
         raise ModelMismatchError("the file's token layout does not match this codec")
     f, m = model.downsample, meta.media
-    grid = [m["height"], m["width"]] if meta.modality == "image" else [m["frames"]]
-    grid = [-(-s // f) for s in grid]
+    sizes = [m["height"], m["width"]] if meta.modality == "image" else [m["frames"]]
+    grid = [framing(s, f, meta.margin)[0] for s in sizes]
     if meta.has_stereo:
         grid = [2 * grid[0]]  # mid frames, then side frames
     levels = meta.token_shape[0] if meta.residual else 1
@@ -212,7 +213,8 @@ def _file_prior(meta: Metadata, model: Codec, prior):
 def _reconstruct(model: Codec, meta: Metadata, tokens: torch.Tensor) -> Decompressed:
     m = meta.media
     if meta.modality == "image":
-        y = model.decode(tokens[None].to(model.device), shape=(m["channels"], m["height"], m["width"]))[0]
+        shape = (m["channels"], m["height"], m["width"])
+        y = model.decode(tokens[None].to(model.device), shape=shape, margin=meta.margin)[0]
         return Decompressed(y.cpu(), meta, tokens)
     if meta.has_stereo:  # (n_q, 2t): mid, then side
         halves = torch.stack(tokens.chunk(2, dim=-1)).to(model.device)

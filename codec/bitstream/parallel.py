@@ -91,16 +91,15 @@ def map_groups(fn: Callable, jobs: Iterable[tuple], workers: int, count: int) ->
             for job in itertools.islice(jobs, 2 * workers):  # a few jobs ahead: the rest are read as work is done
                 pending.append(pool.submit(_run, job))
             while pending:
-                try:
-                    result = pending.popleft().result()
-                except BrokenProcessPool:
-                    raise WorkerError(
-                        "a worker process ended without its result (killed by a signal, or out of memory)"
-                    ) from None
+                result = pending.popleft().result()
                 job = next(jobs, None)  # jobs are tuples, never None
                 if job is not None:
-                    pending.append(pool.submit(_run, job))
+                    pending.append(pool.submit(_run, job))  # a pool broken meanwhile refuses this too
                 yield result
+        except BrokenProcessPool:
+            raise WorkerError(
+                "a worker process ended without its result (killed by a signal, or out of memory)"
+            ) from None
         finally:
             for future in pending:
                 future.cancel()

@@ -58,6 +58,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def margin_pixels(text: str) -> int:
+    """--margin: pixels of replicated edge, 0 to ``codec.core.windows.MAX_MARGIN``."""
+    from codec.core.windows import check_margin
+
+    value = int(text)  # not a number: argparse's "invalid margin_pixels value"
+    try:
+        return check_margin(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("margin ")) from None
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

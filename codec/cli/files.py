@@ -16,6 +16,7 @@ from codec.cli.common import (
     add_quiet,
     bitrate,
     fatal,
+    margin_pixels,
     plural,
     positive_float,
     positive_int,
@@ -97,6 +98,14 @@ def register(subparsers) -> None:
     p.add_argument("--bpp", type=positive_float, metavar="BPP", help="images: the same in bits per pixel")
     p.add_argument(
         "--quantizers", type=positive_int, metavar="N", help="residual levels to keep, instead of --bitrate / --bpp"
+    )
+    p.add_argument(
+        "--margin",
+        type=margin_pixels,
+        default=2,
+        metavar="PX",
+        help="images: code at least PX pixels of replicated edge around the image, so its edges come out as well as "
+        "its interior (default 2: .vqc version 6); 0 writes the version-5 layout older vqcodec reads",
     )
     p.add_argument("--device", help=_DEVICE_HELP)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -268,7 +277,8 @@ def cmd_encode(args) -> int:
         model = models.codec(args.model or modality)
         prior = None if args.no_prior else models.prior(args.prior) if args.prior else "auto"
         options = _level_options(args, path, modality, single)
-        data = compress(path, model, prior, **options, progress=single and show_progress(args))
+        progress = single and show_progress(args)
+        data = compress(path, model, prior, **options, margin=args.margin, progress=progress)
         atomic_write_bytes(out, data)
         report(args, _encode_line(path, out, data, model, options))
         return path.stat().st_size, len(data)

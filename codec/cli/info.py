@@ -38,6 +38,8 @@ def info_lines(path: Path, meta, info: dict) -> list[str]:
     if meta.modality == "image":
         alpha = " with alpha" if meta.has_alpha else ""
         what = f"image {m['channels']}x{m['height']}x{m['width']}{alpha} ({m['format'] or 'tensor'})"
+        if meta.margin:
+            what += f", coded inside {plural(meta.margin, 'pixel')} of replicated edge"
         rate = f"{info['bpp']:.4f} bpp; {info['bpp_without_header']:.4f} bpp without the header"
     else:
         coded = "mid and side, each by the 1-channel codec," if meta.has_stereo else plural(m["channels"], "channel")

@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = show_warning
         try:
             status = args.func(args)
+        except BrokenPipeError:  # the reader of our output left (``codec info f | head -1``): not an error to report
+            return _reader_gone()
         except (VQCodecError, ValueError, OSError) as e:  # OSError: missing or unwritable paths
             fatal(str(e))
         except KeyboardInterrupt:
@@ -70,13 +72,25 @@ def main(argv: list[str] | None = None) -> int:
     return status if isinstance(status, int) else 0  # a command may return its result instead of a status
 
 
+def _reader_gone() -> int:
+    """Exit status 141 (128 + SIGPIPE, as a shell reports a command its pipe stopped) after pointing stdout at
+    /dev/null, so that the interpreter's final flush does not raise (and print) the broken pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
+
+
 def run() -> NoReturn:
     """The ``codec`` console script (and ``python -m codec``): ``main`` on ``sys.argv``, then exit with its status;
     quickly for the commands of ``QUICK_EXIT``, after flushing stdout and stderr."""
     argv = sys.argv[1:]
     status = main(argv)  # errors raise SystemExit(2) through here: the normal exit
+    try:
+        sys.stdout.flush()  # what is still buffered: a reader that left shows here
+    except BrokenPipeError:
+        status = _reader_gone()
     if argv and argv[0] in QUICK_EXIT:
-        sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
     sys.exit(status)

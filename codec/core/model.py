@@ -7,6 +7,8 @@ Public API (used by the CLI, the prior and users)::
     x_hat = model.decode(tokens, shape=x.shape[1:])   # the inverse, cropped to x's shape
     tokens = model.tokenize([x1, x2, ...])     # items of any sizes: (C, H, W) or (C, T) each; lists out
     xs = model.detokenize(tokens, shapes=[x1.shape, x2.shape, ...])
+    tokens = model.encode(x, margin=2)         # images: the edges replicated 2+ px out, centred (``framing``)
+    x_hat = model.decode(tokens, shape=x.shape[1:], margin=2)
 
 Large images are processed in overlapping tiles and long audio in overlapping chunks, with enough context
 around each tile or chunk to cover the networks' receptive fields (every layer is local), so the result
@@ -25,9 +27,15 @@ from codec.core.audio_stft_net import STFTDecoder, STFTEncoder
 from codec.core.config import CodecConfig, ImageCodecConfig
 from codec.core.image_net import ImageDecoder, ImageEncoder, ShuffleDecoder, ShuffleEncoder
 from codec.core.quantizer import QuantizerOutput, ResidualVectorQuantizer, VectorQuantizer
-from codec.core.windows import batched, core_slices, plan_windows, window_shape
+from codec.core.windows import batched, check_margin, core_slices, framing, plan_windows, window_shape
 
 RANGE_SLACK = 1e-3  # inputs may overshoot their range by this much (rounding); beyond it is an error
+
+
+def _check_margin(margin: int, modality: str) -> int:
+    if check_margin(margin) and modality != "image":
+        raise ValueError("margin is for images; audio is coded from its first sample")
+    return margin
 
 
 @dataclass
@@ -137,22 +145,26 @@ class Codec(nn.Module):
 
     # ------------------------------------------------------------------------------------------- encode
     @torch.inference_mode()
-    def encode(self, x: torch.Tensor, num_quantizers: int | None = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, num_quantizers: int | None = None, *, margin: int = 0) -> torch.Tensor:
         """Tokens of x.
 
         Args:
             x: image (B, C, H, W) float in [0, 1], C = model channels (or 1 on an RGB model); or audio
                 (B, C, T) float in [-1, 1] at ``sample_rate``, C = model channels.
             num_quantizers: residual stages to keep (1..num_quantizers); None = all. Fewer = lower bitrate.
+            margin: images: code at least this many pixels of replicated edge around the image, centred in the
+                grid (``framing``; better edges for a few % more tokens; ``.vqc`` files use 2). ``decode`` needs
+                the same margin.
 
         Returns:
-            int64 tokens on the model's device: image (B, h, w) or (B, n_q, h, w) with h = ceil(H / f);
-            audio (B, n_q, t) with t = ceil(T / hop).
+            int64 tokens on the model's device: image (B, h, w) or (B, n_q, h, w) with h = ceil(H / f) (margin
+            m: ceil((H + 2m) / f)); audio (B, n_q, t) with t = ceil(T / hop).
         """
         x = self._check_input(x)
         n = self._check_num_quantizers(num_quantizers)
+        margin = _check_margin(margin, self.modality)
         with _eval(self):
-            return self._encode(x, n)
+            return self._encode_items([x], n, stack=False, margin=margin)[0]
 
     def _check_num_quantizers(self, n: int | None) -> int | None:
         if n is None:
@@ -199,11 +211,20 @@ class Codec(nn.Module):
             return plan_windows(grid, self.config.tile, self.config.tile_overlap)
         return plan_windows(grid, self.config.chunk_frames, self.config.chunk_context)
 
-    def _window_input(self, x: torch.Tensor, window, pad_mode: str) -> torch.Tensor:
-        """The input samples under a window's context, clamped and padded at the end to whole tokens."""
+    def _window_input(self, x: torch.Tensor, window, pad_mode: str, leads: tuple[int, ...] = ()) -> torch.Tensor:
+        """The input samples under a window's context, clamped and padded at the end to whole tokens; with
+        ``leads`` (pixels of replicated edge before the image, per axis: ``framing``) replicated on every side."""
         f = self.downsample
-        region = x[(..., *[slice(c0 * f, min(c1 * f, s)) for (_, _, c0, c1), s in zip(window, x.shape[2:])])]
         lo = 0.0 if self.modality == "image" else -1.0
+        if any(leads):  # replicated edges by clamped indices: only the window is copied
+            region = x
+            for axis, ((_, _, c0, c1), s, lead) in enumerate(zip(window, x.shape[2:], leads), start=2):
+                idx = torch.arange(c0 * f - lead, c1 * f - lead).clamp_(0, s - 1)
+                first = int(idx[0])
+                region = region.narrow(axis, first, int(idx[-1]) + 1 - first)
+                region = region.index_select(axis, (idx - first).to(region.device))
+            return region.to(torch.float32).clamp(lo, 1.0)
+        region = x[(..., *[slice(c0 * f, min(c1 * f, s)) for (_, _, c0, c1), s in zip(window, x.shape[2:])])]
         region = region.to(torch.float32).clamp(lo, 1.0)
         pads = []
         for (_, _, c0, c1), s in reversed(list(zip(window, region.shape[2:]))):  # F.pad order: last axis first
@@ -216,28 +237,27 @@ class Codec(nn.Module):
         idx = self.quantizer.encode_indices(z, n) if self.residual else self.quantizer.encode_indices(z)
         return idx.movedim(-1, 1) if self.residual else idx
 
-    def _encode(self, x: torch.Tensor, n: int | None) -> torch.Tensor:
-        return self._encode_items([x], n, stack=False)[0]
-
-    def _encode_items(self, xs: list[torch.Tensor], n: int | None, stack: bool) -> list[torch.Tensor]:
+    def _encode_items(self, xs: list[torch.Tensor], n: int | None, stack: bool, margin: int = 0) -> list[torch.Tensor]:
         """Checked inputs (B_i, C, *sizes_i) -> tokens (B_i, [n_q,] *grid_i) on the model's device.
 
         ``stack``: windows of one shape, of any items, run as one batch (``codec.core.windows.batched``); else
         each window runs alone with its item's B (``encode``: the computation files are made with).
+        ``margin``: ``framing``'s (images).
         """
         f = self.downsample
-        outs, jobs = [], []
+        outs, jobs, leads = [], [], []
         for i, x in enumerate(xs):
             sizes = x.shape[2:]
-            grid = tuple(-(-s // f) for s in sizes)
+            grid, lead = zip(*(framing(s, f, margin) for s in sizes))
             # Reflect like a mirror at the end; inputs too small to mirror (a 1 x 1 image) repeat their edge.
             pad_mode = "reflect" if all(g * f - s < s for g, s in zip(grid, sizes)) else "replicate"
-            lead = (x.shape[0],) + ((n or self.num_quantizers,) if self.residual else ())
-            outs.append(torch.empty(*lead, *grid, dtype=torch.int64, device=self.device))
+            head = (x.shape[0],) + ((n or self.num_quantizers,) if self.residual else ())
+            outs.append(torch.empty(*head, *grid, dtype=torch.int64, device=self.device))
+            leads.append(lead)
             jobs += [(i, w, pad_mode) for w in self._window_plan(grid)]
         groups = batched(jobs, lambda job: (None, window_shape(job[1]))) if stack else [[job] for job in jobs]
         for group in groups:
-            parts = [self._window_input(xs[i], w, pad_mode) for i, w, pad_mode in group]
+            parts = [self._window_input(xs[i], w, pad_mode, leads[i]) for i, w, pad_mode in group]
             t = self._latent_tokens((parts[0] if len(parts) == 1 else torch.cat(parts)).to(self.device), n)
             for (i, w, _), part in zip(group, t.split([len(p) for p in parts])):
                 dst, src = core_slices(w)
@@ -246,27 +266,31 @@ class Codec(nn.Module):
 
     # ------------------------------------------------------------------------------------------- decode
     @torch.inference_mode()
-    def decode(self, tokens: torch.Tensor, shape: tuple[int, ...] | torch.Size | None = None) -> torch.Tensor:
+    def decode(
+        self, tokens: torch.Tensor, shape: tuple[int, ...] | torch.Size | None = None, *, margin: int = 0
+    ) -> torch.Tensor:
         """Reconstruction from tokens.
 
         Args:
             tokens: int64 as returned by ``encode`` (fewer residual stages than the model has are fine).
             shape: the original item shape to crop to, ``x.shape[1:]``: (C, H, W) or (C, T). None returns the
                 full padded size (C = model channels). C = 1 on an RGB model returns grayscale.
+            margin: ``encode``'s margin: where the image lies in the grid (used with ``shape``).
 
         Returns:
             float32 on the model's device: image (B, C, H, W) in [0, 1]; audio (B, C, T) in [-1, 1].
         """
         tokens = self._check_tokens(tokens)
+        margin = _check_margin(margin, self.modality)
         with _eval(self):
             y = self._decode(tokens)
         lo = 0.0 if self.modality == "image" else -1.0
         y = y.clamp_(lo, 1.0)
-        return self._crop(y, shape)
+        return self._crop(y, shape, margin)
 
     # ------------------------------------------------------------------------------------------ batches
     @torch.inference_mode()
-    def tokenize(self, items, num_quantizers: int | None = None) -> list[torch.Tensor]:
+    def tokenize(self, items, num_quantizers: int | None = None, *, margin: int = 0) -> list[torch.Tensor]:
         """Tokens of a list of images or audio clips whose sizes may differ: lists in, lists out.
 
         Items of the same size, and the same-size tiles of large images or chunks of long clips, run through the
@@ -277,6 +301,7 @@ class Codec(nn.Module):
             items: image tensors (C, H, W) float in [0, 1] or audio tensors (C, T) float in [-1, 1] at
                 ``sample_rate``, as for ``encode`` without the batch axis; on any device.
             num_quantizers: residual levels to keep (1..num_quantizers); None = all.
+            margin: images: as ``encode``'s (``detokenize`` needs the same).
 
         Returns:
             One int64 tensor per item on the model's device, shaped as ``encode(item[None])[0]``: image (h, w) or
@@ -287,6 +312,7 @@ class Codec(nn.Module):
             ValueError: an item ``encode`` would refuse (the message names its index).
         """
         n = self._check_num_quantizers(num_quantizers)
+        margin = _check_margin(margin, self.modality)
         xs = []
         for i, x in enumerate(items):
             try:
@@ -294,21 +320,23 @@ class Codec(nn.Module):
             except ValueError as e:
                 raise ValueError(f"items[{i}]: {e}") from None
         with _eval(self):
-            return [t[0] for t in self._encode_items(xs, n, stack=True)]
+            return [t[0] for t in self._encode_items(xs, n, stack=True, margin=margin)]
 
     @torch.inference_mode()
-    def detokenize(self, tokens, shapes=None) -> list[torch.Tensor]:
+    def detokenize(self, tokens, shapes=None, *, margin: int = 0) -> list[torch.Tensor]:
         """Reconstructions of a list of token tensors (``tokenize``'s output; sizes and level counts may differ).
 
         Args:
             tokens: int tensors shaped as ``tokenize`` returns them: (h, w), (n_q, h, w) or (n_q, t).
             shapes: None (full padded sizes) or one item shape per token tensor, (C, H, W) or (C, T), to crop to
                 (as ``decode``'s ``shape``).
+            margin: ``tokenize``'s margin (used with ``shapes``).
 
         Returns:
             One float32 tensor per item on the model's device: image (C, H, W) in [0, 1], audio (C, T) in [-1, 1].
         """
         tokens = list(tokens)
+        margin = _check_margin(margin, self.modality)
         if shapes is not None and len(shapes) != len(tokens):
             raise ValueError(f"got {len(shapes)} shapes for {len(tokens)} token tensors")
         checked = []
@@ -320,7 +348,8 @@ class Codec(nn.Module):
         with _eval(self):
             ys = self._decode_items(checked, stack=True)
         lo = 0.0 if self.modality == "image" else -1.0
-        return [self._crop(y.clamp_(lo, 1.0), None if shapes is None else shapes[i])[0] for i, y in enumerate(ys)]
+        crops = [self._crop(y.clamp_(lo, 1.0), None if shapes is None else shapes[i], margin) for i, y in enumerate(ys)]
+        return [y[0] for y in crops]
 
     def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32, torch.int16):
@@ -374,19 +403,24 @@ class Codec(nn.Module):
                 outs[i][(..., *dst)] = part[(..., *src)]
         return outs
 
-    def _crop(self, y: torch.Tensor, shape) -> torch.Tensor:
+    def _crop(self, y: torch.Tensor, shape, margin: int = 0) -> torch.Tensor:
         if shape is None:
             return y
         shape = tuple(int(s) for s in shape)
-        grid = y.shape[2:]
-        if len(shape) != 1 + len(grid):
-            raise ValueError(f"shape must be (C, {'H, W' if len(grid) == 2 else 'T'}), got {shape}")
+        pixels = y.shape[2:]
+        if len(shape) != 1 + len(pixels):
+            raise ValueError(f"shape must be (C, {'H, W' if len(pixels) == 2 else 'T'}), got {shape}")
         c, sizes = shape[0], shape[1:]
         f = self.downsample
-        for s, g in zip(sizes, grid, strict=True):
-            if not (g - f < s <= g):
-                raise ValueError(f"shape {shape} does not match tokens decoding to {tuple(grid)} (factor {f})")
-        y = y[(..., *[slice(0, s) for s in sizes])]
+        crop = []
+        for s, p in zip(sizes, pixels, strict=True):
+            grid, lead = framing(s, f, margin) if s > 0 else (-1, 0)
+            if grid * f != p:
+                raise ValueError(
+                    f"shape {shape} does not match tokens decoding to {tuple(pixels)} (factor {f}, margin {margin})"
+                )
+            crop.append(slice(lead, lead + s))
+        y = y[(..., *crop)]
         if c == y.shape[1]:
             return y
         if self.modality == "image" and c == 1:

@@ -1,5 +1,6 @@
 """Golden vectors of the integer coders (format version 5: the Transformer prior's ``integer-1`` and the context
-model's ``context-1``), of packed files, and of the float coder that prior-mode
+model's ``context-1``; version 6, ``v6_*``: images coded inside a margin of replicated edge), of packed files, and
+of the float coder that prior-mode
 files of versions 1-4 use (``v2_*``: written through the float coder, as vqcodec wrote them before version 5), made
 with tiny models committed under tests/bitstream/golden/v5/models (so they never depend on the bundled models,
 which may be retrained).
@@ -105,14 +106,25 @@ def cases() -> dict:
     opts = dict(device="cpu", chunk_tokens=48, group=3)
     copts = dict(device="cpu", chunk_tokens=40, packed_if_smaller=False)
     audio = dict(sample_rate=16000)
+    v5 = dict(margin=0)  # images as version 5 (and 2, 3) wrote them: no margin
+    v6 = dict(device="cpu", chunk_tokens=40)  # version 6: images inside 2 px of replicated edge
     return {
-        "image_prior_q1.vqc": ("image", lambda m, p, c: codec.compress(_image(3), m, p, num_quantizers=1, **opts)),
-        "image_prior_q3.vqc": ("image", lambda m, p, c: codec.compress(_image(3), m, p, num_quantizers=3, **opts)),
+        "image_prior_q1.vqc": (
+            "image",
+            lambda m, p, c: codec.compress(_image(3), m, p, num_quantizers=1, **opts, **v5),
+        ),
+        "image_prior_q3.vqc": (
+            "image",
+            lambda m, p, c: codec.compress(_image(3), m, p, num_quantizers=3, **opts, **v5),
+        ),
         "image_alpha_prior_q2.vqc": (
             "image",
-            lambda m, p, c: codec.compress(_image(4), m, p, num_quantizers=2, **opts),
+            lambda m, p, c: codec.compress(_image(4), m, p, num_quantizers=2, **opts, **v5),
         ),
-        "image_packed_q2.vqc": ("image", lambda m, p, c: codec.compress(_image(3), m, None, num_quantizers=2, **opts)),
+        "image_packed_q2.vqc": (
+            "image",
+            lambda m, p, c: codec.compress(_image(3), m, None, num_quantizers=2, **opts, **v5),
+        ),
         "audio_prior_q1.vqc": (
             "audio",
             lambda m, p, c: codec.compress(_audio(1), m, p, num_quantizers=1, **audio, **opts),
@@ -129,13 +141,19 @@ def cases() -> dict:
             "audio",
             lambda m, p, c: codec.compress(_audio(1), m, None, num_quantizers=3, **audio, **opts),
         ),
-        "v2_image_prior_q2.vqc": ("image", lambda m, p, c: float_coded(_image(3), m, p, 2, **opts)),
+        "v2_image_prior_q2.vqc": ("image", lambda m, p, c: float_coded(_image(3), m, p, 2, **opts, **v5)),
         "v2_audio_prior_q4.vqc": ("audio", lambda m, p, c: float_coded(_audio(1), m, p, 4, **audio, **opts)),
-        "image_context_q1.vqc": ("image", lambda m, p, c: codec.compress(_image(3), m, c, num_quantizers=1, **copts)),
-        "image_context_q3.vqc": ("image", lambda m, p, c: codec.compress(_image(3), m, c, num_quantizers=3, **copts)),
+        "image_context_q1.vqc": (
+            "image",
+            lambda m, p, c: codec.compress(_image(3), m, c, num_quantizers=1, **copts, **v5),
+        ),
+        "image_context_q3.vqc": (
+            "image",
+            lambda m, p, c: codec.compress(_image(3), m, c, num_quantizers=3, **copts, **v5),
+        ),
         "image_alpha_context_q2.vqc": (
             "image",
-            lambda m, p, c: codec.compress(_image(4), m, c, num_quantizers=2, **copts),
+            lambda m, p, c: codec.compress(_image(4), m, c, num_quantizers=2, **copts, **v5),
         ),
         "audio_context_q4.vqc": (
             "audio",
@@ -145,6 +163,15 @@ def cases() -> dict:
             "audio",
             lambda m, p, c: codec.compress(_audio(2), m, c, num_quantizers=2, **audio, **copts),
         ),
+        "v6_image_context_q2.vqc": (
+            "image",
+            lambda m, p, c: codec.compress(_image(3), m, c, num_quantizers=2, packed_if_smaller=False, **v6),
+        ),
+        "v6_image_alpha_prior_q1.vqc": (
+            "image",
+            lambda m, p, c: codec.compress(_image(4), m, p, num_quantizers=1, **v6),
+        ),
+        "v6_image_packed_q3.vqc": ("image", lambda m, p, c: codec.compress(_image(3), m, None, num_quantizers=3, **v6)),
     }
 
 

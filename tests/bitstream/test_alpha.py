@@ -32,18 +32,19 @@ def _with_alpha(c: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("c", [1, 3])
 def test_alpha_round_trips_exactly(models, prior, c):
     x = _with_alpha(c)
-    data = codec.compress(x, models["image"], prior)
-    assert struct.unpack_from("<H", data, 4)[0] == 3  # alpha needs version 3
+    data = codec.compress(x, models["image"], prior, margin=0)
+    assert struct.unpack_from("<H", data, 4)[0] == 3  # alpha needs version 3 (6 with a margin)
+    assert struct.unpack_from("<H", codec.compress(x, models["image"], prior), 4)[0] == 6
     out = codec.decompress(data, models["image"])
     assert out.data.shape == (c + 1, 37, 53)
     assert torch.equal(out.data[-1], x[-1])  # bit-exact
-    colour = codec.decompress(codec.compress(x[:-1], models["image"], prior), models["image"])
+    colour = codec.decompress(codec.compress(x[:-1], models["image"], prior, margin=0), models["image"])
     assert torch.equal(out.data[:-1], colour.data)  # the colour is coded as without alpha
     assert out.metadata.media["alpha"] == "lzma2"
 
 
 def test_files_without_alpha_stay_version_2(models):
-    data = codec.compress(image(0), models["image"], None)
+    data = codec.compress(image(0), models["image"], None, margin=0)
     assert struct.unpack_from("<H", data, 4)[0] == 2 and "alpha" not in codec.read_info(data).media
 
 

@@ -12,6 +12,7 @@ from codec import (
     ModelMismatchError,
 )
 from codec.bitstream import container, packing, range_coding
+from codec.bitstream.compress import IMAGE_MARGIN
 from prior.config import PriorConfig
 from prior.incremental import StepDecoder, window_logits
 from prior.layout import raster, unraster
@@ -98,14 +99,18 @@ def test_image_round_trip_both_modes(models, prior, c):
     data = codec.compress(x, m, **opts)
     assert data == codec.compress(x, m, **opts)  # identical bytes
     out = codec.decompress(data)  # models found from the names the file records
-    ref = m.encode(x[None])[0]
+    ref = m.encode(x[None], margin=IMAGE_MARGIN)[0]  # the 37 x 53 image inside 2+ px of edge: 48 x 64 px
     torch.testing.assert_close(out.tokens, ref, rtol=0, atol=0)
-    torch.testing.assert_close(out.data, m.decode(ref[None], shape=x.shape)[0])
+    torch.testing.assert_close(out.data, m.decode(ref[None], shape=x.shape, margin=IMAGE_MARGIN)[0])
     assert out.data.shape == x.shape and out.metadata.mode == ("packed" if prior is None else "prior")
-    if prior is None:  # header + 5 x 7 tokens at 5 bits in 5 chunks of 7 (5 bytes each, plus a 12-byte head)
-        assert out.tokens.shape == (5, 7)
-        sizes = [5 + 12] * 5
+    assert out.metadata.media["margin"] == IMAGE_MARGIN and data[4] == 6
+    if prior is None:  # header + 6 x 8 tokens at 5 bits in 6 chunks of 7 (5 bytes each) and one of 6 (4 bytes)
+        assert out.tokens.shape == (6, 8)
+        sizes = [5 + 12] * 6 + [4 + 12]
         assert len(data) == len(container.header_bytes(out.metadata)) + sum(sizes)
+    bare = codec.decompress(codec.compress(x, m, margin=0, **opts))  # no margin: version 5 (2 packed), 5 x 7 tokens
+    assert bare.tokens.shape[-2:] == (5, 7) and "margin" not in bare.metadata.media
+    torch.testing.assert_close(bare.tokens, m.encode(x[None])[0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("prior", [None, "auto"])
@@ -149,8 +154,8 @@ def test_prior_mode_is_smaller_on_predictable_tokens(tmp_path):
         loss.backward()
         opt.step()
     p.eval()
-    packed = codec.compress(x, m, prior=None)
-    coded = codec.compress(x, m, prior=p)
+    packed = codec.compress(x, m, prior=None, margin=0)  # the 8 x 8 grid the prior learnt
+    coded = codec.compress(x, m, prior=p, margin=0)
 
     def payload(data):
         return len(data) - len(container.header_bytes(codec.read_info(data))) - 12
@@ -174,7 +179,7 @@ def test_decoding_with_one_and_two_threads_gives_identical_tokens(models):
     finally:
         torch.set_num_threads(before)
     torch.testing.assert_close(one, two, rtol=0, atol=0)
-    torch.testing.assert_close(one, m.encode(x[None])[0], rtol=0, atol=0)
+    torch.testing.assert_close(one, m.encode(x[None], margin=IMAGE_MARGIN)[0], rtol=0, atol=0)
 
 
 def test_auto_prior_falls_back_to_packed_when_that_is_smaller(models):

@@ -1,6 +1,7 @@
 """The .vqc format under attack: huge or inconsistent header fields, tampered chunks, corrupted files
 (hypothesis), files that are not .vqc, and the format versions."""
 
+import json
 import struct
 import time
 import tracemalloc
@@ -205,7 +206,7 @@ def test_auto_chunk_size():
 # ------------------------------------------------------------------------------------- format versions
 def test_version_2_compresses_the_metadata_and_version_1_still_reads(models):
     m, x = models["image"], image()
-    data = codec.compress(x, m, prior=None)
+    data = codec.compress(x, m, prior=None, margin=0)
     meta = codec.read_info(data)
     v2, v1 = container.header_bytes(meta), container.header_bytes(meta, version=1)
     assert data.startswith(v2) and struct.unpack_from("<H", data, 4)[0] == 2
@@ -218,9 +219,38 @@ def test_version_2_compresses_the_metadata_and_version_1_still_reads(models):
     torch.testing.assert_close(out_old.data, out_new.data, rtol=0, atol=0)
 
 
-def _v2_header(body: bytes) -> bytes:
-    fixed = struct.pack("<4sHI", container.MAGIC, 2, len(body))
+def test_a_margin_needs_version_6_and_bounds(models):
+    """media.margin (an image coded inside replicated edges) is version 6's: a version-5 reader would crop the image
+    in the wrong place, so a version-5 header carrying one is refused, as are margins out of bounds and on audio."""
+    data = codec.compress(image(), models["image"], prior=None)
+    meta = codec.read_info(data)
+    assert struct.unpack_from("<H", data, 4)[0] == 6 and meta.media["margin"] == 2 and meta.margin == 2
+    with pytest.raises(ValueError, match="needs .vqc version 6"):
+        container.header_bytes(meta, version=5)
+    rest = data[len(container.header_bytes(meta)) :]
+    v5 = _header(container.deflate(container.metadata_bytes(meta)), version=5)
+    with pytest.raises(codec.CorruptFileError, match="media.margin in a version 5 file"):
+        codec.decompress(v5 + rest)
+    for bad in (0, -1, 65, 2.0, True, "2"):
+        d = json.loads(container.metadata_bytes(meta))
+        d["media"]["margin"] = bad
+        blob = _header(container.deflate(json.dumps(d, sort_keys=True).encode()), version=6) + rest
+        with pytest.raises(codec.CorruptFileError, match="media.margin"):
+            codec.decompress(blob)
+    audio = codec.read_info(codec.compress(torch.zeros(1, 800), models["audio"], prior=None, sample_rate=16000))
+    d = json.loads(container.metadata_bytes(audio))
+    d["media"]["margin"] = 2
+    with pytest.raises(codec.CorruptFileError, match="media fields"):
+        codec.read_info(_header(container.deflate(json.dumps(d, sort_keys=True).encode()), version=6))
+
+
+def _header(body: bytes, version: int) -> bytes:
+    fixed = struct.pack("<4sHI", container.MAGIC, version, len(body))
     return fixed + struct.pack("<I", zlib.crc32(fixed + body)) + body
+
+
+def _v2_header(body: bytes) -> bytes:
+    return _header(body, version=2)
 
 
 def test_bad_compressed_metadata_is_refused_without_inflating_it(models):

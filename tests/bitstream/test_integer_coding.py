@@ -26,7 +26,7 @@ import codec
 from codec import AudioCodecConfig, Codec, CorruptFileError, ImageCodecConfig, QuantizerConfig
 from codec.bitstream import container
 from codec.bitstream import integer_coding as integer_coder
-from codec.bitstream.compress import _prepare, _read_input, _write
+from codec.bitstream.compress import IMAGE_MARGIN, _prepare, _read_input, _write
 from prior.checkpoint import load_prior, prior_hash, save_prior
 from prior.config import PriorConfig
 from prior.layout import raster
@@ -67,12 +67,12 @@ def test_prior_files_record_the_integer_coder_and_round_trip(models, modality):
     x = _inputs(modality)
     data = codec.compress(x, m, prior=prior_dir, chunk_tokens=7, group=3)
     meta = codec.read_info(data)
-    assert struct.unpack_from("<H", data, 4)[0] == container.FORMAT_VERSION == 5
+    assert struct.unpack_from("<H", data, 4)[0] == (6 if modality == "image" else 5)  # 6: an image in a margin
     assert meta.mode == "prior" and meta.coder == integer_coder.CODER == "integer-1" in container.PRIOR_CODERS
     prior = load_prior(prior_dir, device="cpu")
     assert meta.prior["hash"] == integer_coder.integer_hash(prior)[: container.HASH_CHARS] != prior_hash(prior)[:32]
     out = codec.decompress(data)
-    want = m.encode(_prepared(x, m))[0]
+    want = m.encode(_prepared(x, m), margin=IMAGE_MARGIN if modality == "image" else 0)[0]
     torch.testing.assert_close(out.tokens, want, rtol=0, atol=0)
     assert codec.compress(x, m, prior=prior_dir, chunk_tokens=7, group=5) != data  # group is recorded ...
     again = codec.decompress(codec.compress(x, m, prior=prior_dir, chunk_tokens=7, group=5))
@@ -87,7 +87,7 @@ def _prepared(x, m):
 def test_float_coded_version_2_files_still_decode(models):
     """Prior-mode files of format versions 1-4 name no coder: their float prior decodes them, as before."""
     m, prior_dir = models["image"], models["dir"] / "image" / "prior"
-    new = codec.compress(_inputs("image"), m, prior=prior_dir, chunk_tokens=64)
+    new = codec.compress(_inputs("image"), m, prior=prior_dir, chunk_tokens=64, margin=0)
     meta, tokens = codec.read_info(new), codec.decompress(new).tokens
     prior = load_prior(prior_dir, device="cpu")
     legacy = dataclasses.replace(meta, coder=None, prior={**meta.prior, "hash": prior_hash(prior)[:32]})
@@ -124,7 +124,7 @@ def _with_metadata(data: bytes, version: int, **changes) -> bytes:
 
 
 def test_unknown_or_misplaced_coders_are_refused_in_one_line(models):
-    data = codec.compress(_inputs("image"), models["image"], prior=models["dir"] / "image" / "prior")
+    data = codec.compress(_inputs("image"), models["image"], prior=models["dir"] / "image" / "prior", margin=0)
     with pytest.raises(CorruptFileError, match="range coder 'integer-9' is not one this vqcodec decodes") as e:
         codec.read_info(_with_metadata(data, 5, coder="integer-9"))
     assert "\n" not in str(e.value)
@@ -133,12 +133,12 @@ def test_unknown_or_misplaced_coders_are_refused_in_one_line(models):
     for version in (2, 3, 4):  # versions 1-4 know no coder
         with pytest.raises(CorruptFileError, match="unknown metadata fields"):
             codec.read_info(_with_metadata(data, version))
-    packed = codec.compress(_inputs("image"), models["image"], prior=None)
+    packed = codec.compress(_inputs("image"), models["image"], prior=None, margin=0)
     assert struct.unpack_from("<H", packed, 4)[0] == 2  # a packed file keeps the oldest version that holds it
     with pytest.raises(CorruptFileError, match="names a coder"):
         codec.read_info(_with_metadata(packed, 5, coder="integer-1"))
-    with pytest.raises(CorruptFileError, match="format version 6 is not supported") as e:
-        codec.read_info(_with_metadata(data, 6))
+    with pytest.raises(CorruptFileError, match="format version 7 is not supported") as e:
+        codec.read_info(_with_metadata(data, 7))
     assert "\n" not in str(e.value)
 
 
@@ -256,7 +256,7 @@ def test_thin_images_and_chunks_longer_than_the_context_round_trip(shape, chunk_
     assert meta.mode == "prior" and (chunk_tokens is None or meta.chunk_tokens == chunk_tokens)
     out = codec.decompress(data)
     model = codec.load("image", device="cpu")
-    torch.testing.assert_close(out.tokens, model.encode(x[None])[0], rtol=0, atol=0)
+    torch.testing.assert_close(out.tokens, model.encode(x[None], margin=IMAGE_MARGIN)[0], rtol=0, atol=0)
 
 
 def test_decode_errors_name_the_file_and_foreign_errors_become_corrupt(coded_files, tmp_path, monkeypatch):

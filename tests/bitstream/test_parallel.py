@@ -28,7 +28,7 @@ def test_workers_write_the_same_bytes_and_decode_the_same_tokens(models):
     m, d = models["image"], models["dir"]
     x = image(h=61, w=83)  # 8 x 11 = 88 tokens: 11 chunks of 8
     for group in (3, 32):  # 4 groups, or one group cut in two for two workers
-        opts = dict(model=m, prior=d / "img" / "prior", chunk_tokens=8, group=group)
+        opts = dict(model=m, prior=d / "img" / "prior", chunk_tokens=8, group=group, margin=0)
         one = codec.compress(x, **opts, workers=1)
         assert codec.read_info(one).num_chunks == 11 and codec.read_info(one).coder == integer_coding.CODER
         assert codec.compress(x, **opts, workers=2) == one
@@ -46,7 +46,7 @@ def test_workers_write_the_same_bytes_and_decode_the_same_tokens(models):
 def test_float_coded_files_run_whole_groups_in_workers(models):
     """The float coder of versions 1-4 codes a group's chunks in lockstep: its jobs are the file's groups."""
     m, d = models["image"], models["dir"]
-    data = codec.compress(image(h=61, w=83), model=m, prior=d / "img" / "prior", chunk_tokens=8, group=3)
+    data = codec.compress(image(h=61, w=83), model=m, prior=d / "img" / "prior", chunk_tokens=8, group=3, margin=0)
     out = codec.decompress(data, model=m)  # its tokens, written again through the float coder, 4 groups of 3 chunks
     prior = compress_module.resolve_prior(d / "img" / "prior", m, codec.model_hash(m))[0]
     meta = dataclasses.replace(

@@ -2,6 +2,7 @@
 errors (exit status 2) for every user mistake."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def test_image_encode_decode_info(runs, tmp_path, capsys, mode):
     assert run("decode", out, "-o", tmp_path / "a.png") == 0  # codec and prior found from the file
     m = codec.load(runs / "img")
     x = read_image(src).pixels
-    want = m.decode(m.encode(x[None]), shape=x.shape)[0]
+    want = m.decode(m.encode(x[None], margin=2), shape=x.shape, margin=2)[0]  # files code images in a margin
     got = read_image(tmp_path / "a.png").pixels
     assert (got - want).abs().max() <= 0.5 / 255 + 1e-6  # only 8-bit rounding
     capsys.readouterr()
@@ -154,3 +155,38 @@ def test_console_script_quick_exit_keeps_every_output(runs, tmp_path):
     assert (tmp_path / "sub.png").read_bytes() == (tmp_path / "here.png").read_bytes()
     proc = cli("decode", tmp_path / "missing.vqc", "-o", tmp_path / "x.png")  # errors: the normal exit
     assert proc.returncode == 2 and proc.stderr.startswith("codec: error: ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_a_reader_that_leaves_is_not_an_error(runs, tmp_path):
+    """``codec info f | head -1``: stdout a pipe whose reader is gone. No error line, no traceback: status 141
+    (128 + SIGPIPE, as a shell reports it), whether the write fails while printing or in the final flush."""
+    assert run("encode", runs / "media" / "a.png", "-o", tmp_path / "a.vqc", "--model", runs / "img", "-q") == 0
+    for argv in (["info", tmp_path / "a.vqc", "--json"], ["info", tmp_path / "a.vqc"]):
+        read, write = os.pipe()
+        os.close(read)  # the reader left before a byte was written: every write fails with EPIPE
+        try:
+            cmd = [sys.executable, "-m", "codec", *map(str, argv)]
+            proc = subprocess.run(cmd, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+        finally:
+            os.close(write)
+        assert (proc.returncode, proc.stderr) == (141, ""), proc
+
+
+def test_encode_margin_option(runs, tmp_path, capsys):
+    """--margin PX (default 2) is recorded and decodes to the image; --margin 0 writes the version-2/5 layout of
+    model.encode(x); a margin out of range is one error line, status 2."""
+    src, model = runs / "media" / "a.png", runs / "img"
+    x = read_image(src).pixels
+    m = codec.load(model)
+    for margin, version in ((None, 6), (0, 2), (5, 6)):
+        out = tmp_path / f"m{margin}.vqc"
+        extra = [] if margin is None else ["--margin", margin]
+        assert run("encode", src, "-o", out, "--model", model, "--no-prior", "-q", *extra) == 0
+        data = out.read_bytes()
+        meta = codec.read_info(data)
+        want = 2 if margin is None else margin
+        assert data[4] == version and meta.margin == want
+        assert codec.decompress(data).tokens.equal(m.encode(x[None], margin=want)[0])
+    capsys.readouterr()
+    assert run("encode", src, "-o", tmp_path / "bad.vqc", "--margin", "65") == 2
+    assert "--margin: must be an int in [0, 64], got 65" in error_line(capsys)
