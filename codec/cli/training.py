@@ -155,6 +155,9 @@ def register(subparsers) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from codec.train.codec_task import resolve_configs, train  # torch and accelerate load only when needed
     from codec.train.config import read_config_file
+    from codec.train.memory import keep_freed_memory
+
+    keep_freed_memory()  # no page faults on every step's activations (codec.train.memory)
 
     sections = read_config_file(args.config, ("codec", "train")) if args.config else {}
     flags = {
@@ -219,6 +222,9 @@ def cmd_tokenize(args) -> dict:
 
 def cmd_train_prior(args) -> dict:
     from codec.train.config import read_config_file
+    from codec.train.memory import keep_freed_memory
+
+    keep_freed_memory()
 
     if args.context:
         from prior.context_train import train_context as train_prior
