@@ -4,6 +4,8 @@ import argparse
 import sys
 from typing import NoReturn
 
+from codec.core.windows import check_margin
+
 PROG = "codec"
 
 
@@ -60,8 +62,6 @@ def positive_int(text: str) -> int:
 
 def margin_pixels(text: str) -> int:
     """--margin: pixels of replicated edge, 0 to ``codec.core.windows.MAX_MARGIN``."""
-    from codec.core.windows import check_margin
-
     value = int(text)  # not a number: argparse's "invalid margin_pixels value"
     try:
         return check_margin(value)

@@ -23,6 +23,7 @@ from codec.cli.common import (
     report,
     show_progress,
 )
+from codec.core.windows import IMAGE_MARGIN
 from codec.errors import VQCodecError
 
 ENCODE_EXAMPLES = """examples:
@@ -102,10 +103,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--margin",
         type=margin_pixels,
-        default=2,
+        default=IMAGE_MARGIN,
         metavar="PX",
         help="images: code at least PX pixels of replicated edge around the image, so its edges come out as well as "
-        "its interior (default 2: .vqc version 6); 0 writes the version-5 layout older vqcodec reads",
+        f"its interior (default {IMAGE_MARGIN}: .vqc version 6); 0 writes the version-5 layout older vqcodec reads",
     )
     p.add_argument("--device", help=_DEVICE_HELP)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")

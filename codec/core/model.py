@@ -414,8 +414,8 @@ class Codec(nn.Module):
         f = self.downsample
         crop = []
         for s, p in zip(sizes, pixels, strict=True):
-            grid, lead = framing(s, f, margin) if s > 0 else (-1, 0)
-            if grid * f != p:
+            grid, lead = framing(s, f, margin)
+            if s < 1 or grid * f != p:
                 raise ValueError(
                     f"shape {shape} does not match tokens decoding to {tuple(pixels)} (factor {f}, margin {margin})"
                 )
