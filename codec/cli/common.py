@@ -4,6 +4,7 @@ import argparse
 import sys
 from typing import NoReturn
 
+from codec.core.refine import check_refine
 from codec.core.windows import check_margin
 
 PROG = "codec"
@@ -60,13 +61,25 @@ def positive_int(text: str) -> int:
     return value
 
 
-def margin_pixels(text: str) -> int:
-    """--margin: pixels of replicated edge, 0 to ``codec.core.windows.MAX_MARGIN``."""
-    value = int(text)  # not a number: argparse's "invalid margin_pixels value"
-    try:
-        return check_margin(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("margin ")) from None
+def _checked_int(check, name: str, parser_name: str):
+    """An argparse type: an int that ``check`` accepts (its ValueError, less the leading ``name``, as the message).
+    ``parser_name`` is what argparse calls it in "invalid ... value" when the text is not a number."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        try:
+            return check(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(f"{name} ")) from None
+
+    parse.__name__ = parser_name
+    return parse
+
+
+# --refine: steps of encoder-side search, 0 to codec.core.refine.MAX_REFINE_STEPS
+refine_steps = _checked_int(check_refine, "refine", "refine_steps")
+# --margin: pixels of replicated edge, 0 to codec.core.windows.MAX_MARGIN
+margin_pixels = _checked_int(check_margin, "margin", "margin_pixels")
 
 
 def positive_float(text: str) -> float:

@@ -20,6 +20,7 @@ from codec.cli.common import (
     plural,
     positive_float,
     positive_int,
+    refine_steps,
     report,
     show_progress,
 )
@@ -107,6 +108,15 @@ def register(subparsers) -> None:
         metavar="PX",
         help="images: code at least PX pixels of replicated edge around the image, so its edges come out as well as "
         f"its interior (default {IMAGE_MARGIN}: .vqc version 6); 0 writes the version-5 layout older vqcodec reads",
+    )
+    p.add_argument(
+        "--refine",
+        type=refine_steps,
+        default=0,
+        metavar="STEPS",
+        help="search STEPS steps for tokens that decode closer to the input (images 30: +0.2 to +0.7 dB; audio "
+        "20: PESQ +0.3 on speech; each step costs a decoder pass forward and back; decoding is unchanged). "
+        "Default 0",
     )
     p.add_argument("--device", help=_DEVICE_HELP)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -279,7 +289,7 @@ def cmd_encode(args) -> int:
         prior = None if args.no_prior else models.prior(args.prior) if args.prior else "auto"
         options = _level_options(args, path, modality, single)
         progress = single and show_progress(args)
-        data = compress(path, model, prior, **options, margin=args.margin, progress=progress)
+        data = compress(path, model, prior, **options, margin=args.margin, refine=args.refine, progress=progress)
         atomic_write_bytes(out, data)
         report(args, _encode_line(path, out, data, model, options))
         return path.stat().st_size, len(data)

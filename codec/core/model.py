@@ -27,6 +27,7 @@ from codec.core.audio_stft_net import STFTDecoder, STFTEncoder
 from codec.core.config import CodecConfig, ImageCodecConfig
 from codec.core.image_net import ImageDecoder, ImageEncoder, ShuffleDecoder, ShuffleEncoder
 from codec.core.quantizer import QuantizerOutput, ResidualVectorQuantizer, VectorQuantizer
+from codec.core.refine import check_refine, refine_tokens
 from codec.core.windows import batched, check_margin, core_slices, framing, plan_windows, window_shape
 
 RANGE_SLACK = 1e-3  # inputs may overshoot their range by this much (rounding); beyond it is an error
@@ -36,6 +37,11 @@ def _check_margin(margin: int, modality: str) -> int:
     if check_margin(margin) and modality != "image":
         raise ValueError("margin is for images; audio is coded from its first sample")
     return margin
+
+
+def _grad_mode(refine: int):
+    """inference_mode for plain encoding; no_grad (gradients enabled inside the search) for ``refine``."""
+    return torch.no_grad() if refine else torch.inference_mode()
 
 
 @dataclass
@@ -144,8 +150,9 @@ class Codec(nn.Module):
         return self.quantizer(z_last)
 
     # ------------------------------------------------------------------------------------------- encode
-    @torch.inference_mode()
-    def encode(self, x: torch.Tensor, num_quantizers: int | None = None, *, margin: int = 0) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, num_quantizers: int | None = None, *, margin: int = 0, refine: int = 0
+    ) -> torch.Tensor:
         """Tokens of x.
 
         Args:
@@ -155,6 +162,9 @@ class Codec(nn.Module):
             margin: images: code at least this many pixels of replicated edge around the image, centred in the
                 grid (``framing``; better edges for a few % more tokens; ``.vqc`` files use 2). ``decode`` needs
                 the same margin.
+            refine: steps of encoder-side search for tokens that decode closer to x (``codec.core.refine``: pixel
+                error for images, the spectral training loss for audio; 0 = the encoder's nearest codes). Each step
+                costs a decoder forward and backward pass. The tokens decode with the same ``decode``.
 
         Returns:
             int64 tokens on the model's device: image (B, h, w) or (B, n_q, h, w) with h = ceil(H / f) (margin
@@ -163,8 +173,9 @@ class Codec(nn.Module):
         x = self._check_input(x)
         n = self._check_num_quantizers(num_quantizers)
         margin = _check_margin(margin, self.modality)
-        with _eval(self):
-            return self._encode_items([x], n, stack=False, margin=margin)[0]
+        refine = check_refine(refine)
+        with _grad_mode(refine), _eval(self):
+            return self._encode_items([x], n, stack=False, margin=margin, refine=refine)[0]
 
     def _check_num_quantizers(self, n: int | None) -> int | None:
         if n is None:
@@ -231,18 +242,36 @@ class Codec(nn.Module):
             pads += [0, (c1 - c0) * f - s]
         return F.pad(region, pads, mode=pad_mode) if any(pads) else region
 
-    def _latent_tokens(self, x: torch.Tensor, n: int | None) -> torch.Tensor:
-        """x (B, C, *grid*f) -> tokens (B, [n_q,] *grid)."""
+    def _latent_tokens(self, x: torch.Tensor, n: int | None, refine: int = 0, mask=None) -> torch.Tensor:
+        """x (B, C, *grid*f) -> tokens (B, [n_q,] *grid); ``refine`` steps of search on the pixels where ``mask``
+        (B, 1, *grid*f) is 1."""
         z = self.encoder(x).movedim(1, -1)  # (B, *grid, D)
-        idx = self.quantizer.encode_indices(z, n) if self.residual else self.quantizer.encode_indices(z)
+        if refine:
+            idx = refine_tokens(self.quantizer, self.decoder, z, x, mask, n, refine, self.sample_rate)
+        else:
+            idx = self.quantizer.encode_indices(z, n) if self.residual else self.quantizer.encode_indices(z)
         return idx.movedim(-1, 1) if self.residual else idx
 
-    def _encode_items(self, xs: list[torch.Tensor], n: int | None, stack: bool, margin: int = 0) -> list[torch.Tensor]:
+    def _window_mask(self, window, sizes: tuple[int, ...], leads: tuple[int, ...]) -> torch.Tensor:
+        """(1, 1, *window pixels): 1 on the window's pixels that lie inside the item, 0 on padding and margin."""
+        f = self.downsample
+        mask = torch.zeros(1, 1, *[(c1 - c0) * f for _, _, c0, c1 in window], device=self.device)
+        inside = []
+        for (_, _, c0, c1), s, lead in zip(window, sizes, leads or (0,) * len(sizes)):
+            first = c0 * f - lead  # the item's coordinate of the window's first pixel
+            inside.append(slice(max(0, -first), max(0, min(s, c1 * f - lead) - first)))
+        mask[(..., *inside)] = 1.0
+        return mask
+
+    def _encode_items(
+        self, xs: list[torch.Tensor], n: int | None, stack: bool, margin: int = 0, refine: int = 0
+    ) -> list[torch.Tensor]:
         """Checked inputs (B_i, C, *sizes_i) -> tokens (B_i, [n_q,] *grid_i) on the model's device.
 
         ``stack``: windows of one shape, of any items, run as one batch (``codec.core.windows.batched``); else
         each window runs alone with its item's B (``encode``: the computation files are made with).
-        ``margin``: ``framing``'s (images).
+        ``margin``: ``framing``'s (images). ``refine``: steps of search per window (``codec.core.refine``), on the
+        window's pixels inside the item; the tokens kept are the window's core, as without it.
         """
         f = self.downsample
         outs, jobs, leads = [], [], []
@@ -258,7 +287,12 @@ class Codec(nn.Module):
         groups = batched(jobs, lambda job: (None, window_shape(job[1]))) if stack else [[job] for job in jobs]
         for group in groups:
             parts = [self._window_input(xs[i], w, pad_mode, leads[i]) for i, w, pad_mode in group]
-            t = self._latent_tokens((parts[0] if len(parts) == 1 else torch.cat(parts)).to(self.device), n)
+            mask = None
+            if refine:
+                mask = torch.cat([self._window_mask(w, xs[i].shape[2:], leads[i]) for i, w, _ in group])
+                mask = mask.repeat_interleave(torch.tensor([len(p) for p in parts], device=self.device), dim=0)
+            x_in = (parts[0] if len(parts) == 1 else torch.cat(parts)).to(self.device)
+            t = self._latent_tokens(x_in, n, refine, mask)
             for (i, w, _), part in zip(group, t.split([len(p) for p in parts])):
                 dst, src = core_slices(w)
                 outs[i][(..., *dst)] = part[(..., *src)]
@@ -289,8 +323,9 @@ class Codec(nn.Module):
         return self._crop(y, shape, margin)
 
     # ------------------------------------------------------------------------------------------ batches
-    @torch.inference_mode()
-    def tokenize(self, items, num_quantizers: int | None = None, *, margin: int = 0) -> list[torch.Tensor]:
+    def tokenize(
+        self, items, num_quantizers: int | None = None, *, margin: int = 0, refine: int = 0
+    ) -> list[torch.Tensor]:
         """Tokens of a list of images or audio clips whose sizes may differ: lists in, lists out.
 
         Items of the same size, and the same-size tiles of large images or chunks of long clips, run through the
@@ -302,6 +337,7 @@ class Codec(nn.Module):
                 ``sample_rate``, as for ``encode`` without the batch axis; on any device.
             num_quantizers: residual levels to keep (1..num_quantizers); None = all.
             margin: images: as ``encode``'s (``detokenize`` needs the same).
+            refine: as ``encode``'s.
 
         Returns:
             One int64 tensor per item on the model's device, shaped as ``encode(item[None])[0]``: image (h, w) or
@@ -313,14 +349,15 @@ class Codec(nn.Module):
         """
         n = self._check_num_quantizers(num_quantizers)
         margin = _check_margin(margin, self.modality)
+        refine = check_refine(refine)
         xs = []
         for i, x in enumerate(items):
             try:
                 xs.append(self._check_input(x[None] if isinstance(x, torch.Tensor) else x))
             except ValueError as e:
                 raise ValueError(f"items[{i}]: {e}") from None
-        with _eval(self):
-            return [t[0] for t in self._encode_items(xs, n, stack=True, margin=margin)]
+        with _grad_mode(refine), _eval(self):
+            return [t[0] for t in self._encode_items(xs, n, stack=True, margin=margin, refine=refine)]
 
     @torch.inference_mode()
     def detokenize(self, tokens, shapes=None, *, margin: int = 0) -> list[torch.Tensor]:

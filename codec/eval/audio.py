@@ -11,10 +11,10 @@ from tqdm import tqdm
 from codec.bitstream.compress import compress
 from codec.bitstream.decompress import decompress
 from codec.bitstream.rate import level_rate
+from codec.core.spectral import mel_distance
 from codec.errors import VQCodecError
 from codec.eval.image import skip
 from codec.media import read_audio, resample, to_audio_channels, write_audio
-from codec.train.losses import mel_distance
 from codec.train.metrics import si_snr
 
 AUDIO_METRICS = ("kbps", "si_snr", "mel", "pesq", "stoi")
@@ -91,10 +91,19 @@ def is_speech(path: Path, root: Path | None = None) -> bool:
 
 
 def evaluate_audio(
-    model, files, levels, prior="auto", opus_kbps=(6.0, 9.0, 12.0), all_speech=False, root=None, skipped=None
+    model,
+    files,
+    levels,
+    prior="auto",
+    opus_kbps=(6.0, 9.0, 12.0),
+    all_speech=False,
+    root=None,
+    skipped=None,
+    refine: int = 0,
 ) -> list[dict]:
     """Rows of measurements (see the module docstring). A file is speech if ``all_speech`` or a folder named
-    ``speech`` holds it below ``root``; a file that cannot be read is reported, added to ``skipped``, left out."""
+    ``speech`` holds it below ``root``; a file that cannot be read is reported, added to ``skipped``, left out.
+    ``refine``: ``compress``'s."""
     rate = model.sample_rate
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -112,7 +121,7 @@ def evaluate_audio(
             base = {"file": str(path.name), "speech": speech, "seconds": seconds}
             results = []  # (codec, level, bytes, decoded, extra fields)
             for n in levels:
-                data = compress(wav, model, prior=prior, num_quantizers=n)
+                data = compress(wav, model, prior=prior, num_quantizers=n, refine=refine)
                 results.append(("vqcodec", n, len(data), decompress(data, model).data, {}))
             for k, kbps in enumerate(opus_kbps):
                 results.append(("Opus", k, *opus_roundtrip(wav, kbps, tmp, rate), {"nominal_kbps": kbps}))

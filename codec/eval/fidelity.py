@@ -52,13 +52,13 @@ def _inner(cols: slice) -> slice:
     return slice(cols.start + MARGIN, cols.stop - MARGIN)
 
 
-def colour_errors(model, levels: list[int | None], prior="auto") -> list[dict]:
+def colour_errors(model, levels: list[int | None], prior="auto", refine: int = 0) -> list[dict]:
     """One row per level: the card's worst per-channel errors (0-255) on flat patches and on ramps."""
     card, patches, ramps = colour_card()
     want = (card * 255).round()
     rows = []
     for n in levels:
-        data = compress(card, model, prior=prior, num_quantizers=n)
+        data = compress(card, model, prior=prior, num_quantizers=n, refine=refine)
         got = (decompress(data, model).data.clamp(0, 1) * 255).round()
         err = (got - want).abs()  # (3, H, W)
         flat = {name: float(err[:, MARGIN : PATCH - MARGIN, _inner(c)].amax()) for name, c in patches}

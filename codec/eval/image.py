@@ -102,9 +102,11 @@ def skip(path: Path, err: Exception, skipped: list | None) -> None:
         skipped.append((str(path), str(err)))
 
 
-def evaluate(model, files: list[Path], levels: list[int | None], prior="auto", skipped=None) -> list[dict]:
+def evaluate(
+    model, files: list[Path], levels: list[int | None], prior="auto", skipped=None, refine: int = 0
+) -> list[dict]:
     """Rows of measurements (see the module docstring); a file that cannot be read is reported, added to
-    ``skipped`` as (path, reason), and left out."""
+    ``skipped`` as (path, reason), and left out. ``refine``: ``compress``'s."""
     rows = []
     for path in tqdm(files, desc="eval", unit="image", disable=None):  # None: a bar only on a terminal
         try:
@@ -114,7 +116,7 @@ def evaluate(model, files: list[Path], levels: list[int | None], prior="auto", s
             continue
         pixels = x.shape[1] * x.shape[2]
         for n in levels:
-            data = compress(path, model, prior=prior, num_quantizers=n)
+            data = compress(path, model, prior=prior, num_quantizers=n, refine=refine)
             y = to_8bit(decompress(data, model).data)
             level = n or model.num_quantizers
             row = {"file": path.name, "codec": "vqcodec", "level": level, "bytes": len(data)}

@@ -27,7 +27,7 @@ no less than 6 kbps), decoded by ``opusdec`` at 24 kHz; Vorbis: ``oggenc -q -1``
 libsndfile. The peers' kbps are measured from their Ogg files, like ours from ours: every format's fixed overhead
 counts (about 0.25 KB for a ``.vqc`` header, 0.1 KB of Opus headers plus Ogg pages, 3-4 KB of Vorbis setup headers,
 which dominate a clip of a few seconds). Metrics against the evaluation signal: SI-SNR (dB), multi-resolution
-log-mel L1 distance (``codec.train.losses.mel_distance``), and on speech (a file with a folder named ``speech`` in its
+log-mel L1 distance (``codec.core.spectral.mel_distance``), and on speech (a file with a folder named ``speech`` in its
 path, or every file with ``--speech``) wideband PESQ (``pesq``, at 16 kHz) and STOI (``pystoi``) where those
 packages import.
 
@@ -46,6 +46,7 @@ import shutil
 from pathlib import Path
 
 from codec.core.checkpoint import load
+from codec.core.refine import MAX_REFINE_STEPS
 from codec.eval.audio import AUDIO_METRICS, default_audio_levels, evaluate_audio
 from codec.eval.fidelity import colour_errors
 from codec.eval.image import IMAGE_METRICS, evaluate
@@ -117,9 +118,9 @@ def check_eval_dependencies(audio: bool) -> None:
             raise SystemExit(f"{', '.join(tools)} not found: apt-get install opus-tools vorbis-tools")
 
 
-def image_fidelity(model, levels, prior, rows: list[dict]) -> dict:
+def image_fidelity(model, levels, prior, rows: list[dict], refine: int = 0) -> dict:
     """Print and return the colour card's errors and the edge-to-interior error ratios (``codec.eval.fidelity``)."""
-    colour = colour_errors(model, levels, prior=prior)
+    colour = colour_errors(model, levels, prior=prior, refine=refine)
     print("colour card (worst per-channel error of 255, flat patch interiors / ramps):")
     for c in colour:
         flat, ramps = f"{c['flat_max_error']:.0f} ({c['flat_worst_patch']})", f"{c['ramp_max_error']:.0f}"
@@ -158,15 +159,19 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise SystemExit(f"no {model.modality} files under {args.data}")
     check_eval_dependencies(audio)
+    if not 0 <= args.refine <= MAX_REFINE_STEPS:
+        raise SystemExit(f"--refine must be in [0, {MAX_REFINE_STEPS}], got {args.refine}")
     prior = None if args.prior == "none" else args.prior
     skipped = []
     if audio:
         levels = args.quantizers or default_audio_levels(model)
-        rows = evaluate_audio(model, files, levels, prior, args.opus_kbps, args.speech, Path(args.data), skipped)
+        rows = evaluate_audio(
+            model, files, levels, prior, args.opus_kbps, args.speech, Path(args.data), skipped, args.refine
+        )
         metrics = AUDIO_METRICS
     else:
         levels = args.quantizers or (list(range(1, model.num_quantizers + 1)) if model.residual else [None])
-        rows = evaluate(model, files, levels, prior=prior, skipped=skipped)
+        rows = evaluate(model, files, levels, prior=prior, skipped=skipped, refine=args.refine)
         metrics = IMAGE_METRICS
     if not rows:
         raise SystemExit(f"none of the {len(files)} files under {args.data} could be read")
@@ -175,10 +180,10 @@ def run(args: argparse.Namespace) -> int:
     for s in summary:
         vals = " ".join(f"{s[m]:8.4f}" if s[m] is not None else f"{'-':>8s}" for m in metrics)
         print(f"{s['codec']:8s} {s['level']:5d} {s['items']:5d} {vals}")
-    extra = {} if audio else image_fidelity(model, levels, prior, rows)
+    extra = {} if audio else image_fidelity(model, levels, prior, rows, args.refine)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = json_safe({"summary": summary, **extra, "rows": rows, "skipped": skipped})
+    result = json_safe({"refine": args.refine, "summary": summary, **extra, "rows": rows, "skipped": skipped})
     atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2, allow_nan=False) + "\n")
     plot(summary, out.with_suffix(".png"), metrics)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")

@@ -22,6 +22,7 @@ from codec.core.checkpoint import load, save_model
 from codec.core.config import AudioCodecConfig, CodecConfig, ImageCodecConfig, config_from_dict, config_to_dict
 from codec.core.model import Codec, CodecOutput
 from codec.core.quantizer import QuantizerOutput, histogram_stats
+from codec.core.spectral import mel_distance
 from codec.media import write_audio, write_image
 from codec.train.config import (
     RESUMABLE_CHANGES,
@@ -33,7 +34,7 @@ from codec.train.config import (
 )
 from codec.train.data import AudioFolderDataset, ImageFolderDataset, find_files, split_files, stream_loader
 from codec.train.loop import LoopSettings, TrainTask, run_training
-from codec.train.losses import CodecLoss, mel_distance
+from codec.train.losses import CodecLoss
 from codec.train.metrics import psnr, si_snr
 from codec.train.state import read_checkpoint_meta
 

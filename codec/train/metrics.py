@@ -1,7 +1,7 @@
 """Reconstruction quality metrics, one value per item: PSNR for images, SI-SNR for audio. Training logs them and
 rate-distortion evaluation (``codec.eval``) reports them.
 
-(The log-mel distance for audio lives in ``codec.train.losses.mel_distance``, next to the mel filterbank.)
+(The log-mel distance for audio lives in ``codec.core.spectral.mel_distance``, next to the mel filterbank.)
 """
 
 import torch

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import torch
 
+from codec.core.spectral import CompressedSTFTLoss
 from codec.train.data import ImageFolderDataset
-from codec.train.losses import CompressedSTFTLoss
 
 
 def test_compressed_stft_loss_values():

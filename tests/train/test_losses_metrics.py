@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from codec.train.losses import (
-    CodecLoss,
+from codec.core.spectral import (
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
     hz_to_mel,
@@ -14,6 +13,7 @@ from codec.train.losses import (
     mel_filterbank,
     mel_to_hz,
 )
+from codec.train.losses import CodecLoss
 from codec.train.metrics import psnr, si_snr
 
 # ------------------------------------------------------------------------------------------- mel scale
