@@ -88,6 +88,13 @@ def register(subparsers) -> None:
         default=None,
         help="with --init: train the decoder only; the tokens stay the start model's, so its prior stays valid",
     )
+    p.add_argument(
+        "--freeze-decoder",
+        action="store_true",
+        default=None,
+        help="with --init: train the encoder only, against the start model's decoder and codebooks: the tokens "
+        "change, what each code means does not (fine-tune the priors with train-prior --init)",
+    )
     p.add_argument("--batch-size", type=int, metavar="N", help="items per process and micro-batch (default 16)")
     p.add_argument("--lr", type=float, metavar="LR", help="peak learning rate (default 3e-4)")
     p.add_argument(
@@ -170,6 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "val_fraction": args.val_fraction,
         "max_minutes": args.max_minutes,
         "freeze_encoder": args.freeze_encoder,
+        "freeze_decoder": args.freeze_decoder,
     }
     train_overrides = {**sections.get("train", {}), **{k: v for k, v in flags.items() if v is not None}}
     init = None

@@ -90,6 +90,9 @@ class CodecTask(TrainTask):
         if self.cfg.freeze_encoder:  # the tokens stay the start model's: only the decoder learns
             for p in (*model.encoder.parameters(), *model.quantizer.parameters()):
                 p.requires_grad_(False)
+        if self.cfg.freeze_decoder:  # the codes and the decoder stay the start model's: only the encoder learns
+            for p in (*model.decoder.parameters(), *model.quantizer.parameters()):
+                p.requires_grad_(False)
         if self.init_state is not None:
             try:
                 model.load_state_dict(self.init_state)
@@ -100,7 +103,9 @@ class CodecTask(TrainTask):
         return model
 
     def param_groups(self, model: Codec):
-        return model.decoder.parameters() if self.cfg.freeze_encoder else model.parameters()
+        if self.cfg.freeze_encoder:
+            return model.decoder.parameters()
+        return model.encoder.parameters() if self.cfg.freeze_decoder else model.parameters()
 
     def start(self, model: Codec, accelerator) -> None:
         cfg, main = self.cfg, accelerator.is_main_process
@@ -142,23 +147,32 @@ class CodecTask(TrainTask):
     def loss(self, model: Codec, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         self.train_ds.report(batch["bad"])
         x = batch["x"]
-        out = self._frozen_forward(model, x) if self.cfg.freeze_encoder else model(x)
+        frozen = self.cfg.freeze_encoder or self.cfg.freeze_decoder
+        out = self._frozen_forward(model, x, train_encoder=self.cfg.freeze_decoder) if frozen else model(x)
         total, terms = self.loss_fn(out.x_hat, x, out.vq.loss)
         quality = self._quality(out.x_hat.detach(), x).mean()
         values = [total.detach().float(), *[terms.get(k, torch.zeros(())).float() for k in self.terms]]
         values += [quality, out.vq.usage.float().mean(), out.vq.perplexity.float().mean()]
         return total, torch.stack([v.to(x.device) for v in values])
 
-    def _frozen_forward(self, model, x: torch.Tensor) -> CodecOutput:
-        """The training pass of a frozen encoder: the start model's tokens (eval mode: no EMA update, no code
-        reset), each item cut to a random number of residual levels with the quantizer-dropout probability as
-        in training, and the decoder's output with gradients. Statistics: vq loss 0, usage/perplexity of the
-        tokens per level."""
+    def _frozen_forward(self, model, x: torch.Tensor, train_encoder: bool = False) -> CodecOutput:
+        """The training pass of a fine-tune with frozen codebooks: the model's tokens (eval mode: no EMA update, no
+        code reset), each item cut to a random number of residual levels with the quantizer-dropout probability
+        as in training, and the decoder's output with gradients. Statistics: usage/perplexity of the tokens per
+        level.
+
+        ``train_encoder`` False (a frozen encoder): the gradient reaches the decoder only; vq loss 0.
+        ``train_encoder`` True (a frozen decoder): the gradient passes straight through the quantizer to the
+        encoder (the decoder's weights get none), and the vq loss is the commitment term,
+        ``commitment_weight * mean ||z - sg(quantized)||^2``."""
         net = getattr(model, "module", model)  # DDP wraps the model; the frozen parts need no gradient sync
-        net.encoder.eval()
+        if not train_encoder:
+            net.encoder.eval()
         net.quantizer.eval()
+        with torch.set_grad_enabled(train_encoder):
+            z_grad = net.encoder(x).movedim(1, -1).float()  # (B, *grid, D)
         with torch.no_grad():
-            z = net.encoder(x).movedim(1, -1).float()  # (B, *grid, D)
+            z = z_grad.detach()
             q = net.quantizer
             if net.residual:
                 idx = q.encode_indices(z)  # (B, *grid, n)
@@ -177,10 +191,14 @@ class CodecTask(TrainTask):
                 for i in range(idx.shape[-1])
             ]
             perplexity, usage = (torch.stack(v) for v in zip(*stats))
+        vq_loss = torch.zeros((), device=x.device)
+        if train_encoder:
+            vq_loss = self.codec_config.quantizer.commitment_weight * (z_grad - quantized).square().mean()
+            quantized = z_grad + (quantized - z_grad).detach()  # straight through to the encoder
         x_hat = net.decoder(quantized.movedim(-1, 1))
         tokens = idx.movedim(-1, 1) if net.residual else idx[..., 0]
         zeros = torch.zeros(idx.shape[-1], dtype=torch.int64, device=x.device)  # no code resets
-        vq = QuantizerOutput(quantized, idx, torch.zeros((), device=x.device), perplexity, usage, zeros)
+        vq = QuantizerOutput(quantized, idx, vq_loss, perplexity, usage, zeros)
         return CodecOutput(x_hat, tokens, vq)
 
     def _quality(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -423,6 +441,8 @@ def train(
     frozen = train_config is not None and train_config.freeze_encoder
     if frozen and init is None and not resume:
         raise ValueError("freeze_encoder trains the decoder of a trained codec: give init (e.g. --init image)")
+    if train_config is not None and train_config.freeze_decoder and init is None and not resume:
+        raise ValueError("freeze_decoder trains the encoder of a trained codec: give init (e.g. --init image)")
     init_state = None
     if init is not None:
         init_state, codec_config = _init_state(init, modality, codec_config, frozen)

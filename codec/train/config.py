@@ -44,9 +44,15 @@ class TrainConfig:
     # fine-tuning (needs init): keep the encoder and codebooks as they are and train the decoder only, so the
     # model gives exactly the start model's tokens and a prior trained on them stays valid (re-paired on bundling)
     freeze_encoder: bool = False
+    # fine-tuning (needs init): keep the decoder and codebooks as they are and train the encoder only, against the
+    # start model's decoder (straight through its quantizer): the tokens change, what each code means does not, so
+    # the start model's priors still fit them roughly (fine-tune them with ``train-prior --init``)
+    freeze_decoder: bool = False
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
+        if self.freeze_encoder and self.freeze_decoder:
+            raise ValueError("train config: freeze_encoder and freeze_decoder together leave nothing to train")
         positive = ("steps", "batch_size", "grad_accum", "crop", "segment_samples")
         positive += ("eval_every", "eval_items", "checkpoint_every", "log_every")
         for name in positive:

@@ -407,38 +407,72 @@ def _trained_start(tmp_path) -> tuple[Codec, Path]:
     return start, tmp_path / "start"
 
 
-def test_a_frozen_encoder_keeps_the_start_models_tokens_and_trains_the_decoder(tmp_path):
+def _fine_tune(tmp_path, flag: str, trained: str) -> tuple[Codec, Codec]:
+    """(start, fine-tuned) after 3 steps with ``flag``; every tensor outside ``trained`` ("decoder." or
+    "encoder.") checked bit for bit against the start model's, and ``trained`` checked to have moved."""
     start, start_dir = _trained_start(tmp_path)
-    train("image", tmp_path / "data", tmp_path / "ft", None, tiny(3, lr=1e-2, freeze_encoder=True), init=start_dir)
+    train("image", tmp_path / "data", tmp_path / "ft", None, tiny(3, lr=1e-2, **{flag: True}), init=start_dir)
     ft = load_model(tmp_path / "ft", device="cpu")
     s, n = start.state_dict(), ft.state_dict()
-    frozen = [k for k in s if not k.startswith("decoder.")]
-    assert any(k.startswith("quantizer.") for k in frozen) and any(k.startswith("encoder.") for k in frozen)
+    frozen = [k for k in s if not k.startswith(trained)]
+    other = "encoder." if trained == "decoder." else "decoder."
+    assert any(k.startswith("quantizer.") for k in frozen) and any(k.startswith(other) for k in frozen)
     for k in frozen:  # bit for bit: no gradient step, no EMA update, no dead-code reset
         assert torch.equal(n[k], s[k]), k
-    assert max(float((n[k] - s[k]).abs().max()) for k in s if k.startswith("decoder.")) > 1e-3
+    assert max(float((n[k] - s[k]).abs().max()) for k in s if k.startswith(trained)) > 1e-3
+    return start, ft
+
+
+def test_a_frozen_encoder_keeps_the_start_models_tokens_and_trains_the_decoder(tmp_path):
+    start, ft = _fine_tune(tmp_path, "freeze_encoder", "decoder.")
     x = read_image(tmp_path / "data" / "b.png").pixels[None]
     assert torch.equal(ft.encode(x), start.encode(x))
     assert model_hash(ft) != model_hash(start)
 
 
-def test_the_frozen_training_pass_equals_the_eval_forward(tmp_path):
+@pytest.mark.parametrize("train_encoder", [False, True])
+def test_the_frozen_training_pass_equals_the_eval_forward(tmp_path, train_encoder):
+    """Frozen codebooks: the eval forward's tokens and output; a frozen decoder (``train_encoder``) passes the
+    gradient straight through to the encoder with the commitment term as its vq loss, a frozen encoder none."""
     from codec.train.codec_task import CodecTask
 
     start, _ = _trained_start(tmp_path)
-    task = CodecTask(tmp_path / "data", start.config, tiny(1, freeze_encoder=True))
+    task = CodecTask(tmp_path / "data", start.config, tiny(1, freeze_decoder=train_encoder))
     start.quantizer.quantizer_dropout = 0.0  # every item keeps all levels: the eval forward is the reference
     x = torch.rand(2, 3, 32, 32)
-    got = task._frozen_forward(start, x)
+    got = task._frozen_forward(start, x, train_encoder=train_encoder)
     with torch.no_grad():
         want = start.eval()(x)
+        z = start.encoder(x)
+        q = start.quantizer.decode_indices(want.tokens.movedim(1, -1)).movedim(-1, 1)
     assert torch.equal(got.tokens, want.tokens)
-    torch.testing.assert_close(got.x_hat, want.x_hat, rtol=0, atol=1e-6)
+    # straight through, z + (q - z) rounds to q within a few ulps of the latents (about 1e-7)
+    torch.testing.assert_close(got.x_hat, want.x_hat, rtol=0, atol=1e-5 if train_encoder else 1e-6)
     assert got.x_hat.requires_grad and got.vq.perplexity.shape == (3,)
+    commitment = start.config.quantizer.commitment_weight * float((z - q).square().mean())
+    assert float(got.vq.loss) == (pytest.approx(commitment, rel=1e-5) if train_encoder else 0.0) and commitment > 0
+    (got.x_hat.square().mean() + got.vq.loss).backward()
+    grads = [p.grad for p in start.encoder.parameters()]
+    if train_encoder:
+        assert all(g is not None for g in grads) and max(float(g.abs().max()) for g in grads) > 0
+    else:
+        assert all(g is None for g in grads)
     start.quantizer.quantizer_dropout = 1.0  # each item a random number of levels: the decoder sees coarser latents
     torch.manual_seed(0)
-    cut = [task._frozen_forward(start, x).x_hat for _ in range(8)]
+    cut = [task._frozen_forward(start, x, train_encoder=train_encoder).x_hat for _ in range(8)]
     assert any(not torch.allclose(c, want.x_hat) for c in cut)
+
+
+def test_a_frozen_decoder_keeps_the_codes_and_decoder_and_trains_the_encoder(tmp_path):
+    start, ft = _fine_tune(tmp_path, "freeze_decoder", "encoder.")
+    assert model_hash(ft) != model_hash(start)
+
+
+def test_freeze_decoder_errors(tmp_path):
+    with pytest.raises(ValueError, match="nothing to train"):
+        tiny(1, freeze_encoder=True, freeze_decoder=True)
+    with pytest.raises(ValueError, match="give init"):
+        train("image", tmp_path / "data", tmp_path / "a", IMAGE, tiny(1, freeze_decoder=True))
 
 
 def test_freeze_encoder_errors(tmp_path):
