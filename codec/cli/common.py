@@ -1,11 +1,9 @@
 """What every subcommand module of the CLI shares: the program name, one-line errors, output and argument types."""
 
 import argparse
+import importlib
 import sys
 from typing import NoReturn
-
-from codec.core.refine import check_refine
-from codec.core.windows import check_margin
 
 PROG = "codec"
 
@@ -61,14 +59,15 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _checked_int(check, name: str, parser_name: str):
-    """An argparse type: an int that ``check`` accepts (its ValueError, less the leading ``name``, as the message).
+def _checked_int(module: str, check: str, name: str, parser_name: str):
+    """An argparse type: an int that ``module.check`` accepts (its ValueError, less the leading ``name``, as the
+    message). The module is imported when an argument is parsed, so ``codec --help`` loads no torch.
     ``parser_name`` is what argparse calls it in "invalid ... value" when the text is not a number."""
 
     def parse(text: str) -> int:
         value = int(text)
         try:
-            return check(value)
+            return getattr(importlib.import_module(module), check)(value)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e).removeprefix(f"{name} ")) from None
 
@@ -77,9 +76,9 @@ def _checked_int(check, name: str, parser_name: str):
 
 
 # --refine: steps of encoder-side search, 0 to codec.core.refine.MAX_REFINE_STEPS
-refine_steps = _checked_int(check_refine, "refine", "refine_steps")
+refine_steps = _checked_int("codec.core.refine", "check_refine", "refine", "refine_steps")
 # --margin: pixels of replicated edge, 0 to codec.core.windows.MAX_MARGIN
-margin_pixels = _checked_int(check_margin, "margin", "margin_pixels")
+margin_pixels = _checked_int("codec.core.windows", "check_margin", "margin", "margin_pixels")
 
 
 def positive_float(text: str) -> float:

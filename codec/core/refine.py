@@ -18,7 +18,7 @@ decoder forward and backward pass per step.
 
 import torch
 
-from codec.core.spectral import CompressedSTFTLoss, MultiResolutionMelLoss
+from codec.core.spectral import CompressedSTFTLoss, per_item_mel_l1
 
 # Adam's step as a fraction of the first codebook's rms code component (0.35 on the bundled image model, 0.65 on
 # the audio model), per modality, at 20-30 steps. Images, chosen on 4 training crops with the bundled model at
@@ -28,7 +28,7 @@ from codec.core.spectral import CompressedSTFTLoss, MultiResolutionMelLoss
 REFINE_STEP = {"image": 0.0043, "audio": 0.05}
 MAX_REFINE_STEPS = 1000
 
-_AUDIO_LOSSES: dict[int, tuple[MultiResolutionMelLoss, CompressedSTFTLoss]] = {}
+_CSTFT = CompressedSTFTLoss()  # no state: one for every call
 
 
 def check_refine(steps) -> int:
@@ -54,13 +54,9 @@ def objective(y: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, sample_
     if sample_rate is None:
         weight = mask / mask.flatten(1).sum(1).clamp_min(1.0).view(-1, *[1] * (mask.ndim - 1))
         return ((y.clamp(0.0, 1.0) - target).square() * weight).flatten(1).sum(1) * (1.0 / y.shape[1])
-    if sample_rate not in _AUDIO_LOSSES:
-        _AUDIO_LOSSES[sample_rate] = (MultiResolutionMelLoss(sample_rate), CompressedSTFTLoss())
-    mel, cstft = _AUDIO_LOSSES[sample_rate]
     a, b = y.clamp(-1.0, 1.0) * mask, target * mask
-    per_item = lambda t: t.reshape(y.shape[0], -1).mean(1)  # noqa: E731
-    mel_l1 = torch.stack([per_item((p - q).abs()) for p, q in zip(mel.log_mels(a), mel.log_mels(b), strict=True)])
-    return mel_l1.mean(0) + per_item((cstft.compressed(a) - cstft.compressed(b)).abs().square())
+    cstft = (_CSTFT.compressed(a) - _CSTFT.compressed(b)).abs().square().reshape(y.shape[0], -1).mean(1)
+    return per_item_mel_l1(a, b, sample_rate) + cstft
 
 
 def refine_tokens(

@@ -195,6 +195,11 @@ def mel_distance(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> torch.Te
     """
     if x.shape != y.shape or x.ndim < 2:
         raise ValueError(f"x and y must have the same (B, ..., T) shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    return per_item_mel_l1(x, y, sample_rate)
+
+
+def per_item_mel_l1(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """``mel_distance`` with gradients (the encoder-side search's objective): (B, ...) signals -> (B,)."""
     key = (sample_rate, str(x.device))
     if key not in _MEL_CACHE:
         _MEL_CACHE[key] = MultiResolutionMelLoss(sample_rate).to(x.device)

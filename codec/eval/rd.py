@@ -46,7 +46,7 @@ import shutil
 from pathlib import Path
 
 from codec.core.checkpoint import load
-from codec.core.refine import MAX_REFINE_STEPS
+from codec.core.refine import check_refine
 from codec.eval.audio import AUDIO_METRICS, default_audio_levels, evaluate_audio
 from codec.eval.fidelity import colour_errors
 from codec.eval.image import IMAGE_METRICS, evaluate
@@ -159,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise SystemExit(f"no {model.modality} files under {args.data}")
     check_eval_dependencies(audio)
-    if not 0 <= args.refine <= MAX_REFINE_STEPS:
-        raise SystemExit(f"--refine must be in [0, {MAX_REFINE_STEPS}], got {args.refine}")
+    try:
+        check_refine(args.refine)
+    except ValueError as e:
+        raise SystemExit(f"--{e}") from None
     prior = None if args.prior == "none" else args.prior
     skipped = []
     if audio:

@@ -134,6 +134,13 @@ def test_help_is_complete_with_examples():
         assert sub in out.stdout
 
 
+def test_building_the_parser_loads_no_torch():
+    """Every subcommand's parser (its argparse types included) is built without torch: `codec --help` is quick."""
+    code = "import sys; from codec.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
 def test_console_script_quick_exit_keeps_every_output(runs, tmp_path):
     """encode, decode and info end with os._exit (codec.cli.main.QUICK_EXIT): in a real process, with stdout a
     pipe, the file written and the text printed are complete and the same as from main() in this process."""
