@@ -274,7 +274,10 @@ def code_usage(tokens: torch.Tensor, residual: bool, codebook_size: int) -> floa
 
 def check_dead_code_threshold(codec_config: CodecConfig, cfg: TrainConfig, processes: int) -> None:
     """Warn when codes cannot stay alive: a code's EMA count settles near (vectors per update) / K when every
-    code is used equally, so a dead-code threshold above that resets healthy codes at every step."""
+    code is used equally, so a dead-code threshold above that resets healthy codes at every step. Fine-tunes with
+    frozen codebooks (``freeze_encoder`` / ``freeze_decoder``) update no counts and reset nothing: no warning."""
+    if cfg.freeze_encoder or cfg.freeze_decoder:
+        return
     q, f = codec_config.quantizer, (codec_config.downsample if codec_config.modality == "image" else None)
     per_item = (cfg.crop // f) ** 2 if f else cfg.segment_samples // codec_config.hop
     mean_count = cfg.batch_size * processes * per_item / q.codebook_size

@@ -341,6 +341,10 @@ def test_a_dead_code_threshold_above_the_mean_code_count_is_warned():
         check_dead_code_threshold(image, TrainConfig(batch_size=32, crop=128), processes=1)  # 8192: 8 per code
     with pytest.warns(UserWarning):
         check_dead_code_threshold(image, TrainConfig(batch_size=4, crop=128), processes=1)  # 1 per code
+    with warnings.catch_warnings():  # frozen codebooks: no EMA counts, no resets, nothing to warn about
+        warnings.simplefilter("error")
+        for frozen in ("freeze_encoder", "freeze_decoder"):
+            check_dead_code_threshold(image, TrainConfig(batch_size=4, crop=128, **{frozen: True}), processes=1)
 
 
 # ------------------------------------------------------------------------------------------ fine-tuning
