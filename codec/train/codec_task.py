@@ -147,7 +147,7 @@ class CodecTask(TrainTask):
     def loss(self, model: Codec, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         self.train_ds.report(batch["bad"])
         x = batch["x"]
-        frozen = self.cfg.freeze_encoder or self.cfg.freeze_decoder
+        frozen = self.cfg.frozen_codebooks
         out = self._frozen_forward(model, x, train_encoder=self.cfg.freeze_decoder) if frozen else model(x)
         total, terms = self.loss_fn(out.x_hat, x, out.vq.loss)
         quality = self._quality(out.x_hat.detach(), x).mean()
@@ -276,7 +276,7 @@ def check_dead_code_threshold(codec_config: CodecConfig, cfg: TrainConfig, proce
     """Warn when codes cannot stay alive: a code's EMA count settles near (vectors per update) / K when every
     code is used equally, so a dead-code threshold above that resets healthy codes at every step. Fine-tunes with
     frozen codebooks (``freeze_encoder`` / ``freeze_decoder``) update no counts and reset nothing: no warning."""
-    if cfg.freeze_encoder or cfg.freeze_decoder:
+    if cfg.frozen_codebooks:
         return
     q, f = codec_config.quantizer, (codec_config.downsample if codec_config.modality == "image" else None)
     per_item = (cfg.crop // f) ** 2 if f else cfg.segment_samples // codec_config.hop

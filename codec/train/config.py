@@ -49,6 +49,11 @@ class TrainConfig:
     # the start model's priors still fit them roughly (fine-tune them with ``train-prior --init``)
     freeze_decoder: bool = False
 
+    @property
+    def frozen_codebooks(self) -> bool:
+        """Either freeze: the quantizer runs in eval mode (no EMA update, no dead-code reset)."""
+        return self.freeze_encoder or self.freeze_decoder
+
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
         if self.freeze_encoder and self.freeze_decoder:
