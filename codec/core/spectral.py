@@ -178,6 +178,45 @@ class CompressedSTFTLoss(nn.Module):
         return (self.compressed(x) - self.compressed(y)).abs().square().mean()
 
 
+class FramePeriodicLoss(nn.Module):
+    """Squared error between the power-law compressed frame-periodic components of estimate and reference.
+
+    A signal cut into frames of ``period`` samples from its first sample and averaged over the frames keeps
+    exactly the part that repeats every ``period`` samples: its spectrum is the signal's at the multiples of
+    ``sample_rate / period``. A frame-rate decoder (one inverse-STFT frame per hop) whose phases do not advance
+    from frame to frame puts fixed tones there, a comb at the frame rate; in speech that part is small, so the
+    loss asks for it to stay small. Each of its ``period // 2 + 1`` bins X is compressed to |X|^c e^{i angle X}
+    as in ``CompressedSTFTLoss``. The signals must start on one of the decoder's frame boundaries, as training
+    segments (whole hops, decoded on their own) do.
+
+    Args:
+        period: the frame length in samples (the codec's hop).
+        power: the compression exponent c.
+    """
+
+    def __init__(self, period: int, power: float = 0.3):
+        super().__init__()
+        if period < 2:
+            raise ValueError(f"period must be >= 2 samples, got {period}")
+        self.period, self.power = period, power
+
+    def component(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., T) with T >= period -> (N, period // 2 + 1) complex64: the compressed spectrum of the mean of
+        the T // period whole frames (N = the product of the leading dims); a tail shorter than a frame is left
+        out."""
+        frames = x.shape[-1] // self.period
+        if frames < 1:
+            raise ValueError(f"the signal ({x.shape[-1]} samples) is shorter than one period ({self.period})")
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            p = x[..., : frames * self.period].float().reshape(-1, frames, self.period).mean(1)
+            spec = torch.fft.rfft(p, dim=-1)
+            return spec * (spec.abs().square() + 1e-8) ** ((self.power - 1) / 2)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of estimate x against reference y, both (B, C, T) (or any (..., T))."""
+        return (self.component(x) - self.component(y)).abs().square().mean()
+
+
 _MEL_CACHE: dict[tuple[int, str], MultiResolutionMelLoss] = {}
 
 

@@ -79,7 +79,7 @@ class CodecTask(TrainTask):
         self.data_dir, self.codec_config, self.cfg, self.init_state = data_dir, codec_config, cfg, init_state
         self.modality = codec_config.modality
         self.quality = "psnr" if self.modality == "image" else "si_snr"
-        terms = ["recon", "vq"] if self.modality == "image" else ["recon", "stft", "mel", "cstft", "vq"]
+        terms = ["recon", "vq"] if self.modality == "image" else ["recon", "stft", "mel", "cstft", "periodic", "vq"]
         self.terms = tuple(terms)
         self.stat_names = ("loss", *terms, self.quality, "usage", "perplexity")
         self.progress_stats = ("loss", self.quality, "usage")
@@ -114,10 +114,12 @@ class CodecTask(TrainTask):
             self.modality,
             image_loss=cfg.image_loss,
             sample_rate=model.sample_rate,
+            hop=model.downsample if self.modality == "audio" else None,
             recon_weight=cfg.recon_weight,
             stft_weight=cfg.stft_weight,
             mel_weight=cfg.mel_weight,
             cstft_weight=cfg.cstft_weight,
+            periodic_weight=cfg.periodic_weight,
             vq_weight=cfg.vq_weight,
         ).to(accelerator.device)
         files = find_files(self.data_dir, self.modality)
@@ -352,8 +354,10 @@ def _check_resume(meta, modality, data_dir, codec_config, train_config) -> tuple
     diff = differences(meta["codec_config"], given)
     if diff:
         raise ValueError(f"cannot resume with another codec config; it differs in {', '.join(diff)}")
-    given = plain(train_config) if train_config is not None else meta["train_config"]
-    diff = [d for d in differences(meta["train_config"], given) if d.split(" ")[0] not in RESUMABLE_CHANGES]
+    # a setting added since the run was saved counts at its default, which is what the run trained with
+    saved = plain(train_config_from_dict(meta["train_config"]))
+    given = plain(train_config) if train_config is not None else saved
+    diff = [d for d in differences(saved, given) if d.split(" ")[0] not in RESUMABLE_CHANGES]
     if diff:
         raise ValueError(
             f"cannot resume with another train config; it differs in {', '.join(diff)} "

@@ -37,6 +37,9 @@ class TrainConfig:
     stft_weight: float = 1.0  # audio multi-resolution STFT loss
     mel_weight: float = 1.0  # audio multi-resolution log-mel L1
     cstft_weight: float = 0.0  # audio: MSE of the power-law compressed complex STFT (phase-aware)
+    # audio: the same error on the frame-periodic component (the signal averaged over hop-long frames), which
+    # holds the decoder's comb of fixed tones at the frame rate (codec.core.spectral.FramePeriodicLoss)
+    periodic_weight: float = 0.0
     # > 0: stop (evaluate, checkpoint) once this much wall time has passed in this call; the cosine then follows
     # the time or the steps, whichever is further along
     max_minutes: float = 0.0

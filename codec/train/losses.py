@@ -5,7 +5,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.core.spectral import CompressedSTFTLoss, MultiResolutionMelLoss, MultiResolutionSTFTLoss
+from codec.core.spectral import (
+    CompressedSTFTLoss,
+    FramePeriodicLoss,
+    MultiResolutionMelLoss,
+    MultiResolutionSTFTLoss,
+)
 
 
 class CodecLoss(nn.Module):
@@ -13,14 +18,17 @@ class CodecLoss(nn.Module):
 
     - image: ``recon_weight * (L1 or L2)(x_hat, x)``.
     - audio: ``recon_weight * L1(x_hat, x) + stft_weight * MultiResolutionSTFTLoss + mel_weight * MelLoss
-      + cstft_weight * CompressedSTFTLoss``.
+      + cstft_weight * CompressedSTFTLoss + periodic_weight * FramePeriodicLoss(hop)``.
     - both: ``+ vq_weight * vq_loss`` (the quantizer's loss already includes its commitment weight).
 
     Args:
         modality: "image" or "audio".
         image_loss: "l1" or "l2" (images only).
         sample_rate: audio rate in Hz (audio only).
-        recon_weight, stft_weight, mel_weight, cstft_weight, vq_weight: term weights; a 0 weight skips the term.
+        hop: the codec's hop in samples, the period of ``FramePeriodicLoss`` (audio only; needed when
+            ``periodic_weight`` > 0).
+        recon_weight, stft_weight, mel_weight, cstft_weight, periodic_weight, vq_weight: term weights; a 0
+            weight skips the term.
     """
 
     def __init__(
@@ -29,10 +37,12 @@ class CodecLoss(nn.Module):
         *,
         image_loss: str = "l1",
         sample_rate: int | None = None,
+        hop: int | None = None,
         recon_weight: float = 1.0,
         stft_weight: float = 1.0,
         mel_weight: float = 1.0,
         cstft_weight: float = 0.0,
+        periodic_weight: float = 0.0,
         vq_weight: float = 1.0,
     ):
         super().__init__()
@@ -46,6 +56,7 @@ class CodecLoss(nn.Module):
             "stft": stft_weight,
             "mel": mel_weight,
             "cstft": cstft_weight,
+            "periodic": periodic_weight,
             "vq": vq_weight,
         }
         if modality == "audio":
@@ -54,6 +65,10 @@ class CodecLoss(nn.Module):
             self.stft = MultiResolutionSTFTLoss()
             self.mel = MultiResolutionMelLoss(sample_rate)
             self.cstft = CompressedSTFTLoss()
+            if periodic_weight:
+                if hop is None:
+                    raise ValueError("the frame-periodic loss needs the codec's hop")
+                self.periodic = FramePeriodicLoss(hop)
 
     def forward(
         self, x_hat: torch.Tensor, x: torch.Tensor, vq_loss: torch.Tensor
@@ -66,7 +81,7 @@ class CodecLoss(nn.Module):
             vq_loss: scalar quantizer loss (``CodecOutput.vq.loss``).
 
         Returns:
-            (scalar total, {"recon": ..., ["stft": ..., "mel": ...,] "vq": ...} detached scalars).
+            (scalar total, {"recon": ..., ["stft", "mel", "cstft", "periodic": ...,] "vq": ...} detached scalars).
         """
         x_hat, x = x_hat.float(), x.float()
         if self.modality == "image":
@@ -80,6 +95,8 @@ class CodecLoss(nn.Module):
                 terms["mel"] = self.mel(x_hat, x)
             if self.weights["cstft"]:
                 terms["cstft"] = self.cstft(x_hat, x)
+            if self.weights["periodic"]:
+                terms["periodic"] = self.periodic(x_hat, x)
         terms["vq"] = vq_loss.float()
         total = sum(self.weights[k] * v for k, v in terms.items())
         return total, {k: v.detach() for k, v in terms.items()}

@@ -1,12 +1,15 @@
-"""Training options of the CPU-efficient designs: the compressed complex STFT loss and saturation jitter."""
+"""Training options of the CPU-efficient designs: the compressed complex STFT loss, the frame-periodic loss and
+saturation jitter."""
 
 import math
 
 import numpy as np
+import pytest
 import torch
 
-from codec.core.spectral import CompressedSTFTLoss
+from codec.core.spectral import CompressedSTFTLoss, FramePeriodicLoss
 from codec.train.data import ImageFolderDataset
+from codec.train.losses import CodecLoss
 
 
 def test_compressed_stft_loss_values():
@@ -23,6 +26,62 @@ def test_compressed_stft_loss_values():
     tone = torch.sin(2 * math.pi * t / 32)
     shifted = torch.sin(2 * math.pi * (t - 16) / 32)
     assert float(loss(shifted, tone)) > 0.5 * float(loss.compressed(tone).abs().square().mean())
+
+
+def _periodic_reference(x: np.ndarray, period: int, power: float = 0.3) -> np.ndarray:
+    """float64 numpy: the compressed spectrum of the mean of the whole frames of a 1-D signal."""
+    n = len(x) // period
+    spec = np.fft.rfft(x[: n * period].reshape(n, period).mean(0))
+    return spec * (np.abs(spec) ** 2 + 1e-8) ** ((power - 1) / 2)
+
+
+@pytest.mark.parametrize("period", [7, 20, 33])
+def test_frame_periodic_loss_against_a_float64_reference(period):
+    g = torch.Generator().manual_seed(period)
+    loss = FramePeriodicLoss(period)
+    x = torch.randn(2, 3, 11 * period + period // 2, generator=g, dtype=torch.float64)  # a partial last frame
+    y = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    got = loss.component(x)
+    assert got.shape == (6, period // 2 + 1) and got.dtype == torch.complex64
+    want = np.stack([_periodic_reference(row, period) for row in x.reshape(6, -1).numpy()])
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+    diff = want - np.stack([_periodic_reference(row, period) for row in y.reshape(6, -1).numpy()])
+    assert math.isclose(float(loss(x.float(), y.float())), float(np.mean(np.abs(diff) ** 2)), rel_tol=1e-4)
+    assert float(loss(x, x)) == 0.0
+
+
+def test_frame_periodic_loss_sees_the_repeating_part_only():
+    period, frames = 16, 40
+    loss = FramePeriodicLoss(period)
+    f = torch.randn(period, generator=torch.Generator().manual_seed(0))
+    repeating = f.repeat(frames)  # the same frame over and over: a comb of tones at multiples of the frame rate
+    alternating = torch.cat([f, -f]).repeat(frames // 2)  # same energy and frame spectra, nothing repeats
+    silence = torch.zeros(period * frames)
+    assert float(loss(alternating, silence)) < 1e-9
+    # the whole frame is the repeating part: its compressed spectrum, hand-computed
+    spec = torch.fft.rfft(f)
+    want = (spec.abs() ** 0.3).square().mean()
+    assert math.isclose(float(loss(repeating, silence)), float(want), rel_tol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert loss(repeating.bfloat16(), silence).dtype == torch.float32
+    with pytest.raises(ValueError, match="shorter than one period"):
+        loss(f[:5], f[:5])
+    with pytest.raises(ValueError, match="period"):
+        FramePeriodicLoss(1)
+
+
+def test_codec_loss_adds_the_frame_periodic_term():
+    x = torch.randn(2, 1, 16 * 40, generator=torch.Generator().manual_seed(1))
+    comb = 0.1 * torch.randn(40, generator=torch.Generator().manual_seed(2)).repeat(16)
+    base = CodecLoss("audio", sample_rate=16000, cstft_weight=1.0)
+    plus = CodecLoss("audio", sample_rate=16000, cstft_weight=1.0, periodic_weight=2.0, hop=40)
+    total0, terms0 = base(x + comb, x, torch.tensor(0.0))
+    total1, terms1 = plus(x + comb, x, torch.tensor(0.0))
+    assert "periodic" not in terms0
+    assert math.isclose(float(terms1["periodic"]), float(FramePeriodicLoss(40)(x + comb, x)), rel_tol=1e-6)
+    assert math.isclose(float(total1), float(total0) + 2.0 * float(terms1["periodic"]), rel_tol=1e-5)
+    with pytest.raises(ValueError, match="hop"):
+        CodecLoss("audio", sample_rate=16000, periodic_weight=1.0)
 
 
 def test_saturation_jitter_keeps_grays_and_scales_colour(tmp_path):

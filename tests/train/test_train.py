@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -86,6 +87,14 @@ def test_audio_overfits_one_segment(tmp_path):
     assert result["eval_si_snr"] > 5 and result["eval_mel_distance"] < 2.0
     samples = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
     assert samples == ["step0000060_0_original.wav", "step0000060_0_reconstruction.wav"]
+
+
+def test_audio_training_logs_the_frame_periodic_term(tmp_path):
+    make_wav(tmp_path / "data" / "a.wav", seconds=1024 / 8000)
+    with pytest.warns(UserWarning, match="no held-out files"):
+        train("audio", tmp_path / "data", tmp_path / "run", AUDIO, tiny(2, periodic_weight=1.0, log_every=1))
+    log = [r for r in rows(tmp_path / "run") if r["kind"] == "train"]
+    assert len(log) == 2 and all(r["periodic"] > 0 and math.isfinite(r["loss"]) for r in log)
 
 
 # ----------------------------------------------------------------------------------- kill and resume
@@ -234,6 +243,32 @@ def test_resume_with_more_steps_continues(finished_run, tmp_path):
     result = train("image", finished_run / "data", run, IMAGE, tiny(4), resume=True)
     assert result["step"] == 4
     assert json.loads((run / STATE_JSON).read_text())["step"] == 4
+
+
+def test_resume_of_a_run_saved_before_a_setting_existed(finished_run, tmp_path):
+    """A run checkpointed by an older version, whose saved train config lacks a setting added since (here
+    ``periodic_weight``), resumes: the setting counts at its default, which is how the run was trained."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run / "run", run)
+    with safe_open(run / STATE_NAME, framework="pt") as f:
+        header = f.metadata()
+    tensors = load_file(run / STATE_NAME)
+    state = json.loads(header["state"])
+    del state["train_config"]["periodic_weight"]
+    save_file(tensors, run / STATE_NAME, metadata={**header, "state": json.dumps(state)})
+    js = json.loads((run / STATE_JSON).read_text())
+    del js["train_config"]["periodic_weight"]
+    (run / STATE_JSON).write_text(json.dumps(js))
+    result = train("image", finished_run / "data", run, IMAGE, tiny(4), resume=True)
+    assert result["step"] == 4
+    # a real difference is still refused
+    with pytest.raises(ValueError, match=r"periodic_weight \(0\.0 -> 1\.0\)"):
+        train("image", finished_run / "data", run, IMAGE, tiny(6, periodic_weight=1.0), resume=True)
 
 
 def test_checkpoint_files_are_cross_checked(finished_run, tmp_path):
