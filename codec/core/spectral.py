@@ -5,6 +5,8 @@ the encoder-side search (``codec.core.refine``) and evaluation (``codec.eval``) 
 - ``MultiResolutionSTFTLoss``: spectral convergence + log-magnitude L1 at several STFT resolutions
   (Yamamoto et al. 2020, Parallel WaveGAN).
 - ``MultiResolutionMelLoss``: L1 between log-mel spectrograms at several resolutions (as in DAC / EnCodec).
+- ``CompressedSTFTLoss``: MSE between power-law compressed complex spectra (phase-aware).
+- ``FramePeriodicLoss``: the same error on the part of a signal that repeats every hop (a frame-rate comb).
 - ``mel_distance``: the same log-mel L1, per item, as an evaluation metric.
 
 Every spectrum is computed in float32 with autocast disabled, whatever the caller's precision.
@@ -181,13 +183,15 @@ class CompressedSTFTLoss(nn.Module):
 class FramePeriodicLoss(nn.Module):
     """Squared error between the power-law compressed frame-periodic components of estimate and reference.
 
-    A signal cut into frames of ``period`` samples from its first sample and averaged over the frames keeps
-    exactly the part that repeats every ``period`` samples: its spectrum is the signal's at the multiples of
+    A signal of F whole frames of ``period`` samples, averaged over the frames, keeps exactly the part that
+    repeats every ``period`` samples: the DFT of the mean is 1/F times the whole signal's DFT at the multiples of
     ``sample_rate / period``. A frame-rate decoder (one inverse-STFT frame per hop) whose phases do not advance
     from frame to frame puts fixed tones there, a comb at the frame rate; in speech that part is small, so the
     loss asks for it to stay small. Each of its ``period // 2 + 1`` bins X is compressed to |X|^c e^{i angle X}
-    as in ``CompressedSTFTLoss``. The signals must start on one of the decoder's frame boundaries, as training
-    segments (whole hops, decoded on their own) do.
+    as in ``CompressedSTFTLoss``. Where the cut starts does not matter (a repeating part averaged from another
+    start is the same period rotated) as long as estimate and reference are cut alike. The part of a signal
+    that does not repeat shrinks in the mean like 1 / sqrt(F), so the loss's size, and the weight to give it,
+    depend on the segment length.
 
     Args:
         period: the frame length in samples (the codec's hop).

@@ -350,11 +350,12 @@ def resolve_configs(
 def _check_resume(meta, modality, data_dir, codec_config, train_config) -> tuple[CodecConfig, TrainConfig]:
     if meta["modality"] != modality:
         raise ValueError(f"the run holds a {meta['modality']} codec; cannot resume it as {modality}")
-    given = plain(config_to_dict(codec_config)) if codec_config is not None else meta["codec_config"]
-    diff = differences(meta["codec_config"], given)
+    # a setting added since the run was saved counts at its default, which is what the run trained with
+    saved = plain(config_to_dict(config_from_dict(meta["codec_config"])))
+    given = plain(config_to_dict(codec_config)) if codec_config is not None else saved
+    diff = differences(saved, given)
     if diff:
         raise ValueError(f"cannot resume with another codec config; it differs in {', '.join(diff)}")
-    # a setting added since the run was saved counts at its default, which is what the run trained with
     saved = plain(train_config_from_dict(meta["train_config"]))
     given = plain(train_config) if train_config is not None else saved
     diff = [d for d in differences(saved, given) if d.split(" ")[0] not in RESUMABLE_CHANGES]

@@ -7,7 +7,10 @@ from pathlib import Path
 
 @dataclass
 class TrainConfig:
-    """Optimisation, data and bookkeeping settings of a codec. A "step" is one optimizer update."""
+    """Optimisation, data and bookkeeping settings of a codec. A "step" is one optimizer update.
+
+    A setting added later must default to the behaviour before it: runs saved without it resume with the default.
+    """
 
     steps: int = 100_000
     batch_size: int = 16  # per process and micro-batch
@@ -38,7 +41,8 @@ class TrainConfig:
     mel_weight: float = 1.0  # audio multi-resolution log-mel L1
     cstft_weight: float = 0.0  # audio: MSE of the power-law compressed complex STFT (phase-aware)
     # audio: the same error on the frame-periodic component (the signal averaged over hop-long frames), which
-    # holds the decoder's comb of fixed tones at the frame rate (codec.core.spectral.FramePeriodicLoss)
+    # holds the decoder's comb of fixed tones at the frame rate (codec.core.spectral.FramePeriodicLoss); its size
+    # depends on the segment length: 0.3 was measured with one-second segments
     periodic_weight: float = 0.0
     # > 0: stop (evaluate, checkpoint) once this much wall time has passed in this call; the cosine then follows
     # the time or the steps, whichever is further along

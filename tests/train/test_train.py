@@ -89,10 +89,22 @@ def test_audio_overfits_one_segment(tmp_path):
     assert samples == ["step0000060_0_original.wav", "step0000060_0_reconstruction.wav"]
 
 
-def test_audio_training_logs_the_frame_periodic_term(tmp_path):
+def test_audio_training_logs_the_frame_periodic_term(tmp_path, monkeypatch):
+    """The frame-periodic loss is built with the model's hop as its period, and its term is logged."""
+    import codec.train.losses as losses
+
+    periods = []
+
+    class Recording(losses.FramePeriodicLoss):
+        def __init__(self, period: int):
+            periods.append(period)
+            super().__init__(period)
+
+    monkeypatch.setattr(losses, "FramePeriodicLoss", Recording)
     make_wav(tmp_path / "data" / "a.wav", seconds=1024 / 8000)
     with pytest.warns(UserWarning, match="no held-out files"):
         train("audio", tmp_path / "data", tmp_path / "run", AUDIO, tiny(2, periodic_weight=1.0, log_every=1))
+    assert periods and set(periods) == {Codec(AUDIO).downsample} and Codec(AUDIO).downsample == 8
     log = [r for r in rows(tmp_path / "run") if r["kind"] == "train"]
     assert len(log) == 2 and all(r["periodic"] > 0 and math.isfinite(r["loss"]) for r in log)
 
@@ -245,30 +257,40 @@ def test_resume_with_more_steps_continues(finished_run, tmp_path):
     assert json.loads((run / STATE_JSON).read_text())["step"] == 4
 
 
-def test_resume_of_a_run_saved_before_a_setting_existed(finished_run, tmp_path):
-    """A run checkpointed by an older version, whose saved train config lacks a setting added since (here
-    ``periodic_weight``), resumes: the setting counts at its default, which is how the run was trained."""
-    import shutil
-
+def _as_saved_by_an_older_version(run: Path, train_key: str, codec_key: str) -> None:
+    """Remove one setting from the train config and one from the codec config saved in both state files of a
+    run, as if a version without them had written the checkpoint."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    run = tmp_path / "run"
-    shutil.copytree(finished_run / "run", run)
     with safe_open(run / STATE_NAME, framework="pt") as f:
         header = f.metadata()
     tensors = load_file(run / STATE_NAME)
     state = json.loads(header["state"])
-    del state["train_config"]["periodic_weight"]
+    del state["train_config"][train_key], state["codec_config"][codec_key]
     save_file(tensors, run / STATE_NAME, metadata={**header, "state": json.dumps(state)})
     js = json.loads((run / STATE_JSON).read_text())
-    del js["train_config"]["periodic_weight"]
+    del js["train_config"][train_key], js["codec_config"][codec_key]
     (run / STATE_JSON).write_text(json.dumps(js))
-    result = train("image", finished_run / "data", run, IMAGE, tiny(4), resume=True)
-    assert result["step"] == 4
-    # a real difference is still refused
+
+
+def test_resume_of_a_run_saved_before_a_setting_existed(finished_run, tmp_path):
+    """A run checkpointed by an older version, whose saved configs lack settings added since (here
+    ``periodic_weight`` and the image codec's ``tile_overlap``), resumes: they count at their defaults, which is
+    how the run was trained. A real change is still refused."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run / "run", run)
+    assert IMAGE.tile_overlap == ImageCodecConfig().tile_overlap
+    _as_saved_by_an_older_version(run, "periodic_weight", "tile_overlap")
     with pytest.raises(ValueError, match=r"periodic_weight \(0\.0 -> 1\.0\)"):
         train("image", finished_run / "data", run, IMAGE, tiny(6, periodic_weight=1.0), resume=True)
+    other = ImageCodecConfig(**{**config_to_dict(IMAGE), "tile_overlap": IMAGE.tile_overlap + 2})
+    with pytest.raises(ValueError, match=r"tile_overlap \(6 -> 8\)"):
+        train("image", finished_run / "data", run, other, tiny(4), resume=True)
+    result = train("image", finished_run / "data", run, IMAGE, tiny(4), resume=True)
+    assert result["step"] == 4
 
 
 def test_checkpoint_files_are_cross_checked(finished_run, tmp_path):
