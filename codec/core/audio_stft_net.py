@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codec.core.config import AudioCodecConfig
+from codec.core.spectral import compress_spectrum
 
 COMPRESS = 0.3  # magnitude exponent of the encoder's input spectrum (|X|^0.3 e^{i angle X})
 LOG_MAG_MAX = 8.0  # the decoder's log-magnitudes are clamped here (exp(8) ~ 3000, far above any real bin)
@@ -62,7 +63,7 @@ class STFTEncoder(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             flat = F.pad(x.float().reshape(b * c, t), (self.pad, self.pad))
             spec = torch.stft(flat, self.n_fft, self.hop, window=self.window, center=False, return_complex=True)
-            spec = spec * (spec.abs().square() + 1e-8) ** ((COMPRESS - 1) / 2)  # |X|^0.3 e^{i angle X}
+            spec = compress_spectrum(spec, COMPRESS)  # |X|^0.3 e^{i angle X}
             feats = torch.cat([spec.real, spec.imag], dim=1)  # (B*C, 2*bins, frames)
         return feats.reshape(b, -1, feats.shape[-1])
 

@@ -5,6 +5,7 @@ the encoder-side search (``codec.core.refine``) and evaluation (``codec.eval``) 
 - ``MultiResolutionSTFTLoss``: spectral convergence + log-magnitude L1 at several STFT resolutions
   (Yamamoto et al. 2020, Parallel WaveGAN).
 - ``MultiResolutionMelLoss``: L1 between log-mel spectrograms at several resolutions (as in DAC / EnCodec).
+- ``compress_spectrum``: |X|^c e^{i angle X}, the power-law compression of a complex spectrum.
 - ``CompressedSTFTLoss``: MSE between power-law compressed complex spectra (phase-aware).
 - ``FramePeriodicLoss``: the same error on the part of a signal that repeats every hop (a frame-rate comb).
 - ``mel_distance``: the same log-mel L1, per item, as an evaluation metric.
@@ -150,6 +151,13 @@ class MultiResolutionMelLoss(nn.Module):
         return torch.stack([F.l1_loss(a, b) for a, b in pairs]).mean()
 
 
+def compress_spectrum(spec: torch.Tensor, power: float) -> torch.Tensor:
+    """Power-law compression of a complex spectrum, |X|^c e^{i angle X} (any shape, complex64): loud bins shrink,
+    quiet ones grow, the phase stays. A floor of 1e-8 under |X|^2 keeps the value and its gradient finite at
+    silent bins."""
+    return spec * (spec.abs().square() + 1e-8) ** ((power - 1) / 2)
+
+
 class CompressedSTFTLoss(nn.Module):
     """Mean squared error between power-law compressed complex spectra, |X|^c e^{i angle X} (c = 0.3).
 
@@ -171,9 +179,7 @@ class CompressedSTFTLoss(nn.Module):
             flat = x.reshape(-1, x.shape[-1]).float()
             window = torch.hann_window(self.n_fft, device=x.device)
             spec = torch.stft(flat, self.n_fft, self.hop, window=window, center=True, return_complex=True)
-            # the small floor keeps the gradient of |X|^c finite at silent bins
-            spec = spec * (spec.abs().square() + 1e-8) ** ((self.power - 1) / 2)
-        return spec
+            return compress_spectrum(spec, self.power)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Scalar loss of estimate x against reference y, both (B, C, T) (or any (..., T))."""
@@ -213,8 +219,7 @@ class FramePeriodicLoss(nn.Module):
             raise ValueError(f"the signal ({x.shape[-1]} samples) is shorter than one period ({self.period})")
         with torch.autocast(device_type=x.device.type, enabled=False):
             p = x[..., : frames * self.period].float().reshape(-1, frames, self.period).mean(1)
-            spec = torch.fft.rfft(p, dim=-1)
-            return spec * (spec.abs().square() + 1e-8) ** ((self.power - 1) / 2)
+            return compress_spectrum(torch.fft.rfft(p, dim=-1), self.power)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Scalar loss of estimate x against reference y, both (B, C, T) (or any (..., T))."""
