@@ -99,7 +99,7 @@ def test_recorded_speech_is_held_out_by_speaker_with_its_licence(tmp_path, monke
     import soundfile as sf
 
     sounds = tmp_path / "sounds"
-    lengths = {"en_US_f_Allison": [2.0, 0.5, 3.0], "it_IT_m_Carlo": [2.5], "ru_RU_f_Ivr": [1.6]}
+    lengths = {"en_US_f_Allison": [2.0, 0.5, 3.0], "it_IT_m_Carlo": [2.5, 3.5, 4.0, 3.2, 5.0], "ru_RU_f_Ivr": [1.6]}
     for voice, secs in lengths.items():
         for i, sec in enumerate(secs):
             (sounds / voice / "digits").mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,9 @@ def test_recorded_speech_is_held_out_by_speaker_with_its_licence(tmp_path, monke
     monkeypatch.setattr(make_recorded_speech, "decode_g722", fake_decode)
     monkeypatch.setattr(make_recorded_speech.shutil, "which", lambda name: "/usr/bin/" + name)
     out = tmp_path / "corpus"
-    assert make_recorded_speech.main(["--out", str(out), "--heldout-speakers", "it_IT_m_Carlo"]) == 0
+    assert (
+        make_recorded_speech.main(["--out", str(out), "--heldout-speakers", "it_IT_m_Carlo", "--eval-clips", "2"]) == 0
+    )
     train = sorted(p.relative_to(out / "train").as_posix() for p in (out / "train").rglob("*.flac"))
     held = sorted(p.relative_to(out / "heldout").as_posix() for p in (out / "heldout").rglob("*.flac"))
     assert train == [  # the 0.5 s clip is too short
@@ -123,7 +125,13 @@ def test_recorded_speech_is_held_out_by_speaker_with_its_licence(tmp_path, monke
         "speech_recorded/en_US_f_Allison/digits-2.flac",
         "speech_recorded/ru_RU_f_Ivr/digits-0.flac",
     ]
-    assert held == ["speech_recorded/it_IT_m_Carlo/digits-0.flac"]
+    assert held == [f"speech_recorded/it_IT_m_Carlo/digits-{i}.flac" for i in range(5)]
+    # the evaluation set: of the held-out clips of at least 3 s (digits-1..4), the first and the last
+    evaluation = sorted(p.name for p in (out / "eval_recorded" / "speech" / "it_IT_m_Carlo").iterdir())
+    assert (
+        evaluation == ["digits-1.flac", "digits-4.flac"]
+        and not (out / "eval_recorded" / "speech" / "en_US_f_Allison").exists()
+    )
     x, rate = sf.read(out / "heldout" / held[0])
     assert rate == 24000 and abs(len(x) / rate - 2.5) < 0.01 and abs(np.abs(x).max() - 0.9) < 1e-3
     record = json.loads((out / "sources_recorded.json").read_text())
@@ -133,6 +141,13 @@ def test_recorded_speech_is_held_out_by_speaker_with_its_licence(tmp_path, monke
         ("Carlo", "heldout"),
     }
     assert all(r["licence"].startswith("CC-BY-SA-3.0") for r in record)
+
+
+def test_recorded_speech_evaluation_pick_is_spread_evenly():
+    clips = [Path(f"c{i:02d}.flac") for i in range(10)]
+    assert make_recorded_speech.eval_subset(clips[::-1], 4) == [clips[0], clips[3], clips[6], clips[9]]
+    assert make_recorded_speech.eval_subset(clips, 1) == [clips[0]]
+    assert make_recorded_speech.eval_subset(clips[:3], 8) == clips[:3]
 
 
 @pytest.mark.skipif(
