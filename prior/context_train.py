@@ -33,7 +33,7 @@ class TrainContextConfig:
 
     steps: int = 4000
     batch_size: int = 12
-    crop: int = 24  # positions per side (images) or frames (audio: 1 x 8 crop)
+    crop: int = 24  # images: crop x crop positions; audio: 1 x (8 * crop) frames (24 -> 192 frames)
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 100
