@@ -22,11 +22,13 @@ NFFT_SECONDS = 0.2  # 5 Hz bins
 
 def power_spectrum(x: np.ndarray, rate: int) -> np.ndarray:
     """Summed power spectrum (nfft // 2 + 1,) of a 1-D signal over Hann windows of NFFT_SECONDS, hop a quarter."""
+    from codec.core.spectral import stft_magnitude
+
     nfft = round(NFFT_SECONDS * rate)
     if len(x) < nfft:
         return np.zeros(nfft // 2 + 1)
-    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), nfft)[:: nfft // 4]
-    return (np.abs(np.fft.rfft(frames * np.hanning(nfft), axis=-1)) ** 2).sum(0)
+    mag = stft_magnitude(torch.from_numpy(np.asarray(x, dtype=np.float32)), nfft, nfft // 4)  # (F, frames)
+    return mag.double().square().sum(-1).numpy()
 
 
 def comb_db(power: np.ndarray, rate: int, frame_rate: float, low: float = 750.0, high: float = 8000.0) -> float:
@@ -54,19 +56,22 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import codec
-    from codec.media.audio_io import is_audio_file, read_audio
+    from codec.media.audio_io import read_audio
+    from codec.media.files import find_files
 
     model = codec.load(args.model) if args.model else None
     rate = model.config.sample_rate if model is not None else 24000
     frame_rate = rate / model.downsample if model is not None else 75.0
-    files = sorted(p for p in Path(args.data).rglob("*") if p.is_file() and is_audio_file(p))
-    files = files[: args.limit] if args.limit else files
-    if not files:
-        print(f"frame_comb: no audio files in {args.data}", file=sys.stderr)
+    try:
+        files = find_files(args.data, "audio")
+    except (FileNotFoundError, ValueError) as err:
+        print(f"frame_comb: {err}", file=sys.stderr)
         return 2
+    files = files[: args.limit] if args.limit else files
     total = None
     for path in files:
-        x = torch.as_tensor(read_audio(path, sample_rate=rate).samples).float().mean(0, keepdim=True)[None]
+        samples = read_audio(Path(args.data) / path, sample_rate=rate).samples
+        x = torch.as_tensor(samples).float().mean(0, keepdim=True)[None]
         if model is not None:
             with torch.no_grad():
                 x = model.decode(model.encode(x, num_quantizers=args.quantizers), shape=x.shape[1:])
