@@ -19,16 +19,16 @@ def coder_of(prior_model) -> str:
     return context_coding.CODER if isinstance(prior_model, ContextPrior) else integer_coding.CODER
 
 
-def recorded_hash(coder: str | None, prior_model) -> str:
-    """The hash a "prior" file records of its entropy model: its integer network's (version 5), or the float
-    prior's (the float coder of versions 1-4)."""
+def recorded_hash(coder: str | None, prior_model, chars: int = container.HASH_CHARS) -> str:
+    """The hash a "prior" file records of its entropy model, its first ``chars`` hex digits: its integer network's
+    (versions 5-7), or the float prior's (the float coder of versions 1-4)."""
     if coder == context_coding.CODER:
         h = context_coding.context_hash(prior_model)
     elif coder is not None:
         h = integer_coding.integer_hash(prior_model)
     else:
         h = model_hash(prior_model)
-    return h[: container.HASH_CHARS]
+    return h[:chars]
 
 
 def recorded_prior_hash(meta: Metadata, prior_model) -> str:
@@ -36,7 +36,7 @@ def recorded_prior_hash(meta: Metadata, prior_model) -> str:
     another kind than the file's coder needs."""
     if (meta.coder == context_coding.CODER) != isinstance(prior_model, ContextPrior):
         return ""
-    return recorded_hash(meta.coder, prior_model)
+    return recorded_hash(meta.coder, prior_model, len(meta.prior["hash"]))
 
 
 def prior_encoder(meta: Metadata, prior_model):

@@ -3,14 +3,15 @@
 Layout (all integers little-endian)::
 
     magic        4 bytes   b"VQC\\x1a"
-    version      u16       packed: 2; 3 for an image with alpha; 4 for stereo coded by a mono codec.
-                           prior mode: 5 (the integer coder; may carry alpha or stereo). 6: an image with a
-                           margin (media.margin; either mode, may carry alpha). 1-5 are still read
+    version      u16       7: every file written now. Older (still read): packed: 2; 3 for an image with alpha;
+                           4 for stereo coded by a mono codec. prior mode: 5 (the integer coder; may carry alpha
+                           or stereo). 6: an image with a margin (media.margin; either mode, may carry alpha)
     meta_length  u32       bytes of metadata as stored, <= MAX_META_BYTES
     header_crc   u32       CRC-32 of magic, version, meta_length and the stored metadata bytes
-    metadata     JSON      UTF-8, keys sorted (see ``Metadata``); versions 2-6 store it raw-deflate compressed
-                           (at most MAX_META_BYTES once inflated), version 1 as it is
-    alpha record          version 3, 5 or 6, when media.alpha is set: the same 12-byte head as a chunk (its CRC of the
+    metadata     JSON      UTF-8, keys sorted (see ``Metadata``); versions 2-7 store it raw-deflate compressed
+                           (at most MAX_META_BYTES once inflated), version 7 against the preset dictionary
+                           META_DICT, version 1 as it is
+    alpha record          version 3 or later, when media.alpha is set: the same 12-byte head as a chunk (its CRC of the
                           raw alpha plane), then the coded plane (``codec.bitstream.alpha``)
     chunk * num_chunks:
         payload_length  u32   <= the bound its token count allows
@@ -41,13 +42,15 @@ from codec.errors import CorruptFileError, MediaError
 from codec.store.files import check_readable_file
 
 MAGIC = b"VQC\x1a"
-FORMAT_VERSION = 6  # the newest; a file is written in the oldest version that holds it (``file_version``)
+FORMAT_VERSION = 7  # the newest, and the version of every file written now (``file_version``)
 # 1: plain JSON metadata; 2: the same JSON, raw-deflate compressed; 3: 2 + alpha; 4: 2 + stereo through a mono codec;
 # 5: 4 + "coder": prior mode range-coded with the integer prior. Prior-mode files of 1-4 used the float prior.
 # 6: 5 + media.margin: an image coded with a margin of replicated edge (``codec.core.windows.framing``).
-READ_VERSIONS = (1, 2, 3, 4, 5, 6)
+# 7: 6 with a compact header: the metadata deflated against META_DICT, model hashes of 64 bits (HASH_CHARS).
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 CODER_VERSION = 5  # the first version whose prior-mode files name their coder
 MARGIN_VERSION = 6  # the first version whose images may have a margin
+COMPACT_VERSION = 7  # the first version with the compact header (META_DICT, 64-bit hashes)
 # "prior" mode's range coders (metadata "coder", version 5): "integer-1" is the integer prior of prior.integer
 # (codec.bitstream.integer_coding), exact on every machine. Versions 1-4 name none: the float prior
 # (codec.bitstream.range_coding), which decodes only where torch computes its logits as the encoder's machine did.
@@ -67,7 +70,33 @@ MAX_AUDIO_FRAMES = 1 << 36
 MAX_CHANNELS = 64
 MAX_SAMPLE_RATE = 1 << 20
 MODES = ("packed", "prior")
-HASH_CHARS = 32  # model hashes are stored as the first 128 bits of their SHA-256, in hex
+HASH_CHARS = 16  # model hashes are stored as the first 64 bits of their SHA-256, in hex (version 7)
+LEGACY_HASH_CHARS = 32  # versions 1-6 stored the first 128 bits
+# Version 7's preset dictionary for the metadata's deflate stream: the JSON of typical files with their hashes
+# and counts left out, most common last (deflate codes near matches in fewer bits). It cut the metadata of a
+# bundled-model audio file from 272 to 66 bytes (with the shorter hashes). Part of the format: never change it.
+META_DICT = (
+    b'{"format":"JPEG""OGG""MP3""WEBP""OPUS""VORBIS""PCM_24""PCM_U8""FLOAT""DOUBLE""extra":{}'
+    b'{"chunk_tokens":256,"codebook_size":1024,"codec":{"hash":"","name":"image"},"coder":"integer-1","group":32,'
+    b'"media":{"alpha":"lzma2","channels":3,"format":"JPEG","height":512,"margin":2,"width":512},"modality":"image",'
+    b'"mode":"packed","prior":null,"residual":true,"token_shape":[6,64,64]}'
+    b'{"chunk_tokens":256,"codebook_size":1024,"codec":{"hash":"","name":"image"},"coder":"context-1","group":1,'
+    b'"media":{"channels":3,"format":"PNG","height":512,"margin":2,"width":512},"modality":"image","mode":"prior",'
+    b'"prior":{"hash":"","name":"image/context"},"residual":true,"token_shape":[6,65,65]}'
+    b'{"chunk_tokens":256,"codebook_size":1024,"codec":{"hash":"","name":"audio"},"coder":"integer-1","group":32,'
+    b'"media":{"channels":1,"format":"WAV","frames":0,"orig_channels":2,"orig_frames":0,"orig_sample_rate":44100,'
+    b'"sample_rate":24000,"stereo":"mid_side","subtype":"FLOAT"},"modality":"audio","mode":"packed",'
+    b'"prior":{"hash":"","name":"audio/prior"},"residual":true,"token_shape":[8,0]}'
+    b'{"chunk_tokens":6000,"codebook_size":1024,"codec":{"hash":"","name":"audio"},"coder":"context-1","group":1,'
+    b'"media":{"channels":1,"format":"FLAC","frames":0,"orig_channels":1,"orig_frames":0,"orig_sample_rate":24000,'
+    b'"sample_rate":24000,"subtype":"PCM_16"},"modality":"audio","mode":"prior",'
+    b'"prior":{"hash":"","name":"audio/context"},"residual":true,"token_shape":[8,0]}'
+)
+
+
+def hash_chars(version: int) -> int:
+    """Hex digits of the model hashes a file of ``version`` records."""
+    return HASH_CHARS if version >= COMPACT_VERSION else LEGACY_HASH_CHARS
 
 
 @dataclass
@@ -77,7 +106,7 @@ class Metadata:
     Attributes:
         modality: "image" or "audio".
         codec: {"name": how the codec was named when encoding, "hash": the first HASH_CHARS hex digits of its
-            ``codec.model_hash``}.
+            ``codec.model_hash`` (LEGACY_HASH_CHARS in versions 1-6)}.
         prior: the same for the prior in "prior" mode; None in "packed" mode.
         mode: "packed" or "prior".
         token_shape: one item's tokens: [h, w], [n_q, h, w] (images) or [n_q, t] (audio).
@@ -171,9 +200,9 @@ def _is_text(v) -> bool:
     return True
 
 
-def _model_ref(v, what: str) -> dict:
+def _model_ref(v, what: str, chars: int) -> dict:
     ok = isinstance(v, dict) and _is_text(v.get("name")) and isinstance(v.get("hash"), str)
-    ok = ok and len(v["hash"]) == HASH_CHARS and all(c in "0123456789abcdef" for c in v["hash"])
+    ok = ok and len(v["hash"]) == chars and all(c in "0123456789abcdef" for c in v["hash"])
     if not ok or len(v["name"]) > 4096 or set(v) != {"name", "hash"}:
         raise CorruptFileError(f"metadata field {what} is not a {{name, hash}} model reference")
     return {"name": v["name"], "hash": v["hash"]}
@@ -202,8 +231,9 @@ def validate(d, version: int = FORMAT_VERSION) -> Metadata:
         raise CorruptFileError(f"metadata modality {modality!r} is not 'image' or 'audio'")
     if mode not in MODES:
         raise CorruptFileError(f"metadata mode {mode!r} is not one of {MODES}")
-    codec_ref = _model_ref(d.get("codec"), "codec")
-    prior_ref = _model_ref(d.get("prior"), "prior") if mode == "prior" else None
+    chars = hash_chars(version)
+    codec_ref = _model_ref(d.get("codec"), "codec", chars)
+    prior_ref = _model_ref(d.get("prior"), "prior", chars) if mode == "prior" else None
     if mode == "packed" and d.get("prior") is not None:
         raise CorruptFileError("a packed file names a prior")
     residual = d.get("residual")
@@ -310,15 +340,20 @@ def metadata_bytes(meta: Metadata) -> bytes:
     return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
 
-def deflate(data: bytes) -> bytes:
-    """Raw deflate (no zlib header or checksum: the header CRC covers the stored bytes), level 9."""
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+def _zdict(version: int) -> dict:
+    return {"zdict": META_DICT} if version >= COMPACT_VERSION else {}
+
+
+def deflate(data: bytes, version: int = FORMAT_VERSION) -> bytes:
+    """Raw deflate (no zlib header or checksum: the header CRC covers the stored bytes), level 9; from version 7
+    against the preset dictionary META_DICT."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, **_zdict(version))
     return c.compress(data) + c.flush()
 
 
-def inflate_metadata(body: bytes) -> bytes:
-    """The JSON bytes of a version-2 header's metadata, never more than MAX_META_BYTES (no inflation bomb)."""
-    d = zlib.decompressobj(-15)
+def inflate_metadata(body: bytes, version: int = FORMAT_VERSION) -> bytes:
+    """The JSON bytes of a version-2 to 7 header's metadata, never more than MAX_META_BYTES (no inflation bomb)."""
+    d = zlib.decompressobj(-15, **_zdict(version))
     try:
         out = d.decompress(body, MAX_META_BYTES + 1)
     except zlib.error as e:
@@ -331,9 +366,12 @@ def inflate_metadata(body: bytes) -> bytes:
 
 
 def file_version(meta: Metadata) -> int:
-    """The version a file is written in: the oldest that holds it (6 for an image with a margin; 5 for a prior-mode
-    file naming its coder; else 3 for alpha, 4 for coded stereo, else 2), so older readers read it and refuse, with
-    one clear line, what they cannot (a version-5 reader would crop an image with a margin in the wrong place)."""
+    """The version a file is written in, which its hashes tell: 7 (the compact header) for the 64-bit hashes that
+    every file gets now. 128-bit hashes: the file as vqcodec wrote it before version 7 (tests write such files), in
+    the oldest version that holds it (6 for an image with a margin; 5 for a prior-mode file naming its coder; else
+    3 for alpha, 4 for coded stereo, else 2)."""
+    if len(meta.codec["hash"]) == HASH_CHARS:
+        return COMPACT_VERSION
     if meta.margin:
         return MARGIN_VERSION
     return CODER_VERSION if meta.coder is not None else 4 if meta.has_stereo else 3 if meta.has_alpha else 2
@@ -346,8 +384,10 @@ def header_bytes(meta: Metadata, version: int | None = None) -> bytes:
     body = metadata_bytes(meta)
     if len(body) > MAX_META_BYTES:
         raise ValueError(f"metadata of {len(body)} bytes exceeds {MAX_META_BYTES}")
-    if version in (2, 3, 4, 5, 6):
-        body = deflate(body)
+    if len(meta.codec["hash"]) != hash_chars(version):
+        raise ValueError(f"a version-{version} file records hashes of {hash_chars(version)} hex digits")
+    if version in (2, 3, 4, 5, 6, 7):
+        body = deflate(body, version)
     elif version != 1:
         raise ValueError(f"cannot write .vqc version {version}")
     if meta.has_alpha and version < 3:
@@ -402,16 +442,16 @@ def read_header(f: BinaryIO) -> Metadata:
     if zlib.crc32(fixed[:10] + body) != crc:
         raise CorruptFileError("header checksum mismatch (the header is damaged)")
     if version >= 2:
-        body = inflate_metadata(body)
+        body = inflate_metadata(body, version)
     try:
         d = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptFileError(f"metadata is not valid JSON ({e})") from None
     meta = validate(d, version)
     if meta.has_alpha and version < 3:
-        raise CorruptFileError(f"metadata media.alpha in a version {version} file (alpha needs version 3, 5 or 6)")
+        raise CorruptFileError(f"metadata media.alpha in a version {version} file (alpha needs version 3 or later)")
     if meta.has_stereo and version < 4:
-        raise CorruptFileError(f"metadata media.stereo in a version {version} file (it needs version 4 or 5)")
+        raise CorruptFileError(f"metadata media.stereo in a version {version} file (it needs version 4 or later)")
     if meta.margin and version < MARGIN_VERSION:
         raise CorruptFileError(f"metadata media.margin in a version {version} file (it needs version 6)")
     return meta

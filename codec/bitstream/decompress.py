@@ -110,7 +110,7 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool, workers) -> D
         model = load_recorded("codec", meta.codec, lambda name: load_codec_cached(name, device=device))
     elif not isinstance(model, Codec):
         model = load_codec_cached(model, device=device)
-    got = model_hash(model)[: container.HASH_CHARS]
+    got = model_hash(model)[: len(meta.codec["hash"])]  # as many digits as the file's version records
     if got != meta.codec["hash"]:
         raise ModelMismatchError(
             f"this file was encoded with codec {meta.codec['name']!r} ({meta.codec['hash'][:12]}), "
@@ -205,7 +205,7 @@ def _file_prior(meta: Metadata, model: Codec, prior):
             f"this file was encoded with prior {meta.prior['name']!r} ({meta.prior['hash'][:12]}), "
             f"not with the given prior ({got[:12]})"
         )
-    if candidate.config.codec_hash[: container.HASH_CHARS] != meta.codec["hash"]:
+    if candidate.config.codec_hash[: len(meta.codec["hash"])] != meta.codec["hash"]:
         raise ModelMismatchError("the file's prior was not trained on the file's codec")
     return candidate
 

@@ -1,4 +1,5 @@
-"""Alpha beside the colour tokens (.vqc version 3): exact round trips, the version written, checks on damaged alpha."""
+"""Alpha beside the colour tokens (.vqc version 3 and later): exact round trips, the version written, checks on
+damaged alpha."""
 
 import struct
 import zlib
@@ -6,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from vqc_helpers import build_models, image
+from vqc_helpers import build_models, image, version, written_before_v7
 
 import codec
 from codec.bitstream import alpha, container
@@ -33,9 +34,11 @@ def _with_alpha(c: int, seed: int = 0) -> torch.Tensor:
 def test_alpha_round_trips_exactly(models, prior, c):
     x = _with_alpha(c)
     data = codec.compress(x, models["image"], prior, margin=0)
-    assert struct.unpack_from("<H", data, 4)[0] == 3  # alpha needs version 3 (6 with a margin)
-    assert struct.unpack_from("<H", codec.compress(x, models["image"], prior), 4)[0] == 6
+    assert version(data) == version(codec.compress(x, models["image"], prior)) == 7  # every file written now
+    old = written_before_v7(data, models["image"])  # as vqcodec wrote it before: version 3 (5 prior-coded)
+    assert version(old) == (5 if codec.read_info(data).mode == "prior" else 3)
     out = codec.decompress(data, models["image"])
+    assert torch.equal(codec.decompress(old, models["image"]).data, out.data)
     assert out.data.shape == (c + 1, 37, 53)
     assert torch.equal(out.data[-1], x[-1])  # bit-exact
     colour = codec.decompress(codec.compress(x[:-1], models["image"], prior, margin=0), models["image"])
@@ -43,9 +46,9 @@ def test_alpha_round_trips_exactly(models, prior, c):
     assert out.metadata.media["alpha"] == "lzma2"
 
 
-def test_files_without_alpha_stay_version_2(models):
-    data = codec.compress(image(0), models["image"], None, margin=0)
-    assert struct.unpack_from("<H", data, 4)[0] == 2 and "alpha" not in codec.read_info(data).media
+def test_files_without_alpha_were_version_2(models):
+    data = written_before_v7(codec.compress(image(0), models["image"], None, margin=0), models["image"])
+    assert version(data) == 2 and "alpha" not in codec.read_info(data).media
 
 
 def test_alpha_payload_bound_holds_for_noise():
@@ -85,18 +88,18 @@ def test_damaged_alpha_is_refused(models):
 
 
 def test_alpha_needs_version_3(models):
-    data = codec.compress(_with_alpha(3), models["image"], None)
+    data = written_before_v7(codec.compress(_with_alpha(3), models["image"], None, margin=0), models["image"])
     meta = codec.read_info(data)
     with pytest.raises(ValueError, match="version 3"):
         container.header_bytes(meta, version=2)
-    body = container.deflate(container.metadata_bytes(meta))  # a version-2 header claiming alpha
+    body = container.deflate(container.metadata_bytes(meta), 2)  # a version-2 header claiming alpha
     fixed = struct.pack("<4sHI", container.MAGIC, 2, len(body))
     v2 = fixed + struct.pack("<I", zlib.crc32(fixed + body)) + body + data[_alpha_record_offset(data) :]
     with pytest.raises(codec.CorruptFileError, match="alpha needs version 3"):
         codec.read_info(v2)
     meta.media["alpha"] = "png"
     with pytest.raises(codec.CorruptFileError, match="media.alpha"):
-        container.validate(container.json.loads(container.metadata_bytes(meta)))
+        container.validate(container.json.loads(container.metadata_bytes(meta)), 3)
 
 
 def test_sizes_account_for_every_byte(models):

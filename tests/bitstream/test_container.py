@@ -5,7 +5,7 @@ corrupted files (hypothesis)."""
 import numpy as np
 import pytest
 import torch
-from vqc_helpers import build_models, image, image_codec, make_prior
+from vqc_helpers import build_models, image, image_codec, make_prior, version, written_before_v7
 
 import codec
 from codec import (
@@ -103,12 +103,12 @@ def test_image_round_trip_both_modes(models, prior, c):
     torch.testing.assert_close(out.tokens, ref, rtol=0, atol=0)
     torch.testing.assert_close(out.data, m.decode(ref[None], shape=x.shape, margin=IMAGE_MARGIN)[0])
     assert out.data.shape == x.shape and out.metadata.mode == ("packed" if prior is None else "prior")
-    assert out.metadata.media["margin"] == IMAGE_MARGIN and data[4] == 6
+    assert out.metadata.media["margin"] == IMAGE_MARGIN and data[4] == 7
     if prior is None:  # header + 6 x 8 tokens at 5 bits in 6 chunks of 7 (5 bytes each) and one of 6 (4 bytes)
         assert out.tokens.shape == (6, 8)
         sizes = [5 + 12] * 6 + [4 + 12]
         assert len(data) == len(container.header_bytes(out.metadata)) + sum(sizes)
-    bare = codec.decompress(codec.compress(x, m, margin=0, **opts))  # no margin: version 5 (2 packed), 5 x 7 tokens
+    bare = codec.decompress(codec.compress(x, m, margin=0, **opts))  # no margin: 5 x 7 tokens
     assert bare.tokens.shape[-2:] == (5, 7) and "margin" not in bare.metadata.media
     torch.testing.assert_close(bare.tokens, m.encode(x[None])[0], rtol=0, atol=0)
 
@@ -127,7 +127,10 @@ def test_audio_round_trip_resampled_stereo(models, prior):
     ref = a.encode(mid_side, num_quantizers=3)  # (2, 3, t)
     torch.testing.assert_close(out.tokens, torch.cat([ref[0], ref[1]], dim=-1), rtol=0, atol=0)
     assert out.metadata.media["stereo"] == "mid_side" and out.metadata.media["orig_channels"] == 2
-    assert data[4:6] == (4).to_bytes(2, "little")  # version 4: older readers refuse it with one line
+    assert version(data) == 7
+    old = written_before_v7(data, a)  # as written before version 7: 4 (5 prior-coded); version 3 readers refuse it
+    assert version(old) == (5 if out.metadata.mode == "prior" else 4)
+    assert torch.equal(codec.decompress(old).data, out.data)
     assert out.sample_rate == 22050 and out.data.shape == (2, 7000)
     mid, side = a.decode(ref, shape=(1, z.shape[-1]))[:, 0]
     want = resample(torch.stack([mid + side, mid - side]), 16000, 22050)[:, :7000].clamp(-1, 1)

@@ -8,7 +8,6 @@ raise CorruptFileError in bounded time, never a foreign exception."""
 import hashlib
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vqc_helpers import crafted
+from vqc_helpers import crafted, version, written_before_v7
 
 import codec
 from codec import AudioCodecConfig, Codec, CorruptFileError, ImageCodecConfig, ModelMismatchError, QuantizerConfig
@@ -92,7 +91,10 @@ def test_context_files_round_trip_to_the_codec_tokens(models, modality, channels
     opts = dict(sample_rate=16000) if modality == "audio" else {}
     data = codec.compress(x, m, num_quantizers=levels, chunk_tokens=chunk_tokens, packed_if_smaller=False, **opts)
     meta = codec.read_info(data)
-    assert struct.unpack_from("<H", data, 4)[0] == (6 if modality == "image" else 5)  # images: with a margin
+    assert version(data) == 7
+    old = written_before_v7(data, m)  # as written before version 7: images with a margin 6, else 5
+    assert version(old) == (6 if modality == "image" else 5)
+    assert torch.equal(codec.decompress(old).tokens, codec.decompress(data).tokens)
     assert (meta.mode, meta.coder, meta.group) == ("prior", "context-1", 1)
     ctx = load_context(models["dir"] / modality / "context")
     assert meta.prior == {

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vqc_helpers import build_models, image
+from vqc_helpers import build_models, image, version, written_before_v7
 
 import codec
 from codec import (
@@ -92,8 +92,9 @@ def test_huge_lengths_in_the_binary_header_are_rejected(models):
     forged = struct.pack("<III", 0xFFFFFFF0, 0, 0)
     with pytest.raises(CorruptFileError, match="claims"):
         codec.decompress(data[:head] + forged + data[head + 12 :], models["image"])
+    newer = (container.FORMAT_VERSION + 1).to_bytes(2, "little")
     with pytest.raises(CorruptFileError, match="version"):
-        codec.decompress(data[:4] + b"\x07\x00" + data[6:], models["image"])
+        codec.decompress(data[:4] + newer + data[6:], models["image"])
 
 
 def test_tampered_tokens_with_recomputed_chunk_crc_fail_the_token_check(models):
@@ -204,19 +205,47 @@ def test_auto_chunk_size():
 
 
 # ------------------------------------------------------------------------------------- format versions
-def test_version_2_compresses_the_metadata_and_version_1_still_reads(models):
+def test_version_7_deflates_the_metadata_against_its_dictionary_and_older_versions_still_read(models):
     m, x = models["image"], image()
     data = codec.compress(x, m, prior=None, margin=0)
     meta = codec.read_info(data)
-    v2, v1 = container.header_bytes(meta), container.header_bytes(meta, version=1)
-    assert data.startswith(v2) and struct.unpack_from("<H", data, 4)[0] == 2
+    v7 = container.header_bytes(meta)
+    assert data.startswith(v7) and version(data) == 7
+    assert meta.codec["hash"] == codec.model_hash(m)[:16]  # 64 bits of the SHA-256, in hex
     plain = container.metadata_bytes(meta)
-    assert v1[14:] == plain and zlib.decompress(v2[14:], -15) == plain  # an independent inflater agrees
-    assert len(v2) < len(v1)
-    old = v1 + data[len(v2) :]  # the same file as version 1 wrote it
-    out_old, out_new = codec.decompress(old), codec.decompress(data)
-    assert codec.read_info(old) == meta
-    torch.testing.assert_close(out_old.data, out_new.data, rtol=0, atol=0)
+    inflater = zlib.decompressobj(-15, zdict=container.META_DICT)  # zlib itself, not the reader, agrees
+    assert inflater.decompress(v7[14:]) == plain and inflater.eof
+    old = written_before_v7(data, m)  # version 2: 128-bit hashes, deflated without a dictionary
+    old_meta = codec.read_info(old)
+    v2, v1 = container.header_bytes(old_meta), container.header_bytes(old_meta, version=1)
+    assert old.startswith(v2) and version(old) == 2 and old_meta.codec["hash"] == codec.model_hash(m)[:32]
+    old_plain = container.metadata_bytes(old_meta)
+    assert v1[14:] == old_plain and zlib.decompress(v2[14:], -15) == old_plain
+    assert len(v7) < len(v2) < len(v1)
+    out = codec.decompress(data)
+    for blob in (old, v1 + old[len(v2) :]):  # the same file as versions 2 and 1 wrote it
+        assert codec.read_info(blob) == old_meta
+        torch.testing.assert_close(codec.decompress(blob).data, out.data, rtol=0, atol=0)
+
+
+def test_hashes_have_the_length_of_their_version(models):
+    """Version 7 records 16 hex digits of each model hash, versions 1-6 recorded 32: either length in the other's
+    header is refused as corrupt, and the writer will not mix them."""
+    m = models["image"]
+    data = codec.compress(image(), m, prior=None)
+    rest = data[len(container.header_bytes(codec.read_info(data))) :]
+    meta = codec.read_info(data)
+    old_meta = codec.read_info(written_before_v7(data, m))
+    long7 = json.loads(container.metadata_bytes(old_meta))  # 32 digits in a version-7 header
+    with pytest.raises(CorruptFileError, match="model reference"):
+        codec.read_info(_header(container.deflate(json.dumps(long7, sort_keys=True).encode(), 7), version=7) + rest)
+    short6 = container.metadata_bytes(meta)  # 16 digits in a version-6 header
+    with pytest.raises(CorruptFileError, match="model reference"):
+        codec.read_info(_header(container.deflate(short6, 6), version=6) + rest)
+    with pytest.raises(ValueError, match="hashes of 32 hex digits"):
+        container.header_bytes(meta, version=6)
+    with pytest.raises(ValueError, match="hashes of 16 hex digits"):
+        container.header_bytes(old_meta, version=7)
 
 
 def test_a_margin_needs_version_6_and_bounds(models):
@@ -224,24 +253,27 @@ def test_a_margin_needs_version_6_and_bounds(models):
     in the wrong place, so a version-5 header carrying one is refused, as are margins out of bounds and on audio."""
     data = codec.compress(image(), models["image"], prior=None)
     meta = codec.read_info(data)
-    assert struct.unpack_from("<H", data, 4)[0] == 6 and meta.media["margin"] == 2 and meta.margin == 2
+    assert version(data) == 7 and meta.media["margin"] == 2 and meta.margin == 2
+    old = written_before_v7(data, models["image"])
+    old_meta = codec.read_info(old)
+    assert version(old) == 6 and old_meta.margin == 2
     with pytest.raises(ValueError, match="needs .vqc version 6"):
-        container.header_bytes(meta, version=5)
+        container.header_bytes(old_meta, version=5)
     rest = data[len(container.header_bytes(meta)) :]
-    v5 = _header(container.deflate(container.metadata_bytes(meta)), version=5)
+    v5 = _header(container.deflate(container.metadata_bytes(old_meta), 5), version=5)
     with pytest.raises(codec.CorruptFileError, match="media.margin in a version 5 file"):
         codec.decompress(v5 + rest)
     for bad in (0, -1, 65, 2.0, True, "2"):
         d = json.loads(container.metadata_bytes(meta))
         d["media"]["margin"] = bad
-        blob = _header(container.deflate(json.dumps(d, sort_keys=True).encode()), version=6) + rest
+        blob = _header(container.deflate(json.dumps(d, sort_keys=True).encode()), version=7) + rest
         with pytest.raises(codec.CorruptFileError, match="media.margin"):
             codec.decompress(blob)
     audio = codec.read_info(codec.compress(torch.zeros(1, 800), models["audio"], prior=None, sample_rate=16000))
     d = json.loads(container.metadata_bytes(audio))
     d["media"]["margin"] = 2
     with pytest.raises(codec.CorruptFileError, match="media fields"):
-        codec.read_info(_header(container.deflate(json.dumps(d, sort_keys=True).encode()), version=6))
+        codec.read_info(_header(container.deflate(json.dumps(d, sort_keys=True).encode()), version=7))
 
 
 def _header(body: bytes, version: int) -> bytes:
@@ -249,27 +281,29 @@ def _header(body: bytes, version: int) -> bytes:
     return fixed + struct.pack("<I", zlib.crc32(fixed + body)) + body
 
 
-def _v2_header(body: bytes) -> bytes:
-    return _header(body, version=2)
-
-
-def test_bad_compressed_metadata_is_refused_without_inflating_it(models):
-    data = codec.compress(image(), models["image"], prior=None)
+@pytest.mark.parametrize("legacy", [False, True])
+def test_bad_compressed_metadata_is_refused_without_inflating_it(models, legacy):
+    """Version 7 (a preset dictionary) and the plain deflate of versions 2-6 alike."""
+    data = codec.compress(image(), models["image"], prior=None, margin=0)
+    if legacy:
+        data = written_before_v7(data, models["image"])
+    v = version(data)
     rest = data[len(container.header_bytes(codec.read_info(data))) :]
-    bomb = container.deflate(b"{" + b" " * (64 << 20))  # 64 MiB of JSON-ish text in about 64 KB
+    bomb = container.deflate(b"{" + b" " * (64 << 20), v)  # 64 MiB of JSON-ish text in about 64 KB
     assert len(bomb) <= container.MAX_META_BYTES
     tracemalloc.start()
     try:
         with pytest.raises(CorruptFileError, match="inflates to more than"):
-            codec.read_info(_v2_header(bomb) + rest)
+            codec.read_info(_header(bomb, v) + rest)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 4 << 20
-    good = container.deflate(container.metadata_bytes(codec.read_info(data)))
+    good = container.deflate(container.metadata_bytes(codec.read_info(data)), v)
+    assert codec.read_info(_header(good, v) + rest) == codec.read_info(data)
     with pytest.raises(CorruptFileError, match="truncated"):
-        codec.read_info(_v2_header(good[:-3]) + rest)
+        codec.read_info(_header(good[:-3], v) + rest)
     with pytest.raises(CorruptFileError, match="stray"):
-        codec.read_info(_v2_header(good + b"xx") + rest)
+        codec.read_info(_header(good + b"xx", v) + rest)
     with pytest.raises(CorruptFileError, match="deflate"):
-        codec.read_info(_v2_header(b"\xff" * 40) + rest)
+        codec.read_info(_header(b"\xff" * 40, v) + rest)

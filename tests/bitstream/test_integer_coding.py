@@ -1,4 +1,4 @@
-"""The integer coder in ``.vqc`` files (format version 5): what a file records, round trips in both modalities,
+"""The integer coder in ``.vqc`` files (format versions 5-7): what a file records, round trips in both modalities,
 older float-coded files still decoding, unknown coders and versions refused in one line, identical bytes and
 tokens under other CPU kernels and thread counts (subprocesses), and damaged range-coded payloads whose chunk CRCs were
 recomputed (so that they reach the range decoder) refused as CorruptFileError naming the file, never a foreign
@@ -20,7 +20,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vqc_helpers import crafted
+from vqc_helpers import crafted, written_before_v7
 
 import codec
 from codec import AudioCodecConfig, Codec, CorruptFileError, ImageCodecConfig, QuantizerConfig
@@ -67,10 +67,10 @@ def test_prior_files_record_the_integer_coder_and_round_trip(models, modality):
     x = _inputs(modality)
     data = codec.compress(x, m, prior=prior_dir, chunk_tokens=7, group=3)
     meta = codec.read_info(data)
-    assert struct.unpack_from("<H", data, 4)[0] == (6 if modality == "image" else 5)  # 6: an image in a margin
+    assert struct.unpack_from("<H", data, 4)[0] == 7
     assert meta.mode == "prior" and meta.coder == integer_coder.CODER == "integer-1" in container.PRIOR_CODERS
     prior = load_prior(prior_dir, device="cpu")
-    assert meta.prior["hash"] == integer_coder.integer_hash(prior)[: container.HASH_CHARS] != prior_hash(prior)[:32]
+    assert meta.prior["hash"] == integer_coder.integer_hash(prior)[:16] != prior_hash(prior)[:16]
     out = codec.decompress(data)
     want = m.encode(_prepared(x, m), margin=IMAGE_MARGIN if modality == "image" else 0)[0]
     torch.testing.assert_close(out.tokens, want, rtol=0, atol=0)
@@ -90,7 +90,9 @@ def test_float_coded_version_2_files_still_decode(models):
     new = codec.compress(_inputs("image"), m, prior=prior_dir, chunk_tokens=64, margin=0)
     meta, tokens = codec.read_info(new), codec.decompress(new).tokens
     prior = load_prior(prior_dir, device="cpu")
-    legacy = dataclasses.replace(meta, coder=None, prior={**meta.prior, "hash": prior_hash(prior)[:32]})
+    codec_ref = {**meta.codec, "hash": codec.model_hash(m)[:32]}  # versions 1-6 recorded 128-bit hashes
+    prior_ref = {**meta.prior, "hash": prior_hash(prior)[:32]}
+    legacy = dataclasses.replace(meta, codec=codec_ref, coder=None, prior=prior_ref)
     old = _write(legacy, b"", raster(tokens, meta.residual).numpy(), prior, False)
     assert struct.unpack_from("<H", old, 4)[0] == 2 and codec.read_info(old).coder is None
     torch.testing.assert_close(codec.decompress(old).tokens, tokens, rtol=0, atol=0)
@@ -118,13 +120,16 @@ def _with_metadata(data: bytes, version: int, **changes) -> bytes:
     body = json.loads(container.metadata_bytes(meta))
     body.update(changes)
     raw = json.dumps({k: v for k, v in body.items() if v is not None}, sort_keys=True).encode()
-    stored = container.deflate(raw) if version >= 2 else raw
+    stored = container.deflate(raw, version) if version >= 2 else raw
     fixed = struct.pack("<4sHI", container.MAGIC, version, len(stored))
     return fixed + struct.pack("<I", zlib.crc32(fixed + stored)) + stored + rest
 
 
 def test_unknown_or_misplaced_coders_are_refused_in_one_line(models):
     data = codec.compress(_inputs("image"), models["image"], prior=models["dir"] / "image" / "prior", margin=0)
+    with pytest.raises(CorruptFileError, match="range coder 'integer-9' is not one this vqcodec decodes"):
+        codec.read_info(_with_metadata(data, 7, coder="integer-9"))
+    data = written_before_v7(data, models["image"], load_prior(models["dir"] / "image" / "prior", device="cpu"))
     with pytest.raises(CorruptFileError, match="range coder 'integer-9' is not one this vqcodec decodes") as e:
         codec.read_info(_with_metadata(data, 5, coder="integer-9"))
     assert "\n" not in str(e.value)
@@ -134,11 +139,14 @@ def test_unknown_or_misplaced_coders_are_refused_in_one_line(models):
         with pytest.raises(CorruptFileError, match="unknown metadata fields"):
             codec.read_info(_with_metadata(data, version))
     packed = codec.compress(_inputs("image"), models["image"], prior=None, margin=0)
-    assert struct.unpack_from("<H", packed, 4)[0] == 2  # a packed file keeps the oldest version that holds it
+    with pytest.raises(CorruptFileError, match="names a coder"):
+        codec.read_info(_with_metadata(packed, 7, coder="integer-1"))
+    packed = written_before_v7(packed, models["image"])
+    assert struct.unpack_from("<H", packed, 4)[0] == 2  # packed files were written in the oldest version holding them
     with pytest.raises(CorruptFileError, match="names a coder"):
         codec.read_info(_with_metadata(packed, 5, coder="integer-1"))
-    with pytest.raises(CorruptFileError, match="format version 7 is not supported") as e:
-        codec.read_info(_with_metadata(data, 7))
+    with pytest.raises(CorruptFileError, match="format version 8 is not supported") as e:
+        codec.read_info(_with_metadata(data, 8))
     assert "\n" not in str(e.value)
 
 

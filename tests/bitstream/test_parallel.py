@@ -49,8 +49,12 @@ def test_float_coded_files_run_whole_groups_in_workers(models):
     data = codec.compress(image(h=61, w=83), model=m, prior=d / "img" / "prior", chunk_tokens=8, group=3, margin=0)
     out = codec.decompress(data, model=m)  # its tokens, written again through the float coder, 4 groups of 3 chunks
     prior = compress_module.resolve_prior(d / "img" / "prior", m, codec.model_hash(m))[0]
+    chars = container.LEGACY_HASH_CHARS  # the float coder's files (versions 1-4) recorded 128-bit hashes
     meta = dataclasses.replace(
-        out.metadata, coder=None, prior={"name": "p", "hash": codec.model_hash(prior)[: container.HASH_CHARS]}
+        out.metadata,
+        codec={**out.metadata.codec, "hash": codec.model_hash(m)[:chars]},
+        coder=None,
+        prior={"name": "p", "hash": codec.model_hash(prior)[:chars]},
     )
     flat = raster(out.tokens, meta.residual).numpy()
     one = compress_module._write(meta, b"", flat, prior, False, workers=1)

@@ -1,5 +1,6 @@
 """Tiny codecs and priors for the bitstream tests, and crafted damage that reaches the range decoder."""
 
+import dataclasses
 import struct
 import zlib
 
@@ -9,6 +10,9 @@ from hypothesis import strategies as st
 import codec
 from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
 from codec.bitstream import container
+from codec.bitstream.coders import recorded_hash
+from codec.bitstream.context_coding import CODER as CONTEXT_CODER
+from codec.bitstream.models import default_prior_dir, load_named_prior
 from prior.checkpoint import load_prior, save_prior
 from prior.config import PriorConfig
 from prior.model import TokenPrior
@@ -42,6 +46,29 @@ def build_models(tmp_path_factory):
     aud = codec.load(tmp / "aud", device="cpu")
     make_prior(aud, tmp / "aud" / "prior")
     return {"image": img, "audio": aud, "dir": tmp}
+
+
+def written_before_v7(data: bytes, model, prior_model=None) -> bytes:
+    """``data`` (a file written now: version 7) as vqcodec wrote it before version 7: the same chunks behind a
+    header in the oldest of versions 2-6 that holds it, with 128-bit model hashes and no preset dictionary.
+
+    ``prior_model``: the entropy model of a prior-mode file; None: the one stored beside ``model``."""
+    meta = codec.read_info(data)
+    head = len(container.header_bytes(meta))
+    chars = container.LEGACY_HASH_CHARS
+    prior = None
+    if meta.prior is not None:
+        if prior_model is None:
+            kind = "context" if meta.coder == CONTEXT_CODER else "prior"
+            prior_model = load_named_prior(default_prior_dir(model, kind))
+        prior = dict(meta.prior, hash=recorded_hash(meta.coder, prior_model, chars))
+    old = dataclasses.replace(meta, codec=dict(meta.codec, hash=codec.model_hash(model)[:chars]), prior=prior)
+    return container.header_bytes(old) + data[head:]
+
+
+def version(data: bytes) -> int:
+    """The format version field of a .vqc file."""
+    return struct.unpack_from("<H", data, 4)[0]
 
 
 def image(seed=0, c=3, h=37, w=53):

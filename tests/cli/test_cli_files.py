@@ -180,19 +180,19 @@ def test_a_reader_that_leaves_is_not_an_error(runs, tmp_path):
 
 
 def test_encode_margin_option(runs, tmp_path, capsys):
-    """--margin PX (default 2) is recorded and decodes to the image; --margin 0 writes the version-2/5 layout of
-    model.encode(x); a margin out of range is one error line, status 2."""
+    """--margin PX (default 2) is recorded and decodes to the image; --margin 0 writes the layout of model.encode(x)
+    (no media.margin); a margin out of range is one error line, status 2."""
     src, model = runs / "media" / "a.png", runs / "img"
     x = read_image(src).pixels
     m = codec.load(model)
-    for margin, version in ((None, 6), (0, 2), (5, 6)):
+    for margin in (None, 0, 5):
         out = tmp_path / f"m{margin}.vqc"
         extra = [] if margin is None else ["--margin", margin]
         assert run("encode", src, "-o", out, "--model", model, "--no-prior", "-q", *extra) == 0
         data = out.read_bytes()
         meta = codec.read_info(data)
         want = 2 if margin is None else margin
-        assert data[4] == version and meta.margin == want
+        assert data[4] == 7 and meta.margin == want and ("margin" in meta.media) == (want > 0)
         assert codec.decompress(data).tokens.equal(m.encode(x[None], margin=want)[0])
     capsys.readouterr()
     assert run("encode", src, "-o", tmp_path / "bad.vqc", "--margin", "65") == 2

@@ -1,13 +1,17 @@
-"""Golden vectors of the integer coders (format version 5: the Transformer prior's ``integer-1`` and the context
-model's ``context-1``; version 6, ``v6_*``: images coded inside a margin of replicated edge), of packed files, and
-of the float coder that prior-mode
-files of versions 1-4 use (``v2_*``: written through the float coder, as vqcodec wrote them before version 5), made
-with tiny models committed under tests/bitstream/golden/v5/models (so they never depend on the bundled models,
-which may be retrained).
+"""Golden vectors: the same cases in two sets, made with tiny models committed under tests/bitstream/golden/models
+(so they never depend on the bundled models, which may be retrained).
 
-``python tests/bitstream/golden_v5.py`` (re)writes the models (only when missing), the .vqc files and
-``expected.json``. Run it only for a deliberate format or coder change: test_golden.py then fails until it is run,
-and the change shows in the diff of the committed files.
+- ``golden/v7``: files as vqcodec writes them now (format version 7, the compact header): the integer coders
+  (the Transformer prior's ``integer-1`` and the context model's ``context-1``), packed files, alpha, stereo, images
+  inside a margin of replicated edge (``v6_*``: the cases that brought version 6), and float-coded prior files
+  (``v2_*``), which only older vqcodec wrote and which keep their old version.
+- ``golden/v5``: the same cases as vqcodec wrote them before version 7 (versions 2-6: 128-bit hashes, metadata
+  deflated without a dictionary). Frozen: never rewritten; test_golden.py checks that they still decode, and that
+  the files written now carry the same chunks behind them.
+
+``python tests/bitstream/golden_files.py`` (re)writes the models (only when missing), ``golden/v7``'s .vqc files and
+its ``expected.json``. Run it only for a deliberate format or coder change: test_golden.py then fails until it is
+run, and the change shows in the diff of the committed files.
 """
 
 import dataclasses
@@ -26,8 +30,9 @@ from prior.context import ContextConfig, ContextPrior
 from prior.context_checkpoint import load_context, save_context
 from prior.model import TokenPrior
 
-HERE = Path(__file__).parent / "golden" / "v5"
-MODELS = HERE / "models"
+GOLDEN = Path(__file__).parent / "golden"
+V5, V7 = GOLDEN / "v5", GOLDEN / "v7"  # written before version 7 (frozen); written now
+MODELS = GOLDEN / "models"
 NAMES = {"image": "golden/image", "audio": "golden/audio"}  # what the files record: not a path of this machine
 
 
@@ -89,14 +94,19 @@ def _audio(channels: int) -> torch.Tensor:
 
 
 def float_coded(x, m, p, n: int, **opts) -> bytes:
-    """A version-2 prior-mode file of x: the float coder (no ``coder`` field, the float prior's hash)."""
+    """A version-2 prior-mode file of x: the float coder (no ``coder`` field, the float prior's hash, 128-bit hashes
+    as versions 1-6 recorded them)."""
     from codec.bitstream import compress as compress_module
     from codec.bitstream import container
     from prior.layout import raster
 
     out = codec.decompress(codec.compress(x, m, p, num_quantizers=n, **opts), m, p, device="cpu")
+    chars = container.LEGACY_HASH_CHARS
     meta = dataclasses.replace(
-        out.metadata, coder=None, prior={"name": p.name, "hash": codec.model_hash(p)[: container.HASH_CHARS]}
+        out.metadata,
+        codec={**out.metadata.codec, "hash": codec.model_hash(m)[:chars]},
+        coder=None,
+        prior={"name": p.name, "hash": codec.model_hash(p)[:chars]},
     )
     return compress_module._write(meta, b"", raster(out.tokens, meta.residual).numpy(), p, False)
 
@@ -175,6 +185,19 @@ def cases() -> dict:
     }
 
 
+def as_before_v7(blob: bytes, m, p, c) -> bytes:
+    """A file written now as vqcodec wrote it before version 7 (``vqc_helpers.written_before_v7``); float-coded
+    files (version 2, 128-bit hashes already) as they are."""
+    from vqc_helpers import written_before_v7
+
+    from codec.bitstream import container
+
+    meta = codec.read_info(blob)
+    if len(meta.codec["hash"]) == container.LEGACY_HASH_CHARS:
+        return blob
+    return written_before_v7(blob, m, c if meta.coder == "context-1" else p)
+
+
 def tokens_sha256(tokens: torch.Tensor) -> str:
     return hashlib.sha256(tokens.to(torch.int64).numpy().tobytes()).hexdigest()
 
@@ -185,12 +208,13 @@ def main() -> None:
     if not (MODELS / "audio" / "context").is_dir():
         _make_context_models()
     ms = models()
+    V7.mkdir(exist_ok=True)
     expected = {}
     for name, (modality, make) in cases().items():
         m, p, c = ms[modality]
         blob = make(m, p, c)
         out = codec.decompress(blob, m, c if "context" in name else p, device="cpu")
-        (HERE / name).write_bytes(blob)
+        (V7 / name).write_bytes(blob)
         meta = out.metadata
         expected[name] = dict(
             version=int.from_bytes(blob[4:6], "little"),
@@ -201,7 +225,7 @@ def main() -> None:
             bytes=len(blob),
         )
         print(name, expected[name])
-    (HERE / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    (V7 / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
 
 
 if __name__ == "__main__":
