@@ -219,7 +219,7 @@ def compress(
             (``torch.get_num_threads()``, the cores by default). The bytes do not depend on it.
         margin: images: pixels of replicated edge coded around the image at least (``codec.core.windows.framing``:
             the edges come out about as well as the interior, for a few % more tokens); 0 codes the grid
-            ``model.encode(x)`` makes, in a file older readers (format version 5) read. Ignored for audio.
+            ``model.encode(x)`` makes (no ``media.margin`` recorded). Ignored for audio.
         refine: steps of encoder-side search for tokens that decode closer to the input (``codec.core.refine``);
             0 = the encoder's nearest codes. Each step costs a decoder forward and backward pass (30 steps: about
             35x the plain encoder's time on images). Any reader decodes the file; only encoding changes.

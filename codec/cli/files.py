@@ -107,7 +107,7 @@ def register(subparsers) -> None:
         default=IMAGE_MARGIN,
         metavar="PX",
         help="images: code at least PX pixels of replicated edge around the image, so its edges come out as well as "
-        f"its interior (default {IMAGE_MARGIN}: .vqc version 6); 0 writes the version-5 layout older vqcodec reads",
+        f"its interior (default {IMAGE_MARGIN}); 0 codes the grid of the image alone, as model.encode(x) makes it",
     )
     p.add_argument(
         "--refine",
