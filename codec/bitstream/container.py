@@ -74,7 +74,7 @@ HASH_CHARS = 16  # model hashes are stored as the first 64 bits of their SHA-256
 LEGACY_HASH_CHARS = 32  # versions 1-6 stored the first 128 bits
 # Version 7's preset dictionary for the metadata's deflate stream: the JSON of typical files with their hashes
 # and counts left out, most common last (deflate codes near matches in fewer bits). It cut the metadata of a
-# bundled-model audio file from 272 to 66 bytes (with the shorter hashes). Part of the format: never change it.
+# bundled-model audio file from 272 to 68 bytes (with the shorter hashes). Part of the format: never change it.
 META_DICT = (
     b'{"format":"JPEG""OGG""MP3""WEBP""OPUS""VORBIS""PCM_24""PCM_U8""FLOAT""DOUBLE""extra":{}'
     b'{"chunk_tokens":256,"codebook_size":1024,"codec":{"hash":"","name":"image"},"coder":"integer-1","group":32,'
