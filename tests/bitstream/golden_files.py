@@ -96,18 +96,13 @@ def _audio(channels: int) -> torch.Tensor:
 def float_coded(x, m, p, n: int, **opts) -> bytes:
     """A version-2 prior-mode file of x: the float coder (no ``coder`` field, the float prior's hash, 128-bit hashes
     as versions 1-6 recorded them)."""
+    from vqc_helpers import legacy_metadata
+
     from codec.bitstream import compress as compress_module
-    from codec.bitstream import container
     from prior.layout import raster
 
     out = codec.decompress(codec.compress(x, m, p, num_quantizers=n, **opts), m, p, device="cpu")
-    chars = container.LEGACY_HASH_CHARS
-    meta = dataclasses.replace(
-        out.metadata,
-        codec={**out.metadata.codec, "hash": codec.model_hash(m)[:chars]},
-        coder=None,
-        prior={"name": p.name, "hash": codec.model_hash(p)[:chars]},
-    )
+    meta = legacy_metadata(out.metadata, m, p, float_coder=True)
     return compress_module._write(meta, b"", raster(out.tokens, meta.residual).numpy(), p, False)
 
 

@@ -4,7 +4,6 @@ tokens under other CPU kernels and thread counts (subprocesses), and damaged ran
 recomputed (so that they reach the range decoder) refused as CorruptFileError naming the file, never a foreign
 exception."""
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -20,7 +19,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vqc_helpers import crafted, written_before_v7
+from vqc_helpers import crafted, legacy_metadata, written_before_v7
 
 import codec
 from codec import AudioCodecConfig, Codec, CorruptFileError, ImageCodecConfig, QuantizerConfig
@@ -90,9 +89,8 @@ def test_float_coded_version_2_files_still_decode(models):
     new = codec.compress(_inputs("image"), m, prior=prior_dir, chunk_tokens=64, margin=0)
     meta, tokens = codec.read_info(new), codec.decompress(new).tokens
     prior = load_prior(prior_dir, device="cpu")
-    codec_ref = {**meta.codec, "hash": codec.model_hash(m)[:32]}  # versions 1-6 recorded 128-bit hashes
-    prior_ref = {**meta.prior, "hash": prior_hash(prior)[:32]}
-    legacy = dataclasses.replace(meta, codec=codec_ref, coder=None, prior=prior_ref)
+    legacy = legacy_metadata(meta, m, prior, float_coder=True)
+    assert legacy.prior["hash"] == prior_hash(prior)[:32] and legacy.codec["hash"] == codec.model_hash(m)[:32]
     old = _write(legacy, b"", raster(tokens, meta.residual).numpy(), prior, False)
     assert struct.unpack_from("<H", old, 4)[0] == 2 and codec.read_info(old).coder is None
     torch.testing.assert_close(codec.decompress(old).tokens, tokens, rtol=0, atol=0)

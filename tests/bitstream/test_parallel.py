@@ -1,18 +1,17 @@
 """Chunks range-coded in forked worker processes: the same bytes and tokens as one process for the integer coder
 and for the float coder of older files, errors at their job's turn, and how chunks are cut into jobs."""
 
-import dataclasses
 import multiprocessing
 import os
 import signal
 
 import pytest
 import torch
-from vqc_helpers import build_models, image
+from vqc_helpers import build_models, image, legacy_metadata
 
 import codec
 from codec.bitstream import compress as compress_module
-from codec.bitstream import container, integer_coding
+from codec.bitstream import integer_coding
 from codec.bitstream.parallel import can_fork, map_groups, work_units
 from prior.layout import raster
 
@@ -49,13 +48,7 @@ def test_float_coded_files_run_whole_groups_in_workers(models):
     data = codec.compress(image(h=61, w=83), model=m, prior=d / "img" / "prior", chunk_tokens=8, group=3, margin=0)
     out = codec.decompress(data, model=m)  # its tokens, written again through the float coder, 4 groups of 3 chunks
     prior = compress_module.resolve_prior(d / "img" / "prior", m, codec.model_hash(m))[0]
-    chars = container.LEGACY_HASH_CHARS  # the float coder's files (versions 1-4) recorded 128-bit hashes
-    meta = dataclasses.replace(
-        out.metadata,
-        codec={**out.metadata.codec, "hash": codec.model_hash(m)[:chars]},
-        coder=None,
-        prior={"name": "p", "hash": codec.model_hash(prior)[:chars]},
-    )
+    meta = legacy_metadata(out.metadata, m, prior, float_coder=True)
     flat = raster(out.tokens, meta.residual).numpy()
     one = compress_module._write(meta, b"", flat, prior, False, workers=1)
     assert compress_module._write(meta, b"", flat, prior, False, workers=3) == one

@@ -48,22 +48,30 @@ def build_models(tmp_path_factory):
     return {"image": img, "audio": aud, "dir": tmp}
 
 
-def written_before_v7(data: bytes, model, prior_model=None) -> bytes:
-    """``data`` (a file written now: version 7) as vqcodec wrote it before version 7: the same chunks behind a
-    header in the oldest of versions 2-6 that holds it, with 128-bit model hashes and no preset dictionary.
+def legacy_metadata(meta, model, prior_model=None, float_coder: bool = False):
+    """``meta`` with the 128-bit model hashes versions 1-6 recorded; ``float_coder``: a prior-mode file as the
+    float coder of versions 1-4 wrote it (no ``coder``, the float prior's hash).
 
     ``prior_model``: the entropy model of a prior-mode file; None: the one stored beside ``model``."""
-    meta = codec.read_info(data)
-    head = len(container.header_bytes(meta))
     chars = container.LEGACY_HASH_CHARS
+    coder = None if float_coder else meta.coder
     prior = None
     if meta.prior is not None:
         if prior_model is None:
             kind = "context" if meta.coder == CONTEXT_CODER else "prior"
             prior_model = load_named_prior(default_prior_dir(model, kind))
-        prior = dict(meta.prior, hash=recorded_hash(meta.coder, prior_model, chars))
-    old = dataclasses.replace(meta, codec=dict(meta.codec, hash=codec.model_hash(model)[:chars]), prior=prior)
-    return container.header_bytes(old) + data[head:]
+        prior = dict(meta.prior, hash=recorded_hash(coder, prior_model, chars))
+    codec_ref = dict(meta.codec, hash=codec.model_hash(model)[:chars])
+    return dataclasses.replace(meta, codec=codec_ref, coder=coder, prior=prior)
+
+
+def written_before_v7(data: bytes, model, prior_model=None) -> bytes:
+    """``data`` (a file written now: version 7) as vqcodec wrote it before version 7: the same chunks behind a
+    header in the oldest of versions 2-6 that holds it, with 128-bit model hashes and no preset dictionary
+    (``legacy_metadata``)."""
+    meta = codec.read_info(data)
+    head = len(container.header_bytes(meta))
+    return container.header_bytes(legacy_metadata(meta, model, prior_model)) + data[head:]
 
 
 def version(data: bytes) -> int:
