@@ -23,7 +23,9 @@ from codec.core.config import AudioCodecConfig, CodecConfig, ImageCodecConfig, c
 from codec.core.model import Codec, CodecOutput
 from codec.core.quantizer import QuantizerOutput, histogram_stats
 from codec.core.spectral import mel_distance
+from codec.errors import CheckpointError
 from codec.media import write_audio, write_image
+from codec.train.adversarial import Adversary
 from codec.train.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
@@ -36,7 +38,7 @@ from codec.train.data import AudioFolderDataset, ImageFolderDataset, find_files,
 from codec.train.loop import LoopSettings, TrainTask, run_training
 from codec.train.losses import CodecLoss
 from codec.train.metrics import psnr, si_snr
-from codec.train.state import read_checkpoint_meta
+from codec.train.state import STATE_NAME, read_checkpoint_meta
 
 SAMPLES_DIR = "samples"
 
@@ -80,7 +82,12 @@ class CodecTask(TrainTask):
         self.modality = codec_config.modality
         self.quality = "psnr" if self.modality == "image" else "si_snr"
         terms = ["recon", "vq"] if self.modality == "image" else ["recon", "stft", "mel", "cstft", "periodic", "vq"]
+        if cfg.adversarial:
+            if self.modality != "audio":
+                raise ValueError("train config: the adversarial loss is for audio codecs only")
+            terms += ["adv", "feat", "disc"]
         self.terms = tuple(terms)
+        self.adversary: Adversary | None = None
         self.stat_names = ("loss", *terms, self.quality, "usage", "perplexity")
         self.progress_stats = ("loss", self.quality, "usage")
 
@@ -140,6 +147,12 @@ class CodecTask(TrainTask):
             self.eval_ds.share_skips(self.train_ds)  # one warning per bad file, counted once
         if main:
             check_dead_code_threshold(self.codec_config, cfg, accelerator.num_processes)
+        if cfg.adversarial:
+            with torch.random.fork_rng(devices=[]):  # the same discriminator on every process; the stream untouched
+                torch.manual_seed(cfg.seed + 1)
+                self.adversary = Adversary(
+                    accelerator.device, cfg.disc_lr or cfg.lr, cfg.disc_channels, autocast=accelerator.autocast
+                )
 
     def train_loader(self, position: int):
         cfg = self.cfg
@@ -152,6 +165,12 @@ class CodecTask(TrainTask):
         frozen = self.cfg.frozen_codebooks
         out = self._frozen_forward(model, x, train_encoder=self.cfg.freeze_decoder) if frozen else model(x)
         total, terms = self.loss_fn(out.x_hat, x, out.vq.loss)
+        if self.adversary is not None and self.step >= self.cfg.adversarial_start:
+            x_hat_w, x_w = random_windows(out.x_hat, x, self.cfg.disc_samples)
+            terms["disc"] = self.adversary.update(x_hat_w, x_w)  # first the discriminator, on this batch
+            adv, feat = self.adversary.generator_terms(x_hat_w, x_w)  # then the codec, against it
+            total = total + self.cfg.adversarial_weight * adv + self.cfg.feature_weight * feat
+            terms["adv"], terms["feat"] = adv.detach(), feat.detach()
         quality = self._quality(out.x_hat.detach(), x).mean()
         values = [total.detach().float(), *[terms.get(k, torch.zeros(())).float() for k in self.terms]]
         values += [quality, out.vq.usage.float().mean(), out.vq.perplexity.float().mean()]
@@ -258,6 +277,23 @@ class CodecTask(TrainTask):
     def save_model(self, out_dir: Path, model: Codec) -> None:
         save_model(out_dir, model)
 
+    def extra_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
+        if self.adversary is None:
+            return {}, {}
+        tensors, opt_meta = self.adversary.state_tensors()
+        return tensors, {"adversary_optimizer": opt_meta}
+
+    def restore_extra(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        if self.adversary is None:
+            return
+        where = str(self.out_dir / STATE_NAME)
+        if "adversary_optimizer" not in meta:
+            raise CheckpointError(f"{where}: holds no discriminator state to resume the adversarial loss from")
+        try:
+            self.adversary.load_state_tensors(tensors, meta["adversary_optimizer"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{where}: the saved discriminator does not fit ({e})") from None
+
     def state(self) -> dict:
         return {
             "modality": self.modality,
@@ -266,6 +302,18 @@ class CodecTask(TrainTask):
             "train_config": plain(self.cfg),
             "skipped_files": self.train_ds.skipped_files,
         }
+
+
+def random_windows(a: torch.Tensor, b: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random window of ``length`` samples (0 or longer than the items: all) of each item of two (B, C, T)
+    batches, drawn from torch's global RNG: ((B, C, length), (B, C, length))."""
+    t = a.shape[-1]
+    if length <= 0 or length >= t:
+        return a, b
+    start = torch.randint(0, t - length + 1, (a.shape[0],))
+    idx = (start[:, None] + torch.arange(length)).to(a.device)  # (B, length)
+    idx = idx[:, None, :].expand(-1, a.shape[1], -1)
+    return a.gather(-1, idx), b.gather(-1, idx)
 
 
 def code_usage(tokens: torch.Tensor, residual: bool, codebook_size: int) -> float:

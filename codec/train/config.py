@@ -55,6 +55,20 @@ class TrainConfig:
     # start model's decoder (straight through its quantizer): the tokens change, what each code means does not, so
     # the start model's priors still fit them roughly (fine-tune them with ``train-prior --init``)
     freeze_decoder: bool = False
+    # audio: a light adversarial loss (codec.train.adversarial): a multi-resolution complex-spectrogram
+    # discriminator with hinge losses; its generator term and its relative feature-matching term, both 0 = off.
+    # They switch on at step adversarial_start (give reconstruction time to converge first; with --init at 0).
+    adversarial_weight: float = 0.0
+    feature_weight: float = 0.0
+    adversarial_start: int = 0
+    disc_lr: float = 0.0  # the discriminator's AdamW rate (constant); 0 = lr
+    disc_channels: int = 16  # width of the discriminator's convolutions
+    disc_samples: int = 0  # > 0: the discriminator sees a random window this long of each item (cost), 0 = all
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether a discriminator trains beside the codec."""
+        return self.adversarial_weight > 0 or self.feature_weight > 0
 
     @property
     def frozen_codebooks(self) -> bool:
@@ -82,6 +96,12 @@ class TrainConfig:
             raise ValueError("train config: warmup, num_workers, sample_items, grad_clip, max_minutes must be >= 0")
         if not 0.0 <= self.saturation_jitter < 1.0:
             raise ValueError(f"train config: saturation_jitter must be in [0, 1), got {self.saturation_jitter}")
+        adv = ("adversarial_weight", "feature_weight", "adversarial_start", "disc_lr")
+        adv += ("disc_samples",)
+        if min(getattr(self, k) for k in adv) < 0 or self.disc_channels < 1:
+            raise ValueError(f"train config: {', '.join(adv)} must be >= 0 and disc_channels >= 1")
+        if self.adversarial and self.freeze_decoder:
+            raise ValueError("train config: the adversarial loss trains the decoder; it cannot go with freeze_decoder")
 
 
 # Settings that may differ when a run is resumed; any other difference is an error.

@@ -3,8 +3,9 @@
 What differs between models is a ``TrainTask``: its model, data, loss and per-batch statistics, held-out
 evaluation, and the files a user loads. The loop owns everything else, the same for every task: AdamW with
 linear warm-up and cosine decay, gradient accumulation and clipping, mixed precision, the progress bar,
-``metrics.jsonl``, checkpoints (``codec.train.state``: model, optimizer, scheduler and every process's RNG
-state) and resuming. It never asks what kind of model it trains.
+``metrics.jsonl``, checkpoints (``codec.train.state``: model, optimizer, scheduler, every process's RNG state and
+what the task trains beside the model, e.g. a discriminator: ``extra_tensors``) and resuming. It never asks what
+kind of model it trains.
 
 The run directory::
 
@@ -86,6 +87,7 @@ class TrainTask:
     Attributes:
         settings: the loop's settings.
         out_dir: the run directory (set by ``run_training``).
+        step: optimizer steps done before the current one (set by the loop before every step).
     """
 
     kind = "model"  # the progress bar's label; recorded in the checkpoint, checked on resume
@@ -95,6 +97,7 @@ class TrainTask:
     def __init__(self, settings: LoopSettings):
         self.settings = settings
         self.out_dir = Path()
+        self.step = 0
 
     def build_model(self) -> nn.Module:
         """A fresh model (the loop seeds the RNGs first, so every process builds the same one)."""
@@ -130,6 +133,14 @@ class TrainTask:
     def log_extras(self) -> dict:
         """Fields added to every training log line."""
         return {}
+
+    def extra_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """State the task trains beside the model (e.g. a discriminator and its optimizer), for the checkpoint:
+        (named CPU tensors, whose names must not start with "model.", "optim." or "rng."; their JSON part)."""
+        return {}, {}
+
+    def restore_extra(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore what ``extra_tensors`` saved (called after ``start`` on resume); ``meta`` as it returned it."""
 
 
 def make_accelerator(settings: LoopSettings) -> Accelerator:
@@ -170,7 +181,10 @@ class Trainer:
             load_optimizer_tensors(optimizer, tensors, meta["optimizer"])
             self.scheduler.load_state_dict(meta["scheduler"])
             self.step, self.position = meta["step"], meta["stream_position"]
+        task.step = self.step
         task.start(model, acc)
+        if saved is not None:
+            task.restore_extra(saved[1], saved[0].get("task_extra", {}))
         loader = task.train_loader(self.position)
         self.model, self.optimizer, loader = acc.prepare(model, optimizer, loader)
         self.batches = iter(loader)
@@ -217,6 +231,7 @@ class Trainer:
         self.clock = (time.monotonic(), deadline) if deadline is not None else None
         try:
             while self.step < s.steps:
+                self.task.step = self.step
                 window.append(self._train_step())
                 self.step += 1
                 self.position += self.per_step
@@ -325,6 +340,7 @@ class Trainer:
         if self.main:
             model = acc.unwrap_model(self.model)
             opt_tensors, opt_meta = optimizer_tensors(self.optimizer)
+            extra_tensors, extra_meta = self.task.extra_tensors()
             meta = {
                 "kind": self.task.kind,
                 "step": self.step,
@@ -335,8 +351,11 @@ class Trainer:
                 "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
                 **self.task.state(),
             }
+            if extra_tensors or extra_meta:
+                meta["task_extra"] = extra_meta
             tensors = {f"model.{k}": v for k, v in model_state(model).items()}
             tensors.update(opt_tensors)
+            tensors.update(extra_tensors)
             for key, stacked in rng.items():
                 tensors.update({f"rng.{r}.{key}": stacked[r].contiguous() for r in range(stacked.shape[0])})
             self.task.save_model(self.out_dir, model)  # the model for users; resuming reads the state file

@@ -2,8 +2,9 @@
 named tensors, every process's RNG states, the learning-rate schedule. Safetensors + JSON only (no pickle).
 
     train_state.safetensors   "model.*" (weights and buffers), "optim.*" (optimizer tensors), "rng.<rank>.*"
-                              (each process's RNG states); its metadata holds the JSON state below: one atomic
-                              write, so always self-consistent
+                              (each process's RNG states), and the task's own (e.g. "adversary.*", a
+                              discriminator and its optimizer); its metadata holds the JSON state below: one
+                              atomic write, so always self-consistent
     train_state.json          the JSON state (step, optimizer groups, scheduler, the task's configs); written
                               last: the commit record that says which step is complete (``read_checkpoint_meta``)
 """
