@@ -24,6 +24,7 @@ from torch import nn
 STFT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((2048, 512, 2048), (1024, 256, 1024), (512, 128, 512))
 # (n_fft, hop, n_mels): fewer mel bands at short windows, so no band falls between two FFT bins.
 MEL_RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((2048, 512, 128), (1024, 256, 64), (512, 128, 32), (256, 64, 16))
+COMPRESSION = 0.3  # the exponent c of the compressed spectra the losses compare, |X|^c e^{i angle X}
 MAG_FLOOR = 1e-5  # magnitudes are clamped to this before the log (about -100 dB re full scale)
 
 
@@ -169,7 +170,7 @@ class CompressedSTFTLoss(nn.Module):
         power: the compression exponent c.
     """
 
-    def __init__(self, n_fft: int = 1024, hop: int = 256, power: float = 0.3):
+    def __init__(self, n_fft: int = 1024, hop: int = 256, power: float = COMPRESSION):
         super().__init__()
         self.n_fft, self.hop, self.power = n_fft, hop, power
 
@@ -204,7 +205,7 @@ class FramePeriodicLoss(nn.Module):
         power: the compression exponent c.
     """
 
-    def __init__(self, period: int, power: float = 0.3):
+    def __init__(self, period: int, power: float = COMPRESSION):
         super().__init__()
         if period < 2:
             raise ValueError(f"period must be >= 2 samples, got {period}")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from codec.core.spectral import compress_spectrum
+from codec.core.spectral import COMPRESSION, compress_spectrum
 from codec.train.state import load_optimizer_tensors, optimizer_tensors
 
 DISC_FFTS = (512, 1024, 2048)
@@ -69,7 +69,7 @@ class STFTDiscriminator(nn.Module):
                 pad_mode="constant",
                 return_complex=True,
             )  # (B, F, N)
-            spec = compress_spectrum(spec, 0.3)
+            spec = compress_spectrum(spec, COMPRESSION)
         return torch.cat([spec.real, spec.imag], dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

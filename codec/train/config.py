@@ -62,7 +62,7 @@ class TrainConfig:
     feature_weight: float = 0.0
     adversarial_start: int = 0
     disc_lr: float = 0.0  # the discriminator's AdamW rate (constant); 0 = lr
-    disc_channels: int = 16  # width of the discriminator's convolutions
+    disc_channels: int = 64  # width of the discriminator's convolutions
     disc_samples: int = 0  # > 0: the discriminator sees a random window this long of each item (cost), 0 = all
 
     @property
@@ -96,8 +96,7 @@ class TrainConfig:
             raise ValueError("train config: warmup, num_workers, sample_items, grad_clip, max_minutes must be >= 0")
         if not 0.0 <= self.saturation_jitter < 1.0:
             raise ValueError(f"train config: saturation_jitter must be in [0, 1), got {self.saturation_jitter}")
-        adv = ("adversarial_weight", "feature_weight", "adversarial_start", "disc_lr")
-        adv += ("disc_samples",)
+        adv = ("adversarial_weight", "feature_weight", "adversarial_start", "disc_lr", "disc_samples")
         if min(getattr(self, k) for k in adv) < 0 or self.disc_channels < 1:
             raise ValueError(f"train config: {', '.join(adv)} must be >= 0 and disc_channels >= 1")
         if self.adversarial and self.freeze_decoder:
