@@ -97,7 +97,8 @@ class STFTDecoder(nn.Module):
         self.bins = cfg.n_fft // 2 + 1
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
         self.conv_in = nn.Conv1d(cfg.latent_dim, cfg.width, 7, padding=3)
-        self.blocks = nn.Sequential(*[ConvNeXtBlock1d(cfg.width, 1.0 / cfg.num_blocks) for _ in range(cfg.num_blocks)])
+        depth = cfg.decoder_depth
+        self.blocks = nn.Sequential(*[ConvNeXtBlock1d(cfg.width, 1.0 / depth) for _ in range(depth)])
         self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
         self.head = nn.Linear(cfg.width, 2 * self.bins * cfg.channels)
         with torch.no_grad():  # start quiet: log-magnitudes near -5 (about -43 dB per bin)

@@ -81,7 +81,10 @@ class AudioCodecConfig:
     dilations: tuple[int, ...] = (1, 3, 9)  # residual units per level
     n_fft: int = 1280  # "stft" only: FFT size (4 hops), even, >= hop, (n_fft - hop) even
     width: int = 256  # "stft" only: channels of the frame-rate blocks
-    num_blocks: int = 6  # "stft" only: ConvNeXt blocks in the encoder and in the decoder
+    num_blocks: int = 6  # "stft" only: ConvNeXt blocks in the encoder (and in the decoder unless decoder_blocks)
+    # "stft" only: ConvNeXt blocks in the decoder, 0 = num_blocks. A decoder-only field (DECODER_FIELDS): a fine-tune
+    # with a frozen encoder may grow it (new blocks start as the identity), keeping the start model's tokens
+    decoder_blocks: int = 0
     latent_dim: int = 128
     # 75 frames/s: a batch of 16 one-second segments gives ~1.2 vectors per code per step, so the dead-code
     # threshold must sit well below that (see codec.train.codec_task.check_dead_code_threshold)
@@ -102,6 +105,8 @@ class AudioCodecConfig:
             raise ValueError(f"audio arch must be 'seanet' or 'stft', got {self.arch!r}")
         if self.arch == "stft" and (self.n_fft < self.hop or self.n_fft % 2 or (self.n_fft - self.hop) % 2):
             raise ValueError(f"n_fft must be even, >= the hop {self.hop}, and differ from it by an even number")
+        if self.decoder_blocks < 0 or (self.decoder_blocks and self.arch != "stft"):
+            raise ValueError(f"decoder_blocks must be 0 (= num_blocks), or > 0 with arch 'stft': {self.decoder_blocks}")
 
     def identity(self) -> dict:
         """What ``model_hash`` hashes of this config (see ``identity_dict``)."""
@@ -111,6 +116,11 @@ class AudioCodecConfig:
     def hop(self) -> int:
         return math.prod(self.ratios)
 
+    @property
+    def decoder_depth(self) -> int:
+        """ConvNeXt blocks in the "stft" decoder."""
+        return self.decoder_blocks or self.num_blocks
+
 
 CodecConfig = ImageCodecConfig | AudioCodecConfig
 
@@ -119,8 +129,12 @@ CodecConfig = ImageCodecConfig | AudioCodecConfig
 # models, the priors paired with them, and the .vqc files that record their hashes keep working.
 LATER_FIELDS = {
     "image": {"arch": "conv", "stem": 4, "padding": "zeros"},
-    "audio": {"arch": "seanet", "n_fft": 1280, "width": 256, "num_blocks": 6},
+    "audio": {"arch": "seanet", "n_fft": 1280, "width": 256, "num_blocks": 6, "decoder_blocks": 0},
 }
+
+# Config fields that shape only the decoder: a codec that differs from another only in these (and in its decoder's
+# weights) gives the same tokens (``freeze_encoder`` fine-tunes; ``tools/bundle_models.py --tokens-of``).
+DECODER_FIELDS = {"decoder_blocks"}
 
 
 def config_to_dict(config: CodecConfig) -> dict:

@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 from codec.core.checkpoint import load, save_model
-from codec.core.config import AudioCodecConfig, CodecConfig, ImageCodecConfig, config_from_dict, config_to_dict
+from codec.core.config import (
+    DECODER_FIELDS,
+    AudioCodecConfig,
+    CodecConfig,
+    ImageCodecConfig,
+    config_from_dict,
+    config_to_dict,
+)
 from codec.core.model import Codec, CodecOutput
 from codec.core.quantizer import QuantizerOutput, histogram_stats
 from codec.core.spectral import mel_distance
@@ -47,6 +54,7 @@ INIT_CHANGEABLE = {
     "tile", "tile_overlap", "chunk_frames", "chunk_context", "padding",
     "quantizer.decay", "quantizer.dead_code_threshold", "quantizer.commitment_weight",
     "quantizer.quantizer_dropout", "quantizer.kmeans_init",
+    *DECODER_FIELDS,
 }  # fmt: skip
 
 
@@ -101,11 +109,7 @@ class CodecTask(TrainTask):
             for p in (*model.decoder.parameters(), *model.quantizer.parameters()):
                 p.requires_grad_(False)
         if self.init_state is not None:
-            try:
-                model.load_state_dict(self.init_state)
-            except RuntimeError as e:
-                first = str(e).strip().splitlines()[-1].strip()
-                raise ValueError(f"the init model's weights do not fit the codec config: {first}") from None
+            load_init_state(model, self.init_state)
             self.init_state = None  # free the copy
         return model
 
@@ -324,19 +328,26 @@ def code_usage(tokens: torch.Tensor, residual: bool, codebook_size: int) -> floa
 
 def check_dead_code_threshold(codec_config: CodecConfig, cfg: TrainConfig, processes: int) -> None:
     """Warn when codes cannot stay alive: a code's EMA count settles near (vectors per update) / K when every
-    code is used equally, so a dead-code threshold above that resets healthy codes at every step. Fine-tunes with
-    frozen codebooks (``freeze_encoder`` / ``freeze_decoder``) update no counts and reset nothing: no warning."""
+    code is used equally, so a dead-code threshold above that resets healthy codes at every step. Under residual
+    quantizer dropout (probability p, n stages) the top stage updates only on the items that keep every stage,
+    a fraction (1 - p) + p / n of them (``ResidualVectorQuantizer.dropout_stages``): its count is the one checked.
+    Fine-tunes with frozen codebooks (``freeze_encoder`` / ``freeze_decoder``) update no counts and reset nothing:
+    no warning."""
     if cfg.frozen_codebooks:
         return
     q, f = codec_config.quantizer, (codec_config.downsample if codec_config.modality == "image" else None)
     per_item = (cfg.crop // f) ** 2 if f else cfg.segment_samples // codec_config.hop
-    mean_count = cfg.batch_size * processes * per_item / q.codebook_size
+    top = (1.0 - q.quantizer_dropout) + q.quantizer_dropout / q.num_quantizers if q.num_quantizers > 1 else 1.0
+    vectors = cfg.batch_size * processes * per_item * top
+    mean_count = vectors / q.codebook_size
     if q.dead_code_threshold > 0.5 * mean_count:
+        seen = ""
+        if top < 1:
+            seen = f" (the top of {q.num_quantizers} levels under quantizer dropout {q.quantizer_dropout:g})"
         warnings.warn(
-            f"dead_code_threshold {q.dead_code_threshold} is high for {cfg.batch_size * processes * per_item} "
-            f"vectors per update and {q.codebook_size} codes (about {mean_count:.2f} per code): healthy codes will "
-            f"be reset as dead; keep it under {0.5 * mean_count:.2g} (about {0.2 * mean_count:.2g} leaves a margin) "
-            "or use a larger batch",
+            f"dead_code_threshold {q.dead_code_threshold} is high for {vectors:.0f} vectors per update{seen} and "
+            f"{q.codebook_size} codes (about {mean_count:.2f} per code): healthy codes will be reset as dead; keep "
+            f"it under {0.5 * mean_count:.2g} (about {0.2 * mean_count:.2g} leaves a margin) or use a larger batch",
             stacklevel=3,
         )
 
@@ -417,6 +428,26 @@ def _check_resume(meta, modality, data_dir, codec_config, train_config) -> tuple
     return config_from_dict(meta["codec_config"]), train_config_from_dict(given)
 
 
+def load_init_state(model: Codec, state: dict) -> None:
+    """Load a start model's tensors into ``model``. A deeper "stft" decoder (``decoder_blocks``) than the start
+    model's is grown: the start model's blocks come first and each new block starts as the identity (its layer
+    scale 0), so the grown codec decodes exactly as the start model until it trains. ValueError for anything else
+    that does not fit."""
+    own = model.state_dict()
+    new_blocks = {k.split(".")[2] for k in own.keys() - state.keys() if k.startswith("decoder.blocks.")}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        grown = [k for k in missing if k.startswith("decoder.blocks.")]
+        if unexpected or len(grown) != len(missing):
+            model.load_state_dict(state)  # raises with torch's description of the mismatch
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise ValueError(f"the init model's weights do not fit the codec config: {first}") from None
+    with torch.no_grad():
+        for i in new_blocks:
+            model.decoder.blocks[int(i)].gamma.zero_()
+
+
 def _changes(start: CodecConfig, codec_config: CodecConfig, allowed: set[str]) -> list[str]:
     """The differences of ``codec_config`` from the start model's config outside the ``allowed`` fields."""
     return [d for d in differences(plain(start), plain(codec_config)) if d.split(" ")[0] not in allowed]
@@ -426,6 +457,7 @@ def _changes(start: CodecConfig, codec_config: CodecConfig, allowed: set[str]) -
 FROZEN_CHANGEABLE = {
     "quantizer.decay", "quantizer.dead_code_threshold", "quantizer.commitment_weight",
     "quantizer.quantizer_dropout", "quantizer.kmeans_init",
+    *DECODER_FIELDS,
 }  # fmt: skip
 
 

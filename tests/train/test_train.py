@@ -398,6 +398,23 @@ def test_a_dead_code_threshold_above_the_mean_code_count_is_warned():
         check_dead_code_threshold(image, TrainConfig(batch_size=32, crop=128), processes=1)  # 8192: 8 per code
     with pytest.warns(UserWarning):
         check_dead_code_threshold(image, TrainConfig(batch_size=4, crop=128), processes=1)  # 1 per code
+    # residual VQ with quantizer dropout: the top of 6 stages updates on (1 - 1) + 1/6 of the items under p = 1
+    # (8192 / 6 = 1365 vectors, 1.33 per code), on (1 - 0.5) + 0.5/6 = 7/12 of them under p = 0.5 (4779, 4.67)
+    rvq = dict(codebook_size=1024, dead_code_threshold=1.0, num_quantizers=6)
+    with pytest.warns(UserWarning, match=r"1365 vectors per update \(the top of 6 levels under quantizer dropout 1\)"):
+        check_dead_code_threshold(
+            ImageCodecConfig(quantizer=QuantizerConfig(**rvq, quantizer_dropout=1.0)),
+            TrainConfig(batch_size=32, crop=128),
+            processes=1,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for p in (0.0, 0.5):  # 8 and 4.67 per code: a threshold of 1 is below half of either
+            check_dead_code_threshold(
+                ImageCodecConfig(quantizer=QuantizerConfig(**rvq, quantizer_dropout=p)),
+                TrainConfig(batch_size=32, crop=128),
+                processes=1,
+            )
     with warnings.catch_warnings():  # frozen codebooks: no EMA counts, no resets, nothing to warn about
         warnings.simplefilter("error")
         for frozen in ("freeze_encoder", "freeze_decoder"):

@@ -1,0 +1,113 @@
+"""A deeper "stft" audio decoder grown from a trained codec (``decoder_blocks``): the config field, growing the
+start model's weights (new blocks start as the identity), a frozen-encoder fine-tune that keeps the tokens, and
+the bundling tool's pairing of the start model's prior with the grown codec."""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from synth_media import make_wav
+
+import codec
+from codec import load_model, model_hash, save_model
+from codec.core.config import AudioCodecConfig, QuantizerConfig, config_from_dict, config_to_dict, identity_dict
+from codec.core.model import Codec
+from codec.train.codec_task import load_init_state, train
+from codec.train.config import TrainConfig
+from prior.checkpoint import load_prior, save_prior
+from prior.config import PriorConfig
+from prior.model import TokenPrior
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+import bundle_models  # noqa: E402
+
+STFT = AudioCodecConfig(
+    sample_rate=8000,
+    arch="stft",
+    ratios=(2, 4),
+    n_fft=32,
+    width=16,
+    num_blocks=2,
+    latent_dim=8,
+    quantizer=QuantizerConfig(codebook_size=32, num_quantizers=2),
+)
+
+
+def _start(seed: int = 0) -> Codec:
+    torch.manual_seed(seed)
+    m = Codec(STFT)
+    m(torch.rand(2, 1, 8 * 40) * 2 - 1)  # k-means initialises the codebooks
+    with torch.no_grad():  # trained-looking layer scales, so an identity block is not the default state
+        for block in m.decoder.blocks:
+            block.gamma.uniform_(0.2, 0.6)
+    return m.eval()
+
+
+def test_decoder_blocks_config():
+    assert STFT.decoder_depth == 2 and dataclasses.replace(STFT, decoder_blocks=5).decoder_depth == 5
+    with pytest.raises(ValueError, match="decoder_blocks"):
+        dataclasses.replace(STFT, decoder_blocks=-1)
+    with pytest.raises(ValueError, match="decoder_blocks"):
+        AudioCodecConfig(arch="seanet", decoder_blocks=3)
+    # a model made before the field existed keeps its identity (hash); a grown one differs
+    assert "decoder_blocks" not in identity_dict(STFT)
+    assert identity_dict(dataclasses.replace(STFT, decoder_blocks=4))["decoder_blocks"] == 4
+    grown = dataclasses.replace(STFT, decoder_blocks=4)
+    assert config_from_dict(config_to_dict(grown)) == grown
+    assert len(Codec(grown).decoder.blocks) == 4 and len(Codec(grown).encoder.blocks) == 2
+
+
+def test_a_grown_decoder_starts_as_the_start_models_decoder():
+    start = _start()
+    grown = Codec(dataclasses.replace(STFT, decoder_blocks=4))
+    load_init_state(grown, start.state_dict())
+    grown.eval()
+    s, g = start.state_dict(), grown.state_dict()
+    assert all(torch.equal(g[k], v) for k, v in s.items())  # every start tensor, in place
+    assert [float(b.gamma.detach().abs().max()) for b in grown.decoder.blocks[2:]] == [0.0, 0.0]
+    assert float(grown.decoder.blocks[2].pw1.weight.detach().abs().max()) > 0  # not zero: it can learn once gamma moves
+    x = torch.rand(2, 1, 8 * 37) * 2 - 1
+    tokens = start.encode(x)
+    assert torch.equal(grown.encode(x), tokens)
+    assert torch.equal(grown.decode(tokens, shape=x.shape[1:]), start.decode(tokens, shape=x.shape[1:]))
+    # other mismatches stay errors: a shallower decoder, another width
+    for bad in (dataclasses.replace(STFT, decoder_blocks=1), dataclasses.replace(STFT, width=24)):
+        with pytest.raises(ValueError, match="do not fit"):
+            load_init_state(Codec(bad), start.state_dict())
+
+
+def test_a_frozen_encoder_fine_tune_grows_the_decoder_keeps_the_tokens_and_bundles_with_the_start_prior(
+    tmp_path, capsys
+):
+    for i in range(3):
+        make_wav(tmp_path / "data" / f"{i}.wav", seconds=0.4, sample_rate=8000, seed=i)
+    start = _start()
+    save_model(tmp_path / "start", start)
+    save_prior(tmp_path / "start" / "prior", TokenPrior(PriorConfig.for_codec(start, dim=32, depth=1, heads=2)))
+    grown_config = dataclasses.replace(STFT, decoder_blocks=3)
+    cfg = TrainConfig(
+        steps=3, batch_size=2, segment_samples=256, lr=1e-2, warmup=0, log_every=1, eval_every=3,
+        checkpoint_every=3, eval_items=1, sample_items=1, freeze_encoder=True,
+    )  # fmt: skip
+    train("audio", tmp_path / "data", tmp_path / "ft", grown_config, cfg, init=tmp_path / "start")
+    ft = load_model(tmp_path / "ft", device="cpu")
+    assert ft.config.decoder_blocks == 3 and len(ft.decoder.blocks) == 3
+    assert float(ft.decoder.blocks[2].gamma.detach().abs().max()) > 0  # the new block trained
+    x = torch.rand(1, 1, 8 * 50) * 2 - 1
+    assert torch.equal(ft.encode(x), start.encode(x))
+    assert model_hash(ft) != model_hash(start)
+    # the start model's prior serves the grown codec; a codec whose encoder config differs is refused
+    common = ["--prior", str(tmp_path / "start" / "prior"), "--dest", str(tmp_path / "models")]
+    ok = ["--codec", str(tmp_path / "ft"), *common, "--tokens-of", str(tmp_path / "start"), "--name", "a"]
+    assert bundle_models.main(ok) == 0
+    bundled = codec.load(tmp_path / "models" / "a", device="cpu")
+    load_prior(tmp_path / "models" / "a" / "prior", codec=bundled, device="cpu")
+    assert torch.equal(bundled.encode(x), codec.load(tmp_path / "start", device="cpu").half().float().encode(x))
+    other = Codec(dataclasses.replace(STFT, num_blocks=3)).eval()
+    save_model(tmp_path / "other", other)
+    bad = ["--codec", str(tmp_path / "other"), *common, "--tokens-of", str(tmp_path / "start"), "--name", "b"]
+    assert bundle_models.main(bad) == 2
+    assert "configs differ (outside the decoder)" in capsys.readouterr().err
