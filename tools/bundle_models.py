@@ -46,13 +46,12 @@ def to_fp16(src: Path, dst: Path) -> None:
 def same_tokens(new, start) -> None:
     """ValueError unless ``new`` encodes exactly as ``start``: configs equal outside the decoder-only fields
     (``DECODER_FIELDS``, such as a grown decoder's ``decoder_blocks``) and equal tensors outside the decoder."""
-    from codec.core.config import DECODER_FIELDS, config_to_dict
+    from codec.core.config import DECODER_FIELDS
+    from codec.train.codec_task import config_changes
 
-    a_cfg, b_cfg = (
-        {k: v for k, v in config_to_dict(m.config).items() if k not in DECODER_FIELDS} for m in (new, start)
-    )
-    if a_cfg != b_cfg:
-        raise ValueError("--tokens-of: the codec configs differ (outside the decoder)")
+    changed = config_changes(start.config, new.config, DECODER_FIELDS)
+    if changed:
+        raise ValueError(f"--tokens-of: the codec configs differ outside the decoder ({'; '.join(changed)})")
     a, b = new.state_dict(), start.state_dict()
     differ = [k for k in b if not k.startswith("decoder.") and not bool((a[k] == b[k]).all())]
     if differ:

@@ -433,22 +433,19 @@ def load_init_state(model: Codec, state: dict) -> None:
     model's is grown: the start model's blocks come first and each new block starts as the identity (its layer
     scale 0), so the grown codec decodes exactly as the start model until it trains. ValueError for anything else
     that does not fit."""
-    own = model.state_dict()
-    new_blocks = {k.split(".")[2] for k in own.keys() - state.keys() if k.startswith("decoder.blocks.")}
     try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        grown = [k for k in missing if k.startswith("decoder.blocks.")]
-        if unexpected or len(grown) != len(missing):
+        missing, unexpected = model.load_state_dict(state, strict=False)  # shape mismatches raise here
+        if unexpected or not all(k.startswith("decoder.blocks.") for k in missing):
             model.load_state_dict(state)  # raises with torch's description of the mismatch
     except RuntimeError as e:
         first = str(e).strip().splitlines()[-1].strip()
         raise ValueError(f"the init model's weights do not fit the codec config: {first}") from None
     with torch.no_grad():
-        for i in new_blocks:
-            model.decoder.blocks[int(i)].gamma.zero_()
+        for i in {int(k.split(".")[2]) for k in missing}:  # "decoder.blocks.<i>.<name>" of the new blocks
+            model.decoder.blocks[i].gamma.zero_()
 
 
-def _changes(start: CodecConfig, codec_config: CodecConfig, allowed: set[str]) -> list[str]:
+def config_changes(start: CodecConfig, codec_config: CodecConfig, allowed: set[str]) -> list[str]:
     """The differences of ``codec_config`` from the start model's config outside the ``allowed`` fields."""
     return [d for d in differences(plain(start), plain(codec_config)) if d.split(" ")[0] not in allowed]
 
@@ -469,13 +466,13 @@ def _init_state(init, modality: str, codec_config: CodecConfig | None, frozen: b
     if start.modality != modality:
         raise ValueError(f"init: a codec for {start.modality}, not {modality}")
     codec_config = codec_config or start.config
-    changed = _changes(start.config, codec_config, INIT_CHANGEABLE)
+    changed = config_changes(start.config, codec_config, INIT_CHANGEABLE)
     if changed:
         raise ValueError(
             f"init: the codec config changes the start model's architecture ({'; '.join(changed)}); only "
             f"{', '.join(sorted(INIT_CHANGEABLE))} may change"
         )
-    changed = _changes(start.config, codec_config, FROZEN_CHANGEABLE) if frozen else []
+    changed = config_changes(start.config, codec_config, FROZEN_CHANGEABLE) if frozen else []
     if changed:
         raise ValueError(
             f"freeze_encoder keeps the start model's tokens; the codec config changes {'; '.join(changed)}"

@@ -110,4 +110,4 @@ def test_a_frozen_encoder_fine_tune_grows_the_decoder_keeps_the_tokens_and_bundl
     save_model(tmp_path / "other", other)
     bad = ["--codec", str(tmp_path / "other"), *common, "--tokens-of", str(tmp_path / "start"), "--name", "b"]
     assert bundle_models.main(bad) == 2
-    assert "configs differ (outside the decoder)" in capsys.readouterr().err
+    assert "configs differ outside the decoder (num_blocks (2 -> 3))" in capsys.readouterr().err
