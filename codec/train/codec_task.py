@@ -124,6 +124,7 @@ class CodecTask(TrainTask):
         self.loss_fn = CodecLoss(
             self.modality,
             image_loss=cfg.image_loss,
+            clamp_aware=cfg.image_clamp_aware,
             sample_rate=model.sample_rate,
             hop=model.downsample if self.modality == "audio" else None,
             recon_weight=cfg.recon_weight,

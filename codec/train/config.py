@@ -35,6 +35,9 @@ class TrainConfig:
     # "l1" or "l2". Measured: 500 steps on synthetic photos + real photo tiles, held-out PSNR 22.2 dB with l1
     # vs 20.2 dB with l2 (mean of 3 seeds; l1 ahead on every seed).
     image_loss: str = "l1"
+    # images: errors past 0 or 1 where the target sits on that bound count as nothing (the codec clamps its
+    # output; codec.train.losses.clamp_aware_output)
+    image_clamp_aware: bool = False
     saturation_jitter: float = 0.0  # images: scale each training crop's saturation by 1 + U(-s, s), clamped
     recon_weight: float = 1.0  # image L1/L2, or audio time-domain L1
     stft_weight: float = 1.0  # audio multi-resolution STFT loss

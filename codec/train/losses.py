@@ -13,10 +13,24 @@ from codec.core.spectral import (
 )
 
 
+def clamp_aware_output(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x_hat`` with its overshoot past a bound that the target sits on removed: where ``x >= 1`` and
+    ``x_hat > 1``, or ``x <= 0`` and ``x_hat < 0``, the value is ``x`` (no error, no gradient). The codec clamps
+    its output to [0, 1], so that overshoot costs nothing in the decoded image; without this the loss spends the
+    decoder's capacity on holding saturated colours and clipped highlights exactly at the bound.
+
+    Args:
+        x_hat: (B, C, H, W) reconstruction, unclamped.
+        x: (B, C, H, W) target in [0, 1].
+    """
+    past = ((x >= 1) & (x_hat > 1)) | ((x <= 0) & (x_hat < 0))
+    return torch.where(past, x, x_hat)
+
+
 class CodecLoss(nn.Module):
     """Training objective of a codec: weighted reconstruction terms plus the quantizer's commitment loss.
 
-    - image: ``recon_weight * (L1 or L2)(x_hat, x)``.
+    - image: ``recon_weight * (L1 or L2)(x_hat, x)``; with ``clamp_aware``, of ``clamp_aware_output(x_hat, x)``.
     - audio: ``recon_weight * L1(x_hat, x) + stft_weight * MultiResolutionSTFTLoss + mel_weight * MelLoss
       + cstft_weight * CompressedSTFTLoss + periodic_weight * FramePeriodicLoss(hop)``.
     - both: ``+ vq_weight * vq_loss`` (the quantizer's loss already includes its commitment weight).
@@ -24,6 +38,8 @@ class CodecLoss(nn.Module):
     Args:
         modality: "image" or "audio".
         image_loss: "l1" or "l2" (images only).
+        clamp_aware: images: no error past 0 or 1 where the target sits on that bound (see
+            ``clamp_aware_output``).
         sample_rate: audio rate in Hz (audio only).
         hop: the codec's hop in samples, the period of ``FramePeriodicLoss`` (audio only; needed when
             ``periodic_weight`` > 0).
@@ -36,6 +52,7 @@ class CodecLoss(nn.Module):
         modality: str,
         *,
         image_loss: str = "l1",
+        clamp_aware: bool = False,
         sample_rate: int | None = None,
         hop: int | None = None,
         recon_weight: float = 1.0,
@@ -50,7 +67,7 @@ class CodecLoss(nn.Module):
             raise ValueError(f"modality must be 'image' or 'audio', got {modality!r}")
         if image_loss not in ("l1", "l2"):
             raise ValueError(f"image_loss must be 'l1' or 'l2', got {image_loss!r}")
-        self.modality, self.image_loss = modality, image_loss
+        self.modality, self.image_loss, self.clamp_aware = modality, image_loss, clamp_aware
         self.weights = {
             "recon": recon_weight,
             "stft": stft_weight,
@@ -85,6 +102,8 @@ class CodecLoss(nn.Module):
         """
         x_hat, x = x_hat.float(), x.float()
         if self.modality == "image":
+            if self.clamp_aware:
+                x_hat = clamp_aware_output(x_hat, x)
             recon = F.l1_loss(x_hat, x) if self.image_loss == "l1" else F.mse_loss(x_hat, x)
             terms = {"recon": recon}
         else:

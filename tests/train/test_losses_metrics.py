@@ -13,7 +13,7 @@ from codec.core.spectral import (
     mel_filterbank,
     mel_to_hz,
 )
-from codec.train.losses import CodecLoss
+from codec.train.losses import CodecLoss, clamp_aware_output
 from codec.train.metrics import psnr, si_snr
 
 # ------------------------------------------------------------------------------------------- mel scale
@@ -124,6 +124,27 @@ def test_codec_loss_terms():
     assert set(terms) == {"recon", "stft", "mel", "vq"} and total.item() == pytest.approx(0.0, abs=1e-5)
     with pytest.raises(ValueError):
         CodecLoss("audio")
+
+
+def test_clamp_aware_loss_hand_computed():
+    # targets on the bounds and inside; overshoot past a bound the target sits on is free, nothing else is
+    x = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.5, 0.5, 1.0, 0.0]).view(1, 1, 1, 8)
+    y = torch.tensor([1.3, 0.8, -0.4, 0.1, 1.3, -0.2, -0.1, 1.2]).view(1, 1, 1, 8).requires_grad_(True)
+    errors = [0.0, 0.2, 0.0, 0.1, 0.8, 0.7, 1.1, 1.2]  # by hand
+    total, terms = CodecLoss("image", image_loss="l1", clamp_aware=True, vq_weight=0.0)(y, x, torch.tensor(0.0))
+    assert terms["recon"].item() == pytest.approx(sum(errors) / 8, abs=1e-6)
+    total.backward()
+    sign = [0, -1, 0, 1, 1, -1, -1, 1]  # d|y - x| / dy where counted, 0 where free
+    assert torch.allclose(y.grad.view(-1), torch.tensor(sign, dtype=torch.float32) / 8)
+    # on targets at the bounds, short of the opposite bound, it is the error of the clamped (decoded) image
+    x = torch.rand(2, 3, 9, 7).round()  # 0 or 1 everywhere
+    y = x + (0.5 * torch.randn_like(x)).clamp(-0.9, 0.9)
+    l2 = CodecLoss("image", image_loss="l2", clamp_aware=True)(y, x, torch.tensor(0.0))[1]["recon"]
+    assert l2.item() == pytest.approx(((y.clamp(0, 1) - x) ** 2).mean().item(), rel=1e-6)
+    # off by default; the output itself is untouched where the target is inside (0, 1)
+    x = torch.full((1, 3, 4, 4), 0.5)
+    assert torch.equal(clamp_aware_output(x + 2, x), x + 2)
+    assert CodecLoss("image")(x * 0 + 1.5, x * 0 + 1, torch.tensor(0.0))[1]["recon"].item() == pytest.approx(0.5)
 
 
 # --------------------------------------------------------------------------------------------- metrics
