@@ -109,6 +109,30 @@ def test_audio_training_logs_the_frame_periodic_term(tmp_path, monkeypatch):
     assert len(log) == 2 and all(r["periodic"] > 0 and math.isfinite(r["loss"]) for r in log)
 
 
+@pytest.mark.parametrize("on", [False, True])
+def test_image_clamp_aware_reaches_the_loss(tmp_path, monkeypatch, on):
+    """``image_clamp_aware`` in the train config makes every training step's image loss go through
+    ``clamp_aware_output`` with the batch's targets; off, it is never called."""
+    import codec.train.losses as losses
+
+    calls = []
+
+    def recording(x_hat, x):
+        calls.append((tuple(x_hat.shape), float(x.min()), float(x.max())))
+        return losses.clamp_aware_output.__wrapped__(x_hat, x)
+
+    recording.__wrapped__ = losses.clamp_aware_output
+    monkeypatch.setattr(losses, "clamp_aware_output", recording)
+    make_image(tmp_path / "data" / "a.png", size=(32, 32))
+    with pytest.warns(UserWarning, match="no held-out files"):
+        train("image", tmp_path / "data", tmp_path / "run", IMAGE, tiny(2, image_clamp_aware=on, log_every=1))
+    if on:
+        assert [shape for shape, _, _ in calls[:2]] == [(4, 3, 32, 32)] * 2  # the two training steps' batches
+        assert all(shape[1:] == (3, 32, 32) and 0 <= lo <= hi <= 1 for shape, lo, hi in calls)  # then the held-out
+    else:
+        assert calls == []
+
+
 # ----------------------------------------------------------------------------------- kill and resume
 def _cli_train(run: Path, data: Path, config: Path, *extra: str) -> list[str]:
     args = ["--modality", "image", "--data", str(data), "--out", str(run), "--config", str(config)]
