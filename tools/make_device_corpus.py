@@ -1,12 +1,15 @@
 """Build the compact training corpus that travels with the working tree to a GPU machine (no network there).
 
-    python tools/make_device_corpus.py --images data/images/train --audio data/audio/train --out .device_data
+    python tools/make_device_corpus.py --images data/images/device --audio data/audio/train --out .device_data
+
+(``data/images/device`` holding, say, ``photos/`` and ``colour/``: each subfolder keeps its share of the files.)
 
 A GPU machine lent for a few minutes gets the working tree and nothing else (64 MiB in all, the bundled models
 included), so the corpus it trains on must be small: ``--image-mb`` of training crops re-encoded as JPEG
 (quality 92, no chroma subsampling) and ``--audio-mb`` of training clips re-encoded as Ogg Vorbis (quality 0.6,
-mono), both far above the codecs' own error. Files are taken round-robin over the sources (photograph, voice
-or instrument set: the name before the last ``_``) in a fixed order, so a small budget still spans the corpus.
+mono), both far above the codecs' own error. Files are taken in a fixed order in which every subfolder keeps its
+share of the files and, within a subfolder, consecutive picks come from different sources (photograph, voice or
+instrument set: the name before the last ``_``), so a small budget still spans the corpus.
 Only training files are read: the held-out splits never travel.
 
 Output: ``OUT/images/*.jpg`` and ``OUT/audio/*.ogg``, plus ``OUT/manifest.json`` (the source file of each).
@@ -26,15 +29,24 @@ from codec.media.image_io import is_image_file
 
 
 def round_robin(files: list[Path]) -> list[Path]:
-    """Files ordered so that consecutive picks come from different sources (name before the last '_')."""
-    groups: dict[str, list[Path]] = defaultdict(list)
+    """Files ordered so that any prefix spans the corpus.
+
+    Each folder keeps its share of the files (a folder with 24% of the files has about 24% of any prefix:
+    photographs against synthetic colour images, synthetic speech against recorded voices and music), and
+    within a folder consecutive picks come from different sources (the name before the last '_').
+    """
+    folders: dict[Path, list[Path]] = defaultdict(list)
     for f in sorted(files):
-        groups[f.parent.name + "/" + f.stem.rsplit("_", 1)[0]].append(f)
-    queues = [groups[k] for k in sorted(groups)]
-    out = []
-    for i in range(max((len(q) for q in queues), default=0)):
-        out += [q[i] for q in queues if i < len(q)]
-    return out
+        folders[f.parent].append(f)
+    keyed = []
+    for folder in sorted(folders):
+        groups: dict[str, list[Path]] = defaultdict(list)
+        for f in folders[folder]:
+            groups[f.stem.rsplit("_", 1)[0]].append(f)
+        queues = [groups[k] for k in sorted(groups)]
+        inner = [q[i] for i in range(max(len(q) for q in queues)) for q in queues if i < len(q)]
+        keyed += [((i + 0.5) / len(inner), str(folder), f) for i, f in enumerate(inner)]
+    return [f for _, _, f in sorted(keyed)]
 
 
 def jpeg_bytes(path: Path) -> bytes:
@@ -71,8 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", required=True, help="image training folder (make_image_corpus.py's train/)")
     ap.add_argument("--audio", required=True, help="audio training folder (make_audio_corpus.py's train/)")
     ap.add_argument("--out", default=".device_data", help="output folder (default .device_data, git-ignored)")
-    ap.add_argument("--image-mb", type=float, default=15.0, help="MiB of images (default 15)")
-    ap.add_argument("--audio-mb", type=float, default=13.0, help="MiB of audio (default 13)")
+    ap.add_argument("--image-mb", type=float, default=9.0, help="MiB of images (default 9)")
+    ap.add_argument("--audio-mb", type=float, default=8.0, help="MiB of audio (default 8)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     images = [p for p in Path(args.images).rglob("*") if is_image_file(p)]

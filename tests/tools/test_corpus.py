@@ -14,6 +14,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import make_audio_corpus  # noqa: E402
+import make_device_corpus  # noqa: E402
 import make_image_corpus  # noqa: E402
 import make_recorded_speech  # noqa: E402
 
@@ -161,3 +162,18 @@ def test_g722_prompts_decode_to_wideband_speech():
     spectrum = np.abs(np.fft.rfft(x)) ** 2
     freqs = np.fft.rfftfreq(len(x), 1 / rate)
     assert spectrum[freqs > 4000].sum() > 1e-4 * spectrum.sum()
+
+
+def test_device_corpus_order_keeps_each_folders_share_and_alternates_sources():
+    """Hand-worked order: folder a holds 8 files (sources x: 6, y: 2), folder b 4 (source z). Within a, the
+    sources alternate (x0 y0 x1 y1 x2 x3 x4 x5); the folders interleave by position (i + 0.5) / n, so every
+    prefix holds about 2 of a for each of b, and a folder of many one-file sources (recorded prompts) cannot
+    crowd out the others."""
+    files = [Path(f"a/x_{i}.png") for i in range(6)] + [Path(f"a/y_{i}.png") for i in range(2)]
+    files += [Path(f"b/z_{i}.png") for i in range(4)]
+    order = [f"{p.parent.name}/{p.stem}" for p in make_device_corpus.round_robin(files[::-1])]
+    assert order == ["a/x_0", "b/z_0", "a/y_0", "a/x_1", "b/z_1", "a/y_1", "a/x_2",
+                     "b/z_2", "a/x_3", "a/x_4", "b/z_3", "a/x_5"]  # fmt: skip
+    prompts = [Path(f"rec/prompt-{i}.ogg") for i in range(30)] + [Path(f"music/m_{i}.ogg") for i in range(10)]
+    first = make_device_corpus.round_robin(prompts)[:8]
+    assert sum(p.parent.name == "music" for p in first) == 2  # 10 of 40 files: a quarter of any prefix

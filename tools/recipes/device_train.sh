@@ -7,10 +7,13 @@
 # by tools/make_device_corpus.py in $DEVICE_DATA (default .device_data) and, where the machine's Python lacks
 # them, the wheels of x-transformers (and its pure-Python needs), constriction, soundfile and soxr in .whl/.
 # Both codecs train at once on the one GPU for 62% of $DEVICE_MINUTES (default 9), then each is tokenized and
-# its prior trained for 20%. Writes CHECKPOINT_DIR/{image,audio} (codec run directories, each with prior/ beside
-# its weights) and CHECKPOINT_DIR/log.txt. With PACK_DIR, it also bundles both in fp16 (tools/bundle_models.py)
-# and writes archives of at most 16 MiB each there, to bring back: image.tar (codec and prior), audio_codec.tar,
-# audio_prior.tar, logs.tgz; unpack them into codec/models/ (tar -C codec/models -xf ...).
+# its prior and context model (the coder's entropy model, from the start codec's) trained side by side for 20%.
+# Writes CHECKPOINT_DIR/{image,audio} (codec run directories, each with prior/ and context/ beside its weights)
+# and CHECKPOINT_DIR/log.txt. With PACK_DIR, it also bundles both in fp16 (tools/bundle_models.py) and writes
+# archives of at most 16 MiB each there, to bring back: image.tar (codec and prior), image_context.tar,
+# audio_codec.tar, audio_prior.tar, audio_context.tar, logs.tgz; unpack them into codec/models/
+# (tar -C codec/models -xf ...). A context model that fails to train is reported and left out; a codec or
+# prior that fails stops the script.
 #
 # Environment:
 #   DEVICE_MINUTES  total minutes of training (default 9)
@@ -30,7 +33,7 @@ R=tools/recipes
 mkdir -p "$CK"
 exec > >(tee -a "$CK/log.txt") 2>&1
 
-if ! python3 -c "import x_transformers, constriction, soundfile, soxr" 2>/dev/null; then
+if ! python3 -c "import constriction, soundfile, soxr" 2>/dev/null; then
     [ -d .whl ] || { echo "device_train: missing Python packages and no .whl/ folder of wheels"; exit 2; }
     python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site
@@ -64,17 +67,24 @@ for m in $MODALITIES; do
     init_var="INIT_${m^^}"
     init=${!init_var:-$m}
     prior_init=()  # the start codec's prior: same token layout, a far better start than random weights
-    [ "$init" = none ] || prior_init=(--init "$init")
+    ctx_init=()
+    [ "$init" = none ] || { prior_init=(--init "$init"); ctx_init=(--init "$init/context"); }
     (
         python3 -m codec tokenize --codec "$CK/$m" --data "$DATA/$( [ $m = image ] && echo images || echo audio )" \
-            --out "$CK/tokens_$m" &&
+            --out "$CK/tokens_$m" || exit 1
+        # The context model beside the prior; its failure leaves the bundle without one (reported below).
+        python3 -m codec train-prior --context --tokens "$CK/tokens_$m" --out "$CK/$m/context" "${ctx_init[@]}" \
+            --max-minutes "$prior_min" ${DEVICE_STEPS:+--steps $DEVICE_STEPS} > "$CK/context_$m.log" 2>&1 &
         python3 -m codec train-prior --tokens "$CK/tokens_$m" --out "$CK/$m/prior" --config $R/prior_device.json \
             "${prior_init[@]}" --max-minutes "$prior_min" ${DEVICE_STEPS:+--steps $DEVICE_STEPS}
+        rc=$?
+        wait $! || echo "device_train: the $m context model failed (context_$m.log)"
+        exit $rc
     ) > "$CK/prior_$m.log" 2>&1 &
 done
 fail=0
 for job in $(jobs -p); do wait "$job" || fail=1; done
-tail -n 2 "$CK"/prior_*.log
+tail -n 2 "$CK"/prior_*.log "$CK"/context_*.log
 [ $fail = 0 ] || { echo "device_train: a prior run failed (logs above)"; exit 1; }
 echo "device_train: done -> $CK"
 
@@ -82,9 +92,13 @@ if [ -n "$PACK" ]; then
     mkdir -p "$PACK"
     B=$(mktemp -d)
     for m in $MODALITIES; do
-        python3 tools/bundle_models.py --codec "$CK/$m" --prior "$CK/$m/prior" --name $m --dest "$B" --max-mb 1000
+        ctx=()
+        [ ! -f "$CK/$m/context/model.safetensors" ] || ctx=(--context "$CK/$m/context")
+        python3 tools/bundle_models.py --codec "$CK/$m" --prior "$CK/$m/prior" "${ctx[@]}" --name $m --dest "$B" \
+            --max-mb 1000
+        [ ! -d "$B/$m/context" ] || tar -C "$B" -cf "$PACK/${m}_context.tar" $m/context
     done
-    [ ! -d "$B/image" ] || tar -C "$B" -cf "$PACK/image.tar" image
+    [ ! -d "$B/image" ] || tar -C "$B" -cf "$PACK/image.tar" image/config.json image/model.safetensors image/prior
     [ ! -d "$B/audio" ] || tar -C "$B" -cf "$PACK/audio_codec.tar" audio/config.json audio/model.safetensors
     [ ! -d "$B/audio" ] || tar -C "$B" -cf "$PACK/audio_prior.tar" audio/prior
     tar -C "$CK" -czf "$PACK/logs.tgz" --exclude='*.safetensors' --exclude='tokens_*' --exclude=samples .
