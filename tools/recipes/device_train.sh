@@ -5,7 +5,7 @@
 #
 # Runs from the repository root of the working tree that travelled to the machine, with the compact corpus made
 # by tools/make_device_corpus.py in $DEVICE_DATA (default .device_data) and, where the machine's Python lacks
-# them, the wheels of x-transformers (and its pure-Python needs), constriction, soundfile and soxr in .whl/.
+# them, the wheels of constriction, soundfile (with cffi and pycparser) and soxr in .whl/.
 # Both codecs train at once on the one GPU for 62% of $DEVICE_MINUTES (default 9), then each is tokenized and
 # its prior and context model (the coder's entropy model, from the start codec's) trained side by side for 20%.
 # Writes CHECKPOINT_DIR/{image,audio} (codec run directories, each with prior/ and context/ beside its weights)
@@ -45,8 +45,9 @@ prior_min=$(python3 -c "print(round($MIN * 0.20, 2))")
 steps=${DEVICE_STEPS:+--steps $DEVICE_STEPS}
 # Both codecs at once: each alone leaves most of the GPU idle.
 MODALITIES=${MODALITIES:-image audio}
+corpus() { [ "$1" = image ] && echo "$DATA/images" || echo "$DATA/audio"; }
 for m in $MODALITIES; do
-    d="$DATA/$( [ $m = image ] && echo images || echo audio )"
+    d=$(corpus $m)
     [ -d "$d" ] || { echo "device_train: no $m corpus in $d (make_device_corpus.py)"; exit 2; }
 done
 for m in $MODALITIES; do
@@ -54,7 +55,7 @@ for m in $MODALITIES; do
     init=${!init_var:-$m}
     init_flag=()
     [ "$init" = none ] || init_flag=(--init "$init")
-    python3 -m codec train --modality $m --data "$DATA/$( [ $m = image ] && echo images || echo audio )" \
+    python3 -m codec train --modality $m --data "$(corpus $m)" \
         --out "$CK/$m" --config $R/${m}_device.json "${init_flag[@]}" --mixed-precision bf16 \
         --max-minutes "$codec_min" $steps ${DEVICE_LR:+--lr $DEVICE_LR} > "$CK/train_$m.log" 2>&1 &
 done
@@ -70,16 +71,14 @@ for m in $MODALITIES; do
     ctx_init=()
     [ "$init" = none ] || { prior_init=(--init "$init"); ctx_init=(--init "$init/context"); }
     (
-        python3 -m codec tokenize --codec "$CK/$m" --data "$DATA/$( [ $m = image ] && echo images || echo audio )" \
+        python3 -m codec tokenize --codec "$CK/$m" --data "$(corpus $m)" \
             --out "$CK/tokens_$m" || exit 1
         # The context model beside the prior; its failure leaves the bundle without one (reported below).
         python3 -m codec train-prior --context --tokens "$CK/tokens_$m" --out "$CK/$m/context" "${ctx_init[@]}" \
-            --max-minutes "$prior_min" ${DEVICE_STEPS:+--steps $DEVICE_STEPS} > "$CK/context_$m.log" 2>&1 &
+            --max-minutes "$prior_min" $steps > "$CK/context_$m.log" 2>&1 &
         python3 -m codec train-prior --tokens "$CK/tokens_$m" --out "$CK/$m/prior" --config $R/prior_device.json \
-            "${prior_init[@]}" --max-minutes "$prior_min" ${DEVICE_STEPS:+--steps $DEVICE_STEPS}
-        rc=$?
+            "${prior_init[@]}" --max-minutes "$prior_min" $steps || exit 1
         wait $! || echo "device_train: the $m context model failed (context_$m.log)"
-        exit $rc
     ) > "$CK/prior_$m.log" 2>&1 &
 done
 fail=0
