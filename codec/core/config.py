@@ -15,6 +15,9 @@ class QuantizerConfig:
     dead_code_threshold: float = 2.0
     commitment_weight: float = 0.25
     kmeans_init: bool = True
+    # > 0: entropy-constrained code choice, argmin ||z - e||^2 + rate_weight * code length in bits (see
+    # codec.core.quantizer.VectorQuantizer): fewer bits after entropy coding for a little more distortion
+    rate_weight: float = 0.0
 
 
 @dataclass
@@ -131,6 +134,9 @@ LATER_FIELDS = {
     "image": {"arch": "conv", "stem": 4, "padding": "zeros"},
     "audio": {"arch": "seanet", "n_fft": 1280, "width": 256, "num_blocks": 6, "decoder_blocks": 0},
 }
+# Quantizer fields that only steer the encoder's choice of codes (the same decoder reads the tokens the same way):
+# never part of a model's identity, so a bundled model can be given one without breaking its priors' pairing.
+ENCODER_CHOICE_FIELDS = {"rate_weight"}
 
 # Config fields that shape only the decoder: a codec that differs from another only in these (and in its decoder's
 # weights) gives the same tokens (``freeze_encoder`` fine-tunes; ``tools/bundle_models.py --tokens-of``).
@@ -144,7 +150,9 @@ def config_to_dict(config: CodecConfig) -> dict:
 def identity_dict(config: CodecConfig) -> dict:
     """The config as ``model_hash`` sees it: ``config_to_dict`` without the later fields at their old values."""
     later = LATER_FIELDS[config.modality]
-    return {k: v for k, v in config_to_dict(config).items() if k not in later or v != later[k]}
+    out = {k: v for k, v in config_to_dict(config).items() if k not in later or v != later[k]}
+    out["quantizer"] = {k: v for k, v in out["quantizer"].items() if k not in ENCODER_CHOICE_FIELDS}
+    return out
 
 
 def config_from_dict(data: dict) -> CodecConfig:

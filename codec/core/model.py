@@ -76,6 +76,7 @@ class Codec(nn.Module):
             dead_code_threshold=q.dead_code_threshold,
             commitment_weight=q.commitment_weight,
             kmeans_init=q.kmeans_init,
+            rate_weight=q.rate_weight,
         )
         if isinstance(config, ImageCodecConfig) and config.arch == "shuffle":
             self.encoder, self.decoder = ShuffleEncoder(config), ShuffleDecoder(config)

@@ -76,6 +76,11 @@ class VectorQuantizer(nn.Module):
         commitment_weight: weight of the commitment loss.
         kmeans_iters: Lloyd iterations of that initialisation.
         kmeans_samples: at most this many vectors (over all ranks) feed the k-means.
+        rate_weight: lambda of an entropy-constrained code choice (ECVQ, Chou, Lookabaugh and Gray 1989): each
+            vector takes the code minimising ||z - e_k||^2 + lambda * l_k, where l_k = -log2 p_k is the code's
+            length in bits under its EMA usage p_k (``code_lengths``). Training with it makes the codes' usage
+            skewed, so an entropy coder spends fewer bits on them, at the price of a larger squared error; the
+            same rule chooses the codes at encoding time. 0 (the default) is the plain nearest code.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class VectorQuantizer(nn.Module):
         commitment_weight: float = 0.25,
         kmeans_iters: int = 10,
         kmeans_samples: int = 32768,
+        rate_weight: float = 0.0,
     ):
         super().__init__()
         if dim < 1 or codebook_size < 1:
@@ -98,7 +104,10 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.dim, self.codebook_size = dim, codebook_size
         self.decay, self.eps = decay, eps
+        if rate_weight < 0:
+            raise ValueError(f"rate_weight must be >= 0, got {rate_weight}")
         self.dead_code_threshold = dead_code_threshold
+        self.rate_weight = rate_weight
         self.commitment_weight = commitment_weight
         self.kmeans_iters, self.kmeans_samples = kmeans_iters, kmeans_samples
         embed = torch.randn(codebook_size, dim)
@@ -136,7 +145,7 @@ class VectorQuantizer(nn.Module):
             active = flat if keep is None else flat[keep]  # (M', D)
             if self.training and not bool(self.initialized):
                 self._kmeans_init(active)
-            indices, _ = nearest_code(flat, self.embed)  # (M,)
+            indices = self._search(flat)  # (M,)
             q = F.embedding(indices, self.embed)  # (M, D), the codebook used for the search
             active_idx = indices if keep is None else indices[keep]
             counts = torch.bincount(active_idx, minlength=self.codebook_size).float()  # (K,)
@@ -159,7 +168,24 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def encode_indices(self, z: torch.Tensor) -> torch.Tensor:
         """The indices ``forward`` gives, (...) int64 of z (..., D), without its statistics or updates (inference)."""
-        return nearest_code(z.float().reshape(-1, self.dim), self.embed)[0].view(z.shape[:-1])
+        return self._search(z.float().reshape(-1, self.dim)).view(z.shape[:-1])
+
+    @torch.no_grad()
+    def code_lengths(self) -> torch.Tensor:
+        """(K,) float32 length in bits of each code, -log2 p_k, under the EMA usage p_k = (n_k + eps) / (n + K eps)."""
+        counts = self.cluster_size.float()
+        return -torch.log2((counts + self.eps) / (counts.sum() + self.codebook_size * self.eps))
+
+    def _search(self, flat: torch.Tensor) -> torch.Tensor:
+        """(M,) int64 codes of flat (M, D) float32: the nearest, or under ``rate_weight`` the argmin of the squared
+        distance plus lambda times the code length. The rate term rides as one extra coordinate, sqrt(lambda * (l_k -
+        min l)) on each code and 0 on each vector, so the same nearest-code kernel does both searches."""
+        if self.rate_weight == 0:
+            return nearest_code(flat, self.embed)[0]
+        bits = self.code_lengths()
+        extra = (self.rate_weight * (bits - bits.min())).sqrt()  # (K,) >= 0; a constant shift leaves the argmin
+        codes = torch.cat([self.embed.float(), extra[:, None]], dim=1)  # (K, D + 1)
+        return nearest_code(torch.cat([flat, flat.new_zeros(flat.shape[0], 1)], dim=1), codes)[0]
 
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,7 @@ SAMPLES_DIR = "samples"
 INIT_CHANGEABLE = {
     "tile", "tile_overlap", "chunk_frames", "chunk_context", "padding",
     "quantizer.decay", "quantizer.dead_code_threshold", "quantizer.commitment_weight",
-    "quantizer.quantizer_dropout", "quantizer.kmeans_init",
+    "quantizer.quantizer_dropout", "quantizer.kmeans_init", "quantizer.rate_weight",
     *DECODER_FIELDS,
 }  # fmt: skip
 

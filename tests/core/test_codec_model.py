@@ -209,6 +209,23 @@ def test_fields_added_later_keep_older_models_hashes():
     m = tiny_image(8)
     later = ("arch", "stem", "padding")
     old_fields = {k: v for k, v in codec.core.config.config_to_dict(m.config).items() if k not in later}
+    old_fields["quantizer"] = {k: v for k, v in old_fields["quantizer"].items() if k != "rate_weight"}
+    assert codec.model_hash(m) == state_hash(old_fields, m)
+    m.config.quantizer.rate_weight = 0.5  # steers only the encoder's choice: never part of the identity
     assert codec.model_hash(m) == state_hash(old_fields, m)
     m.config.stem = 2  # meaningless for "conv", but now part of the identity
     assert codec.model_hash(m) != state_hash(old_fields, m)
+
+
+def test_rate_weight_from_the_config_reaches_every_stage_and_saves_round_trip(tmp_path):
+    cfg = ImageCodecConfig(
+        downsample=8, base_channels=8, max_channels=16, latent_dim=8,
+        quantizer=QuantizerConfig(codebook_size=32, num_quantizers=3, rate_weight=0.25),
+    )  # fmt: skip
+    m = Codec(cfg)
+    assert [layer.rate_weight for layer in m.quantizer.layers] == [0.25] * 3
+    back = codec.core.config.config_from_dict(codec.core.config.config_to_dict(cfg))
+    assert back.quantizer.rate_weight == 0.25
+    old = codec.core.config.config_to_dict(cfg)
+    del old["quantizer"]["rate_weight"]  # a config written before the field existed
+    assert codec.core.config.config_from_dict(old).quantizer.rate_weight == 0.0

@@ -233,3 +233,62 @@ def test_bad_arguments():
         rvq(torch.randn(3, 4), num_quantizers=3)
     with pytest.raises(ValueError, match="num_quantizers"):
         rvq.decode_indices(torch.zeros(3, 5, dtype=torch.int64))
+
+
+def test_rate_weight_hand_computed_choice():
+    # codes 0 and 1 with usage 3:1 -> lengths -log2(0.75) = 0.415 and -log2(0.25) = 2 bits. z = 0.6 is nearer
+    # code 1 (0.16 against 0.36); with lambda 0.1: 0.36 + 0.0415 > 0.16 + 0.2 -> still 1; with lambda 0.2:
+    # 0.36 + 0.083 < 0.16 + 0.4 -> code 0.
+    z = torch.tensor([[0.6], [0.9]])
+    for lam, expected in [(0.0, [1, 1]), (0.1, [1, 1]), (0.2, [0, 1])]:
+        vq = VectorQuantizer(1, 2, eps=0.0, rate_weight=lam, kmeans_init=False).eval()
+        _place(vq, torch.tensor([[0.0], [1.0]]), torch.tensor([3.0, 1.0]))
+        assert vq.code_lengths().tolist() == pytest.approx([-math.log2(0.75), 2.0], rel=1e-6)
+        assert vq(z).indices.tolist() == expected
+        assert vq.encode_indices(z).tolist() == expected
+
+
+@pytest.mark.parametrize("dim,k,lam", [(1, 3, 0.5), (5, 37, 0.05), (8, 64, 2.0)])
+def test_rate_weight_matches_float64_reference(dim, k, lam):
+    g = torch.Generator().manual_seed(dim * 100 + k)
+    vq = VectorQuantizer(dim, k, rate_weight=lam, kmeans_init=False).eval()
+    _place(vq, torch.randn(k, dim, generator=g), torch.rand(k, generator=g) * 5 + 0.01)
+    z = torch.randn(3, 11, dim, generator=g)
+    got = vq.encode_indices(z).reshape(-1)
+    assert torch.equal(vq(z).indices.reshape(-1), got)
+    n = vq.cluster_size.double()
+    bits = -torch.log2((n + vq.eps) / (n.sum() + k * vq.eps))  # (K,)
+    cost = (z.double().reshape(-1, 1, dim) - vq.embed.double()).square().sum(-1) + lam * bits  # (M, K)
+    best = cost.min(-1).values
+    chosen = cost.gather(1, got[:, None]).squeeze(1)
+    assert torch.all(chosen <= best + 1e-5)  # the chosen code costs the minimum (ties within fp32 rounding)
+    assert (got != cost.argmin(-1)).float().mean() < 0.05
+
+
+def test_rate_weight_training_skews_usage():
+    """ECVQ's Lloyd steps: with a rate term the codes' usage becomes more skewed (fewer bits per vector under the
+    usage) and the squared error larger than with the plain nearest code, from the same start."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand(4096, 2, generator=g)  # uniform square: plain VQ keeps the usage flat
+    results = {}
+    for lam in (0.0, 0.02):
+        torch.manual_seed(1)
+        vq = VectorQuantizer(2, 16, decay=0.8, dead_code_threshold=0.0, rate_weight=lam)
+        for _ in range(60):
+            vq(data)
+        vq.eval()
+        idx = vq(data).indices
+        p = torch.bincount(idx, minlength=16).double() / idx.numel()
+        entropy = float(-(p[p > 0] * p[p > 0].log2()).sum())
+        mse = float((data - vq.embed[idx]).square().sum(-1).mean())
+        results[lam] = entropy, mse
+    assert results[0.0][0] > 3.9  # near log2(16) = 4
+    assert results[0.02][0] < results[0.0][0] - 0.2
+    assert results[0.02][1] > results[0.0][1]
+
+
+def test_rate_weight_reaches_every_residual_stage_and_is_checked():
+    rvq = ResidualVectorQuantizer(4, 8, 3, rate_weight=0.3)
+    assert [layer.rate_weight for layer in rvq.layers] == [0.3, 0.3, 0.3]
+    with pytest.raises(ValueError, match="rate_weight"):
+        VectorQuantizer(4, 8, rate_weight=-1.0)
