@@ -186,9 +186,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = json_safe({"refine": args.refine, "summary": summary, **extra, "rows": rows, "skipped": skipped})
-    atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2, allow_nan=False) + "\n")
-    plot(summary, out.with_suffix(".png"), metrics)
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    json_path, png_path = output_paths(out)
+    atomic_write_text(json_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    plot(summary, png_path, metrics)
+    print(f"wrote {json_path} and {png_path}")
     if skipped:
         print(f"{len(skipped)} of {len(files)} files skipped (unreadable); see 'skipped' in the JSON")
     return 0
@@ -200,3 +201,10 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def output_paths(out: Path) -> tuple[Path, Path]:
+    """(OUT.json, OUT.png) of ``--out OUT``: a name that already ends in .json or .png loses it; any other dot stays
+    part of the name (``results/rd_v1.5`` -> ``results/rd_v1.5.json``, not ``results/rd_v1.json``)."""
+    base = out.with_suffix("") if out.suffix.lower() in (".json", ".png") else out
+    return base.with_name(base.name + ".json"), base.with_name(base.name + ".png")

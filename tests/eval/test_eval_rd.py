@@ -200,3 +200,12 @@ def test_summary_caps_lossless_psnr():
     (s,) = eval_rd.summarize(rows)
     assert s["psnr"] == pytest.approx((eval_rd.PSNR_CAP + 30.0) / 2) and s["lossless"] == 1
     assert s["bpp"] == pytest.approx(0.3) and s["ms_ssim"] == pytest.approx(0.95)
+
+
+def test_output_paths_keep_dots_inside_the_name():
+    from codec.eval.rd import output_paths
+
+    assert output_paths(Path("r/rd_image")) == (Path("r/rd_image.json"), Path("r/rd_image.png"))
+    assert output_paths(Path("r/lam0.015_rec")) == (Path("r/lam0.015_rec.json"), Path("r/lam0.015_rec.png"))
+    assert output_paths(Path("r/rd.json")) == (Path("r/rd.json"), Path("r/rd.png"))
+    assert output_paths(Path("r/rd.PNG")) == (Path("r/rd.json"), Path("r/rd.png"))
