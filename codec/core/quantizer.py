@@ -172,9 +172,13 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def code_lengths(self) -> torch.Tensor:
-        """(K,) float32 length in bits of each code, -log2 p_k, under the EMA usage p_k = (n_k + eps) / (n + K eps)."""
+        """(K,) float32 length in bits of each code, -log2 p_k, under the EMA usage ``_usage``."""
+        return -torch.log2(self._usage())
+
+    def _usage(self) -> torch.Tensor:
+        """(K,) float32 Laplace-smoothed EMA usage p_k = (n_k + eps) / (n + K eps) of the codes."""
         counts = self.cluster_size.float()
-        return -torch.log2((counts + self.eps) / (counts.sum() + self.codebook_size * self.eps))
+        return (counts + self.eps) / (counts.sum() + self.codebook_size * self.eps)
 
     def _search(self, flat: torch.Tensor) -> torch.Tensor:
         """(M,) int64 codes of flat (M, D) float32: the nearest, or under ``rate_weight`` the argmin of the squared
@@ -219,8 +223,7 @@ class VectorQuantizer(nn.Module):
         counts, sums = stats[:, 0], stats[:, 1:]
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
-        n = self.cluster_size.sum()
-        smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
+        smoothed = self._usage() * self.cluster_size.sum()  # Laplace-smoothed cluster sizes, same total
         self.embed.copy_(self.embed_sum / smoothed[:, None])
         return counts
 

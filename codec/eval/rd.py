@@ -151,6 +151,13 @@ def json_safe(value):
     return value
 
 
+def output_paths(out: Path) -> tuple[Path, Path]:
+    """(OUT.json, OUT.png) of ``--out OUT``: a name that already ends in .json or .png loses it; any other dot stays
+    part of the name (``results/rd_v1.5`` -> ``results/rd_v1.5.json``, not ``results/rd_v1.json``)."""
+    base = out.with_suffix("") if out.suffix.lower() in (".json", ".png") else out
+    return base.with_name(base.name + ".json"), base.with_name(base.name + ".png")
+
+
 def run(args: argparse.Namespace) -> int:
     model = load(args.model, device="cpu")
     audio = model.modality == "audio"
@@ -201,10 +208,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def output_paths(out: Path) -> tuple[Path, Path]:
-    """(OUT.json, OUT.png) of ``--out OUT``: a name that already ends in .json or .png loses it; any other dot stays
-    part of the name (``results/rd_v1.5`` -> ``results/rd_v1.5.json``, not ``results/rd_v1.json``)."""
-    base = out.with_suffix("") if out.suffix.lower() in (".json", ".png") else out
-    return base.with_name(base.name + ".json"), base.with_name(base.name + ".png")

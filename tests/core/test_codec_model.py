@@ -217,7 +217,7 @@ def test_fields_added_later_keep_older_models_hashes():
     assert codec.model_hash(m) != state_hash(old_fields, m)
 
 
-def test_rate_weight_from_the_config_reaches_every_stage_and_saves_round_trip(tmp_path):
+def test_rate_weight_from_the_config_reaches_every_stage_and_saves_round_trip():
     cfg = ImageCodecConfig(
         downsample=8, base_channels=8, max_channels=16, latent_dim=8,
         quantizer=QuantizerConfig(codebook_size=32, num_quantizers=3, rate_weight=0.25),
