@@ -27,7 +27,7 @@ from codec.bitstream.context_coding import CODER as CONTEXT_CODER
 from codec.bitstream.models import resolve_codec, resolve_prior
 from codec.bitstream.packing import bits_per_token, pack_bits
 from codec.bitstream.parallel import map_groups, work_units
-from codec.bitstream.rate import choose_levels, format_rate, parse_bitrate
+from codec.bitstream.rate import choose_levels, describe, format_rate, parse_bitrate, read_sizes
 from codec.core.model import Codec
 from codec.core.refine import check_refine
 from codec.core.windows import IMAGE_MARGIN, check_margin
@@ -187,6 +187,7 @@ def compress(
     workers: int | None = None,
     margin: int = IMAGE_MARGIN,
     refine: int = 0,
+    fit: str = "packed",
 ) -> bytes:
     """Compress an image or audio (a file path or a tensor) into ``.vqc`` bytes.
 
@@ -205,6 +206,10 @@ def compress(
             "3k", "3000"): the most levels whose bit-packed rate is at most this (one level, with a warning, when
             even one costs more; ``codec.bitstream.rate.choose_levels``).
         bpp: images: the same in bits per pixel.
+        fit: how ``bitrate`` / ``bpp`` pick the levels: "packed" (the rule above: fixed, whatever the content) or
+            "coded": from that count up, the most levels whose whole file (header included, prior-coded) is within
+            the request, found by coding every further level count (at most ``num_quantizers`` - 1 more codings;
+            an entropy-constrained codec's upper levels code far below their bit-packed rate).
         chunk_tokens: tokens per chunk (each independently checked and entropy coded); None chooses with
             ``auto_chunk_tokens`` (``context_chunk_tokens`` for the context model).
         group: chunks range-coded in lockstep in "prior" mode with a Transformer prior (recorded in the file; 1
@@ -236,6 +241,10 @@ def compress(
         raise ValueError(f"chunk_tokens must be in [1, {container.MAX_CHUNK_TOKENS}], got {chunk_tokens}")
     if not 1 <= group <= container.MAX_GROUP:
         raise ValueError(f"group must be in [1, {container.MAX_GROUP}], got {group}")
+    if fit not in ("packed", "coded"):
+        raise ValueError(f'fit must be "packed" or "coded", got {fit!r}')
+    if fit == "coded" and bitrate is None and bpp is None:
+        raise ValueError('fit="coded" chooses the levels for bitrate / bpp; give one of them')
     given = model if isinstance(model, Codec) else None
     x, modality, src = _read_input(x, given, sample_rate)
     model, codec_name = resolve_codec(model if model is not None else modality, device)
@@ -248,7 +257,39 @@ def compress(
     check_refine(refine)
     x, media, alpha = _prepare(x, model, src, check_margin(margin))
     num_quantizers = _levels_for_rate(model, num_quantizers, bitrate, bpp, 2 if media.get("stereo") else 1)
-    tokens = encode_tokens(model, x, media, num_quantizers, refine)
+    alpha_record = b"" if alpha is None else container.alpha_bytes(encode_alpha(alpha), alpha)
+    workers = workers or torch.get_num_threads()
+    packed_ok = prior_model is not None and (packed_if_smaller if packed_if_smaller is not None else prior == "auto")
+
+    def build(levels: int | None) -> bytes:
+        tokens = encode_tokens(model, x, media, levels, refine)
+        return _file_bytes(
+            tokens, model, modality, codec_name, c_hash, prior_model, prior_name, media, chunk_tokens, group,
+            alpha_record, progress, workers, packed_ok,
+        )  # fmt: skip
+
+    data = build(num_quantizers)
+    if fit == "coded" and prior_model is not None and model.residual:
+        target = parse_bitrate(bitrate) if bitrate is not None else float(bpp)
+        for levels in range(num_quantizers + 1, model.num_quantizers + 1):  # every count: sizes need not grow
+            trial = build(levels)  # with the levels (a nearly free upper level can shift the chunking)
+            if _file_rate(trial) <= target:
+                data = trial
+    return data
+
+
+def _file_rate(data: bytes) -> float:
+    """A whole file's rate, header included: bits per pixel (image) or bits per second (audio)."""
+    info = describe(*read_sizes(data))
+    return info["bpp"] if "bpp" in info else 1000 * info["kbps"]
+
+
+def _file_bytes(
+    tokens, model, modality, codec_name, c_hash, prior_model, prior_name, media, chunk_tokens, group, alpha_record,
+    progress, workers, packed_if_smaller,
+) -> bytes:  # fmt: skip
+    """The ``.vqc`` bytes of ``tokens``: prior-coded (or packed without a prior), or packed where
+    ``packed_if_smaller`` and that is no larger."""
     meta = Metadata(
         modality=modality,
         codec={"name": codec_name, "hash": c_hash[: container.HASH_CHARS]},
@@ -267,10 +308,8 @@ def compress(
             meta.group = 1  # chunks are coded one at a time, each in a few passes
             meta.chunk_tokens = chunk_tokens or context_chunk_tokens(prior_model.layout(tokens.shape))
     flat = raster(tokens, model.residual).numpy()
-    alpha_record = b"" if alpha is None else container.alpha_bytes(encode_alpha(alpha), alpha)
-    workers = workers or torch.get_num_threads()
     data = _write(meta, alpha_record, flat, prior_model, progress, workers)
-    if prior_model is not None and (packed_if_smaller if packed_if_smaller is not None else prior == "auto"):
+    if prior_model is not None and packed_if_smaller:
         packed_meta = dataclasses.replace(meta, mode="packed", prior=None, group=1, coder=None)
         packed = _write(packed_meta, alpha_record, flat, None, False, 1)
         if len(packed) <= len(data):

@@ -38,7 +38,8 @@ ENCODE_EXAMPLES = """examples:
   codec encode photos/ -o compressed/ --quiet                  # every image and audio file inside, recursively
 
 --bitrate and --bpp count the tokens bit-packed (levels x ceil(log2 K) bits per frame or per f x f pixels); the
-prior makes files smaller, the header (about 0.25 KB) larger. In a folder each applies to its kind of file.
+prior makes files smaller, the header (about 0.25 KB) larger. With --fit coded they keep the most levels whose real
+file is within the rate instead. In a folder each applies to its kind of file.
 """
 
 DECODE_EXAMPLES = """examples:
@@ -100,6 +101,14 @@ def register(subparsers) -> None:
     p.add_argument("--bpp", type=positive_float, metavar="BPP", help="images: the same in bits per pixel")
     p.add_argument(
         "--quantizers", type=positive_int, metavar="N", help="residual levels to keep, instead of --bitrate / --bpp"
+    )
+    p.add_argument(
+        "--fit",
+        choices=("packed", "coded"),
+        default="packed",
+        help="how --bitrate / --bpp choose the levels: by their bit-packed rate (default; the same for any content) "
+        "or 'coded': the most levels whose real file, header included, is within the rate (codes each further "
+        "level count in turn; slower)",
     )
     p.add_argument(
         "--margin",
@@ -238,12 +247,16 @@ def _level_options(args, path: Path, modality: str, single: bool) -> dict:
     """compress's level options for one file: --quantizers, or --bitrate for audio and --bpp for images (in a
     folder each applies to its kind; a single file given only the other kind's flag is an error)."""
     if args.quantizers is not None:
+        if args.fit != "packed":
+            raise ValueError("--fit chooses the levels for --bitrate / --bpp; --quantizers sets them itself")
         return {"num_quantizers": args.quantizers}
     mine, other = ("bitrate", "bpp") if modality == "audio" else ("bpp", "bitrate")
     if single and getattr(args, mine) is None and getattr(args, other) is not None:
         kinds = {"bpp": "images", "bitrate": "audio"}
         raise ValueError(f"{path}: --{other} is for {kinds[other]}; for {kinds[mine]} use --{mine}")
-    return {mine: getattr(args, mine)}
+    if getattr(args, mine) is None:
+        return {mine: None}
+    return {mine: getattr(args, mine), "fit": args.fit}
 
 
 def _encode_line(src: Path, out: Path, data: bytes, model, options: dict) -> str:
@@ -255,12 +268,14 @@ def _encode_line(src: Path, out: Path, data: bytes, model, options: dict) -> str
     rate = f"{info['bpp']:.3f} bpp" if meta.modality == "image" else f"{info['kbps']:.2f} kbps"
     n = info["levels"]
     levels = plural(n, "level")
-    ((option, value),) = options.items()  # num_quantizers, bitrate or bpp
+    ((option, value),) = ((k, v) for k, v in options.items() if k != "fit")  # num_quantizers, bitrate or bpp
     if option != "num_quantizers" and value is not None:
         asked = format_rate("audio", value) if option == "bitrate" else f"{value:g}"
         streams = 2 if meta.has_stereo else 1  # mid and side, each at n levels
         packed = format_rate(meta.modality, streams * n * level_rate(model))
-        levels += f" for --{option} {asked} ({packed} bit-packed{', stereo as mid and side' if streams == 2 else ''})"
+        fit = ", --fit coded" if options.get("fit") == "coded" else ""
+        mid_side = ", stereo as mid and side" if streams == 2 else ""
+        levels += f" for --{option} {asked}{fit} ({packed} bit-packed{mid_side})"
     alpha = ", alpha kept" if meta.has_alpha else ""
     return f"{src} -> {out}: {len(data)} bytes, {rate}; {levels}, {_MODE_WORDS[meta.mode]}{alpha}"
 
