@@ -4,6 +4,8 @@ and for the float coder of older files, errors at their job's turn, and how chun
 import multiprocessing
 import os
 import signal
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,15 +111,24 @@ def test_map_groups_keeps_order_and_raises_at_the_failing_job():
     assert list(map_groups(lambda x: x + 1, iter(many), workers=2, count=40)) == list(range(1, 41))
 
 
+_GO: Path | None = None  # set by the test below; the forked workers inherit it
+
+
 def _killed_at_two(x: int) -> int:
-    if x == 2:
+    if x == 2:  # only once jobs 0 and 1 are in the parent's hands (on a loaded machine they may still be running)
+        deadline = time.monotonic() + 60
+        while not _GO.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer does
     return x
 
 
-def test_a_killed_worker_is_an_error_not_a_hang():
+def test_a_killed_worker_is_an_error_not_a_hang(tmp_path):
+    global _GO
+    _GO = tmp_path / "go"
     got = map_groups(_killed_at_two, [(i,) for i in range(6)], workers=2, count=6)
     assert [next(got), next(got)] == [0, 1]
+    _GO.touch()
     with pytest.raises(codec.WorkerError, match="a worker process ended without its result"):
         next(got)
     left = [p for p in multiprocessing.active_children() if p.is_alive()]
