@@ -145,16 +145,16 @@ def encode_tokens(
     return model.encode(x, num_quantizers=num_quantizers, margin=margin, refine=refine)[0].cpu()
 
 
-def _levels_for_rate(model: Codec, num_quantizers, bitrate, bpp, streams: int = 1) -> int | None:
-    """``num_quantizers``, or the level count ``choose_levels`` picks for ``bitrate`` / ``bpp`` shared by ``streams``
-    signals (2 for stereo coded as mid and side)."""
+def _levels_for_rate(model: Codec, num_quantizers, bitrate, bpp, streams: int = 1) -> tuple[int | None, float | None]:
+    """(``num_quantizers``, None), or (the level count ``choose_levels`` picks for ``bitrate`` / ``bpp`` shared by
+    ``streams`` signals (2 for stereo coded as mid and side), the requested rate in bits per second or pixel)."""
     given = [
         name for name, v in (("num_quantizers", num_quantizers), ("bitrate", bitrate), ("bpp", bpp)) if v is not None
     ]
     if len(given) > 1:
         raise ValueError(f"give one of num_quantizers, bitrate and bpp, not {' and '.join(given)}")
     if bitrate is None and bpp is None:
-        return num_quantizers
+        return num_quantizers, None
     if (bitrate is not None) != (model.modality == "audio"):
         raise ValueError(f"bitrate is for audio and bpp for images; this is an {model.modality} codec")
     target = parse_bitrate(bitrate) if bitrate is not None else float(bpp)
@@ -166,7 +166,7 @@ def _levels_for_rate(model: Codec, num_quantizers, bitrate, bpp, streams: int = 
             f"{format_rate(model.modality, streams * choice.rate)} (1 level{each}); using 1 level",
             stacklevel=3,
         )
-    return choice.levels
+    return choice.levels, target
 
 
 # ----------------------------------------------------------------------------------------- compress
@@ -256,25 +256,52 @@ def compress(
     prior_model, prior_name = resolve_prior(prior, model, c_hash)
     check_refine(refine)
     x, media, alpha = _prepare(x, model, src, check_margin(margin))
-    num_quantizers = _levels_for_rate(model, num_quantizers, bitrate, bpp, 2 if media.get("stereo") else 1)
+    num_quantizers, target = _levels_for_rate(model, num_quantizers, bitrate, bpp, 2 if media.get("stereo") else 1)
     alpha_record = b"" if alpha is None else container.alpha_bytes(encode_alpha(alpha), alpha)
     workers = workers or torch.get_num_threads()
-    packed_ok = prior_model is not None and (packed_if_smaller if packed_if_smaller is not None else prior == "auto")
+    packed_too = prior_model is not None and (packed_if_smaller if packed_if_smaller is not None else prior == "auto")
 
-    def build(levels: int | None) -> bytes:
-        tokens = encode_tokens(model, x, media, levels, refine)
-        return _file_bytes(
-            tokens, model, modality, codec_name, c_hash, prior_model, prior_name, media, chunk_tokens, group,
-            alpha_record, progress, workers, packed_ok,
-        )  # fmt: skip
+    def file_bytes(tokens: torch.Tensor) -> bytes:
+        """The file of ``tokens``: prior-coded (packed without a prior), or packed where ``packed_too`` and that
+        is no larger."""
+        meta = Metadata(
+            modality=modality,
+            codec={"name": codec_name, "hash": c_hash[: container.HASH_CHARS]},
+            mode="prior" if prior_model is not None else "packed",
+            token_shape=list(tokens.shape),
+            residual=model.residual,
+            codebook_size=model.codebook_size,
+            chunk_tokens=chunk_tokens or auto_chunk_tokens(tokens.numel(), group),
+            media=media,
+            group=group if prior_model is not None else 1,
+        )
+        if prior_model is not None:  # an integer network codes (version 5); the file names it by its hash
+            meta.coder = coder_of(prior_model)
+            meta.prior = {"name": prior_name, "hash": recorded_hash(meta.coder, prior_model)}
+            if meta.coder == CONTEXT_CODER:
+                meta.group = 1  # chunks are coded one at a time, each in a few passes
+                meta.chunk_tokens = chunk_tokens or context_chunk_tokens(prior_model.layout(tokens.shape))
+        flat = raster(tokens, model.residual).numpy()
+        data = _write(meta, alpha_record, flat, prior_model, progress, workers)
+        if packed_too:
+            packed_meta = dataclasses.replace(meta, mode="packed", prior=None, group=1, coder=None)
+            packed = _write(packed_meta, alpha_record, flat, None, False, 1)
+            if len(packed) <= len(data):
+                return packed
+        return data
 
-    data = build(num_quantizers)
-    if fit == "coded" and prior_model is not None and model.residual:
-        target = parse_bitrate(bitrate) if bitrate is not None else float(bpp)
-        for levels in range(num_quantizers + 1, model.num_quantizers + 1):  # every count: sizes need not grow
-            trial = build(levels)  # with the levels (a nearly free upper level can shift the chunking)
-            if _file_rate(trial) <= target:
-                data = trial
+    if not (fit == "coded" and prior_model is not None and model.residual):
+        return file_bytes(encode_tokens(model, x, media, num_quantizers, refine))
+    # every count from the bit-packed rule's up (sizes need not grow with the levels: a nearly free upper level can
+    # shift the chunking); residual levels are chosen one after another, so without the search one encoding of all
+    # levels holds every count's tokens as its first levels
+    most = model.num_quantizers
+    every = encode_tokens(model, x, media, most) if not refine else None
+    data = None
+    for levels in range(num_quantizers, most + 1):
+        trial = file_bytes(every[:levels] if every is not None else encode_tokens(model, x, media, levels, refine))
+        if data is None or _file_rate(trial) <= target:
+            data = trial
     return data
 
 
@@ -282,39 +309,6 @@ def _file_rate(data: bytes) -> float:
     """A whole file's rate, header included: bits per pixel (image) or bits per second (audio)."""
     info = describe(*read_sizes(data))
     return info["bpp"] if "bpp" in info else 1000 * info["kbps"]
-
-
-def _file_bytes(
-    tokens, model, modality, codec_name, c_hash, prior_model, prior_name, media, chunk_tokens, group, alpha_record,
-    progress, workers, packed_if_smaller,
-) -> bytes:  # fmt: skip
-    """The ``.vqc`` bytes of ``tokens``: prior-coded (or packed without a prior), or packed where
-    ``packed_if_smaller`` and that is no larger."""
-    meta = Metadata(
-        modality=modality,
-        codec={"name": codec_name, "hash": c_hash[: container.HASH_CHARS]},
-        mode="prior" if prior_model is not None else "packed",
-        token_shape=list(tokens.shape),
-        residual=model.residual,
-        codebook_size=model.codebook_size,
-        chunk_tokens=chunk_tokens or auto_chunk_tokens(tokens.numel(), group),
-        media=media,
-        group=group if prior_model is not None else 1,
-    )
-    if prior_model is not None:  # an integer network codes (version 5); the file names it by its hash
-        meta.coder = coder_of(prior_model)
-        meta.prior = {"name": prior_name, "hash": recorded_hash(meta.coder, prior_model)}
-        if meta.coder == CONTEXT_CODER:
-            meta.group = 1  # chunks are coded one at a time, each in a few passes
-            meta.chunk_tokens = chunk_tokens or context_chunk_tokens(prior_model.layout(tokens.shape))
-    flat = raster(tokens, model.residual).numpy()
-    data = _write(meta, alpha_record, flat, prior_model, progress, workers)
-    if prior_model is not None and packed_if_smaller:
-        packed_meta = dataclasses.replace(meta, mode="packed", prior=None, group=1, coder=None)
-        packed = _write(packed_meta, alpha_record, flat, None, False, 1)
-        if len(packed) <= len(data):
-            return packed
-    return data
 
 
 def _write(

@@ -35,20 +35,22 @@ def reference(x, model, rate_of, target, **kw):
     return files, max([floor, *fits])
 
 
-@pytest.mark.parametrize("between", [(3, 4), (5, 6)])
-def test_images_keep_the_most_levels_whose_file_fits(photo, between):
+@pytest.mark.parametrize(("between", "refine"), [((3, 4), 0), ((5, 6), 0), ((3, 4), 2)])
+def test_images_keep_the_most_levels_whose_file_fits(photo, between, refine):
+    """Without the search one encoding of all levels serves every count; with it each count is searched anew."""
     model = codec.load("image", device="cpu")
     pixels = photo.shape[1] * photo.shape[2]
 
     def bpp(data):
         return 8 * len(data) / pixels
 
-    files = {n: codec.compress(photo, model, num_quantizers=n) for n in between}
+    files = {n: codec.compress(photo, model, num_quantizers=n, refine=refine) for n in between}
     target = (bpp(files[between[0]]) + bpp(files[between[1]])) / 2
-    files, want = reference(photo, model, bpp, target)
+    files, want = reference(photo, model, bpp, target, refine=refine)
     assert want > choose_levels(model, target).levels  # the coded rule differs from the bit-packed one here
-    assert codec.compress(photo, model, bpp=target, fit="coded") == files[want]
-    assert codec.compress(photo, model, bpp=target) == files[choose_levels(model, target).levels]  # packed rule
+    assert codec.compress(photo, model, bpp=target, fit="coded", refine=refine) == files[want]
+    packed_rule = choose_levels(model, target).levels
+    assert codec.compress(photo, model, bpp=target, refine=refine) == files[packed_rule]
 
 
 def test_audio_rate_is_the_whole_file_per_second(speech):
