@@ -250,6 +250,8 @@ def _level_options(args, path: Path, modality: str, single: bool) -> dict:
         if args.fit != "packed":
             raise ValueError("--fit chooses the levels for --bitrate / --bpp; --quantizers sets them itself")
         return {"num_quantizers": args.quantizers}
+    if args.fit != "packed" and args.bitrate is None and args.bpp is None:
+        raise ValueError(f"--fit {args.fit} chooses the levels for --bitrate / --bpp: give one of them")
     mine, other = ("bitrate", "bpp") if modality == "audio" else ("bpp", "bitrate")
     if single and getattr(args, mine) is None and getattr(args, other) is not None:
         kinds = {"bpp": "images", "bitrate": "audio"}

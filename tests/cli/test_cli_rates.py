@@ -139,7 +139,7 @@ def test_info_of_a_truncated_extended_or_damaged_file_is_one_error_line(runs, tm
 
 def test_fit_coded_is_passed_to_compress_and_said(runs, tmp_path, capsys):
     """The CLI's file is the API's with fit="coded" (the rule itself: tests/bitstream/test_fit_coded.py); --fit
-    with --quantizers is an error."""
+    with --quantizers, or with no rate to fit, is an error."""
     wav, out = runs / "media" / "c.wav", tmp_path / "c.vqc"
     assert run("encode", wav, "-o", out, "--model", runs / "aud", "--bitrate", "1k", "--fit", "coded") == 0
     assert " for --bitrate 1 kbps, --fit coded (1 kbps bit-packed, stereo as mid and side), " in capsys.readouterr().out
@@ -147,4 +147,7 @@ def test_fit_coded_is_passed_to_compress_and_said(runs, tmp_path, capsys):
     argv = ("encode", wav, "-o", tmp_path / "x.vqc", "--model", runs / "aud", "--quantizers", 2, "--fit", "coded")
     assert run(*argv) == 2
     assert "--fit chooses the levels for --bitrate / --bpp; --quantizers sets them itself" in error_line(capsys)
+    assert not (tmp_path / "x.vqc").exists()
+    assert run("encode", wav, "-o", tmp_path / "x.vqc", "--model", runs / "aud", "--fit", "coded") == 2
+    assert "--fit coded chooses the levels for --bitrate / --bpp: give one of them" in error_line(capsys)
     assert not (tmp_path / "x.vqc").exists()
