@@ -1,4 +1,4 @@
-"""Read and write images with Pillow: PNG, JPEG, WebP, BMP and TIFF.
+"""Read and write images with Pillow: PNG, JPEG, WebP, BMP, TIFF and GIF.
 
 A decoded image is a (C, H, W) float32 tensor in [0, 1], with C = 1 (grayscale) or C = 3 (RGB):
 
@@ -8,13 +8,15 @@ A decoded image is a (C, H, W) float32 tensor in [0, 1], with C = 1 (grayscale) 
   colours the file does not hold). The codec models colour; `compress` stores alpha losslessly beside it.
 - Grayscale stays one channel (LA too); palette, CMYK, YCbCr and the rest become RGB.
 - 16-bit grayscale keeps its precision (`bit_depth` 16); Pillow itself decodes 16-bit RGB as 8-bit.
-- Multi-frame files (TIFF pages, animated WebP): the first frame.
+- Multi-frame files (TIFF pages, animated WebP and GIF): the first frame.
 - Images over `MAX_PIXELS` pixels are refused before they are decoded (decompression bombs).
 
 Writes are 8 bits per channel and atomic (`codec.store.files.atomic_write`). Two or four channels are written
 as LA or RGBA (alpha last) to PNG, WebP and TIFF; JPEG and BMP hold no alpha, which is then dropped with a
 warning. WebP has no grayscale: a one-channel image written as WebP reads back as three equal channels (LA as
-RGBA).
+RGBA). GIF holds at most 256 colours: an image with more is written with an adaptive palette (Pillow's; lossy, as GIF
+is), and reads back as RGB; a GIF's transparent colour reads as alpha, but alpha is not written to GIF (dropped with
+a warning: GIF transparency is one bit).
 """
 
 import os
@@ -31,13 +33,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from codec.errors import MediaError
 from codec.store.files import atomic_write, check_readable_file
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 MAX_PIXELS = 2**27  # 134 M pixels (e.g. 11585 x 11585): above any camera, below Pillow's own bomb error
 DEFAULT_QUALITY = 95  # JPEG and WebP, when write_image gets no quality
 
-_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
-_READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
-_MAX_SIDE = {"JPEG": 65535, "WEBP": 16383}
+_FORMATS = {
+    "png": "PNG",
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "webp": "WEBP",
+    "bmp": "BMP",
+    "tif": "TIFF",
+    "tiff": "TIFF",
+    "gif": "GIF",
+}
+_READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+_MAX_SIDE = {"JPEG": 65535, "WEBP": 16383, "GIF": 65535}
 _ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")  # those that can store an alpha channel
 # What Pillow's decoders raise on broken input (truncated data shows up as OSError).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error, zlib.error)
@@ -49,7 +60,7 @@ class ImageData:
 
     Attributes:
         pixels: (C, H, W) float32 in [0, 1]; C = 1 (grayscale) or 3 (RGB); EXIF orientation applied.
-        format: Pillow's name of the file format: "PNG", "JPEG", "WEBP", "BMP" or "TIFF".
+        format: Pillow's name of the file format: "PNG", "JPEG", "WEBP", "BMP", "TIFF" or "GIF".
         alpha: (1, H, W) float32, k / 255 for 8-bit alpha k, when the file has an alpha channel or transparency;
             None otherwise. Not part of ``pixels``.
         bit_depth: 8, or 16 for sources with more than 8 bits per sample (16/32-bit integer, float).
@@ -84,7 +95,7 @@ def read_image(path: str | os.PathLike) -> ImageData:
         ImageData with pixels (C, H, W) float32 in [0, 1].
 
     Raises:
-        MediaError: missing, empty, a directory, not one of the five formats, truncated or corrupt, or
+        MediaError: missing, empty, a directory, not one of the six formats, truncated or corrupt, or
             larger than MAX_PIXELS. The message names the file and the reason.
     """
     path = check_readable_file(path)
@@ -93,7 +104,7 @@ def read_image(path: str | os.PathLike) -> ImageData:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is checked below
             img = Image.open(path, formats=_READ_FORMATS)
     except UnidentifiedImageError:
-        raise MediaError(path, "not a PNG, JPEG, WebP, BMP or TIFF image") from None
+        raise MediaError(path, "not a PNG, JPEG, WebP, BMP, TIFF or GIF image") from None
     except Image.DecompressionBombError as e:
         raise MediaError(path, f"too many pixels ({e})") from e
     except _DECODE_ERRORS as e:
@@ -127,7 +138,7 @@ def write_image(
         path: the destination; its extension picks the format unless `format` is given.
         pixels: (C, H, W) with C in {1, 3} (grayscale, RGB) or {2, 4} (the same with alpha last), or (H, W);
             float in [0, 1]. Values are clamped, NaN becomes 0, then rounded to uint8.
-        format: "png", "jpg"/"jpeg", "webp", "bmp" or "tif"/"tiff" (any case, leading dot allowed).
+        format: "png", "jpg"/"jpeg", "webp", "bmp", "tif"/"tiff" or "gif" (any case, leading dot allowed).
         quality: JPEG/WebP quality, 1 to 100 (default DEFAULT_QUALITY); ignored by the lossless formats.
 
     Raises:
@@ -164,7 +175,7 @@ def _output_format(path: str | os.PathLike, format: str | None) -> str:
     fmt = _FORMATS.get(name.lower().lstrip("."))
     if fmt is None:
         what = f"image format {name!r}" if name else "no file extension to choose an image format by"
-        raise MediaError(path, f"{what}; use png, jpg, webp, bmp or tiff (or pass format=)")
+        raise MediaError(path, f"{what}; use png, jpg, webp, bmp, tiff or gif (or pass format=)")
     return fmt
 
 

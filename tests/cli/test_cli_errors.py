@@ -71,7 +71,8 @@ def test_decode_to_an_unknown_format_lists_the_formats(runs, tmp_path, capsys):
     capsys.readouterr()
     assert run("decode", img, "-o", tmp_path / "x.txt") == 2
     line = error_line(capsys)
-    assert "x.txt: .txt is not an image format this can write; use .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp" in line
+    exts = ".bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp"
+    assert f"x.txt: .txt is not an image format this can write; use {exts}" in line
     assert run("decode", aud, "-o", tmp_path / "x.png") == 2
     line = error_line(capsys)
     assert ".png is not an audio format this can write; use " in line and ".flac" in line and ".wav" in line

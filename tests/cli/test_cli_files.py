@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import error_line, make_runs, run
+from PIL import Image
 
 import codec
 import codec.store.registry
@@ -67,6 +68,22 @@ def test_same_input_same_bytes_and_no_silent_overwrite(runs, tmp_path, capsys):
     assert run("encode", runs / "media" / "a.png", "-o", a, "--model", runs / "img", "--force") == 0
 
 
+def test_gif_in_gif_out_by_default(runs, tmp_path):
+    """A GIF encodes like any image, and its .vqc decodes to a GIF beside it (the original's extension); the
+    decoded pixels are the API's decoded image after GIF's palette (at most 256 colours: this one has 4)."""
+    img = Image.fromarray((np.arange(27 * 30).reshape(27, 30) // 203).astype(np.uint8), "P")
+    img.putpalette([255, 165, 0, 0, 0, 128, 10, 200, 30, 255, 255, 255])
+    (tmp_path / "src").mkdir()
+    img.save(tmp_path / "src" / "c.gif")
+    assert run("encode", tmp_path / "src" / "c.gif", "-o", tmp_path / "c.gif.vqc", "--model", runs / "img") == 0
+    assert run("decode", tmp_path / "c.gif.vqc") == 0
+    back = read_image(tmp_path / "c.gif")
+    assert back.format == "GIF" and back.pixels.shape == (3, 27, 30)
+    decoded = codec.decompress((tmp_path / "c.gif.vqc").read_bytes()).data  # (3, 27, 30) in [0, 1]
+    assert (back.pixels - decoded).abs().max() <= 0.5  # palette-quantized, the right picture and layout
+    assert (back.pixels - decoded).abs().mean() < 0.05
+
+
 def test_folders_round_trip_with_one_progress_bar(runs, tmp_path, capsys):
     enc, dec = tmp_path / "enc", tmp_path / "dec"
     # two modalities in one folder: each file gets the codec of its kind through the default lookup (the
@@ -114,7 +131,10 @@ def test_user_errors_are_one_line_and_status_2(runs, tmp_path, capsys, monkeypat
         (("decode", tmp_path / "junk.vqc", "-o", tmp_path / "j.png"), "not a .vqc file"),
         (("decode", good, "-o", tmp_path / "o.png", "--model", tmp_path / "other"), "encoded with codec"),
         (("decode", moved, "-o", tmp_path / "m.png"), "cannot be loaded"),
-        (("decode", good, "-o", tmp_path / "o.wav"), ".wav is not an image format this can write; use .bmp, .jpeg"),
+        (
+            ("decode", good, "-o", tmp_path / "o.wav"),
+            ".wav is not an image format this can write; use .bmp, .gif, .jpeg",
+        ),
         (("info", tmp_path / "junk.vqc"), "not a .vqc file"),
         (("info", tmp_path / "nothing.vqc"), "no such file"),
     ]

@@ -143,7 +143,7 @@ def test_alpha_is_written_back_exactly(tmp_path, ext, channels):
     assert data.pixels.shape[0] == (1 if channels == 2 and ext != ".webp" else 3)  # WebP has no grayscale
 
 
-@pytest.mark.parametrize("ext", [".jpg", ".bmp"])
+@pytest.mark.parametrize("ext", [".jpg", ".bmp", ".gif"])
 def test_alpha_is_dropped_with_a_warning_where_the_format_has_none(tmp_path, ext):
     with pytest.warns(UserWarning, match=f"a{ext}: .* has no alpha channel"):
         write_image(tmp_path / f"a{ext}", torch.rand(4, 9, 11))
@@ -196,6 +196,35 @@ def test_multi_frame_tiff_reads_the_first_page(tmp_path):
     assert data.pixels.shape == (1, 3, 5) and torch.all(data.pixels == 10 / 255)
 
 
+def test_gif_reads_its_palette_first_frame_and_transparency(tmp_path):
+    """A GIF's pixels are its palette's colours (hand-made palette), an animation gives its first frame, the
+    transparent index becomes alpha; a written GIF of at most 256 colours reads back exactly."""
+    palette = [255, 165, 0, 0, 0, 128, 10, 200, 30, 255, 255, 255]
+    index = np.arange(35).reshape(5, 7) % 4
+    frames = []
+    for k in range(3):
+        img = Image.fromarray(((index + k) % 4).astype(np.uint8), "P")
+        img.putpalette(palette)
+        frames.append(img)
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    data = read_image(tmp_path / "anim.gif")
+    colours = torch.tensor(palette, dtype=torch.float32).view(4, 3) / 255
+    expected = colours[torch.from_numpy(index)].permute(2, 0, 1)
+    assert data.format == "GIF" and data.pixels.shape == (3, 5, 7) and not data.had_alpha
+    assert torch.equal(data.pixels, expected)
+
+    frames[0].save(tmp_path / "transparent.gif", transparency=1)
+    data = read_image(tmp_path / "transparent.gif")
+    assert torch.equal(data.pixels, expected)
+    assert torch.equal(data.alpha[0], torch.from_numpy(index != 1).float())
+
+    write_image(tmp_path / "back.gif", expected)  # 4 colours: the adaptive palette holds them exactly
+    assert torch.equal(read_image(tmp_path / "back.gif").pixels, expected)
+    noise = torch.rand(3, 40, 40)  # 1,600 colours: quantized to a palette, close on average
+    write_image(tmp_path / "noise.gif", noise)
+    assert (read_image(tmp_path / "noise.gif").pixels - noise).abs().mean() < 0.1
+
+
 def test_image_size_limits(tmp_path, monkeypatch):
     write_image(tmp_path / "a.png", torch.zeros(3, 16, 16))
     monkeypatch.setattr(image_io, "MAX_PIXELS", 255)
@@ -220,7 +249,8 @@ def _broken_images(tmp_path):
     (tmp_path / "a_directory.png").mkdir()
     cut("truncated.png", "PNG")
     cut("truncated.jpg", "JPEG")
-    Image.new("RGB", (4, 4)).save(tmp_path / "anim.gif")
+    cut("truncated.gif", "GIF")
+    Image.new("RGB", (4, 4)).save(tmp_path / "pnm.png", "PPM")  # a format we do not read, named .png
     return {
         "empty.png": "empty",
         "random.png": "not a PNG",
@@ -229,7 +259,8 @@ def _broken_images(tmp_path):
         "truncated.png": "truncated",
         "truncated.jpg": "truncated",
         "missing.png": "no such file",
-        "anim.gif": "not a PNG",
+        "truncated.gif": "truncated",
+        "pnm.png": "not a PNG",
     }
 
 
@@ -243,5 +274,7 @@ def test_broken_images_raise_media_error_naming_the_file(tmp_path):
 
 
 def test_image_extensions():
-    assert {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"} == IMAGE_EXTENSIONS
-    assert is_image_file("a/B.JPG") and is_image_file("x.tiff") and not is_image_file("x.wav")
+    assert {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"} == IMAGE_EXTENSIONS
+    assert (
+        is_image_file("a/B.JPG") and is_image_file("x.tiff") and is_image_file("y.GIF") and not is_image_file("x.wav")
+    )
