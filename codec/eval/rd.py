@@ -14,8 +14,9 @@ the real ``.vqc`` file (``codec.compress``, header included), PSNR and MS-SSIM (
 Then, for JPEG and WebP, the quality setting (1..100) whose file size comes closest to that bpp on that image
 (bisection over quality, file size grows with it), and the PSNR and MS-SSIM at that setting. So each curve point
 compares codecs at matched bpp, image by image. Then fidelity (``codec.eval.fidelity``): per level, the worst
-per-channel error on a card of flat saturated patches and ramps, and each outermost row's and column's error over
-the interior's (JSON ``colour`` and ``edges``).
+per-channel error on a card of flat saturated patches and ramps, the same over 176 flat colours on the RGB cube's
+edges (the share within 8/255, median, worst), and each outermost row's and column's error over the interior's
+(JSON ``colour``, ``colour_sweep`` and ``edges``).
 
 Audio
 -----
@@ -48,7 +49,7 @@ from pathlib import Path
 from codec.core.checkpoint import load
 from codec.core.refine import check_refine
 from codec.eval.audio import AUDIO_METRICS, default_audio_levels, evaluate_audio
-from codec.eval.fidelity import colour_errors
+from codec.eval.fidelity import TOLERANCE, colour_errors, colour_sweep
 from codec.eval.image import IMAGE_METRICS, evaluate
 from codec.eval.options import add_arguments
 from codec.media import is_audio_file, is_image_file
@@ -125,6 +126,12 @@ def image_fidelity(model, levels, prior, rows: list[dict], refine: int = 0) -> d
     for c in colour:
         flat, ramps = f"{c['flat_max_error']:.0f} ({c['flat_worst_patch']})", f"{c['ramp_max_error']:.0f}"
         print(f"  level {c['level']}: flat {flat}, ramps {ramps}")
+    sweep = colour_sweep(model, levels, prior=prior, refine=refine)
+    print(f"colour sweep ({sweep[0]['colours']} flat colours on the RGB cube's edges; per-channel error of 255):")
+    for c in sweep:
+        worst = f"{c['max_error']:.0f} at {tuple(c['worst_colour'])}"
+        share = f"{c['within_tolerance']:.0%} within {TOLERANCE}"
+        print(f"  level {c['level']}: {share}, median {c['median_error']:.0f}, worst {worst}")
     sides = ("left", "right", "top", "bottom")
     edges = []
     for level in sorted({r["level"] for r in rows if r["codec"] == "vqcodec" and "edge_left" in r}):
@@ -137,7 +144,7 @@ def image_fidelity(model, levels, prior, rows: list[dict], refine: int = 0) -> d
         for e in edges:
             means = " ".join(f"{e[f'mean_{s}']:.2f}" for s in sides)
             print(f"  level {e['level']}: {means}; worst {e['max']:.2f}")
-    return {"colour": colour, "edges": edges}
+    return {"colour": colour, "colour_sweep": sweep, "edges": edges}
 
 
 def json_safe(value):

@@ -94,6 +94,9 @@ def test_the_tool_writes_json_and_a_plot(tmp_path, capsys):
     ours = [r for r in result["rows"] if r["codec"] == "vqcodec"]
     assert all(r["bpp"] == pytest.approx(r["bytes"] * 8 / (40 * 48)) for r in ours)
     assert out.with_suffix(".png").stat().st_size > 1000
+    # the fidelity checks reach the JSON, per level (their values: tests/eval/test_fidelity.py)
+    assert [c["level"] for c in result["colour"]] == [c["level"] for c in result["colour_sweep"]] == [1, 2]
+    assert all(c["colours"] == 176 and 0 <= c["within_tolerance"] <= 1 for c in result["colour_sweep"])
 
 
 def _speechlike(seconds: float, rate: int, seed: int) -> torch.Tensor:

@@ -6,7 +6,17 @@ import torch
 from codec import Codec, ImageCodecConfig, QuantizerConfig
 from codec.bitstream.compress import compress
 from codec.bitstream.decompress import decompress
-from codec.eval.fidelity import CARD_COLOURS, MARGIN, PATCH, colour_card, colour_errors, edge_ratios
+from codec.eval.fidelity import (
+    CARD_COLOURS,
+    MARGIN,
+    PATCH,
+    colour_card,
+    colour_errors,
+    colour_sweep,
+    edge_ratios,
+    sweep_card,
+    sweep_colours,
+)
 
 
 def test_colour_card_layout():
@@ -50,3 +60,45 @@ def test_colour_errors_match_a_direct_decoding():
         assert row["level"] == n and row["flat_errors"] == want
         assert row["flat_max_error"] == max(want.values()) and want[row["flat_worst_patch"]] == row["flat_max_error"]
         assert 0 <= row["ramp_max_error"] <= 255
+
+
+def test_sweep_colours_are_the_cube_edges():
+    colours = sweep_colours()
+    assert len(colours) == 12 * 14 + 8  # 14 inner values on each of the 12 edges, and the 8 corners
+    assert len(set(colours)) == len(colours)
+    corners = {(r, g, b) for r in (0, 255) for g in (0, 255) for b in (0, 255)}
+    assert corners <= set(colours) and (255, 238, 0) in colours and (0, 34, 255) in colours
+    for c in colours:
+        assert sum(v in (0, 255) for v in c) >= 2 and all(v % 17 == 0 for v in c)
+    card, cells = sweep_card()
+    assert card.shape == (3, 11 * PATCH, 16 * PATCH) and len(cells) == 176
+    rgb, ys, xs = cells[37]
+    assert torch.equal(card[:, ys, xs], (torch.tensor(rgb, dtype=torch.float32) / 255).view(3, 1, 1).expand(3, 64, 64))
+
+
+def test_colour_sweep_matches_a_direct_decoding():
+    q = QuantizerConfig(codebook_size=16, num_quantizers=2)
+    m = Codec(
+        ImageCodecConfig(arch="shuffle", norm_groups=0, base_channels=8, max_channels=8, latent_dim=4, quantizer=q)
+    )
+    m(torch.rand(2, 3, 32, 32))
+    m.eval()
+    rows = colour_sweep(m, [1, 2], prior=None)
+    colours = sweep_colours()
+    for row, n in zip(rows, [1, 2]):
+        # the grid rebuilt here, patch by patch, and each patch's worst interior error from the decoded grid
+        grid = torch.zeros(3, 11 * PATCH, 16 * PATCH)
+        for i, c in enumerate(colours):
+            r, k = divmod(i, 16)
+            grid[:, r * PATCH : (r + 1) * PATCH, k * PATCH : (k + 1) * PATCH] = torch.tensor(c).view(3, 1, 1) / 255
+        got = (decompress(compress(grid, m, prior=None, num_quantizers=n), m).data.clamp(0, 1) * 255).round()
+        err = (got - (grid * 255).round()).abs()
+        worst = []
+        for i in range(len(colours)):
+            r, k = divmod(i, 16)
+            y0, x0 = r * PATCH + MARGIN, k * PATCH + MARGIN
+            worst.append(float(err[:, y0 : y0 + PATCH - 2 * MARGIN, x0 : x0 + PATCH - 2 * MARGIN].max()))
+        assert row["level"] == n and row["colours"] == 176
+        assert row["within_tolerance"] == sum(w <= 8 for w in worst) / 176
+        assert row["max_error"] == max(worst) and tuple(row["worst_colour"]) == colours[worst.index(max(worst))]
+        assert row["median_error"] == float(torch.tensor(worst).median())
