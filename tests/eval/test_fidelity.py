@@ -42,13 +42,18 @@ def test_edge_ratios_hand_computed():
     assert r["bottom"] == pytest.approx(0.0)
 
 
-def test_colour_errors_match_a_direct_decoding():
+def _tiny_codec() -> Codec:
+    """A 2-level image codec with its codebooks initialised from one batch, in eval mode."""
     q = QuantizerConfig(codebook_size=16, num_quantizers=2)
     m = Codec(
         ImageCodecConfig(arch="shuffle", norm_groups=0, base_channels=8, max_channels=8, latent_dim=4, quantizer=q)
     )
     m(torch.rand(2, 3, 32, 32))
-    m.eval()
+    return m.eval()
+
+
+def test_colour_errors_match_a_direct_decoding():
+    m = _tiny_codec()
     rows = colour_errors(m, [1, 2], prior=None)
     card, patches, _ = colour_card()
     for row, n in zip(rows, [1, 2]):
@@ -77,12 +82,7 @@ def test_sweep_colours_are_the_cube_edges():
 
 
 def test_colour_sweep_matches_a_direct_decoding():
-    q = QuantizerConfig(codebook_size=16, num_quantizers=2)
-    m = Codec(
-        ImageCodecConfig(arch="shuffle", norm_groups=0, base_channels=8, max_channels=8, latent_dim=4, quantizer=q)
-    )
-    m(torch.rand(2, 3, 32, 32))
-    m.eval()
+    m = _tiny_codec()
     rows = colour_sweep(m, [1, 2], prior=None)
     colours = sweep_colours()
     for row, n in zip(rows, [1, 2]):
