@@ -8,7 +8,7 @@ A decoded image is a (C, H, W) float32 tensor in [0, 1], with C = 1 (grayscale) 
   colours the file does not hold). The codec models colour; `compress` stores alpha losslessly beside it.
 - Grayscale stays one channel (LA too); palette, CMYK, YCbCr and the rest become RGB.
 - 16-bit grayscale keeps its precision (`bit_depth` 16); Pillow itself decodes 16-bit RGB as 8-bit.
-- Multi-frame files (TIFF pages, animated WebP and GIF): the first frame.
+- Multi-frame files (TIFF pages, animated WebP and GIF): the first frame, with a warning that names the count.
 - Images over `MAX_PIXELS` pixels are refused before they are decoded (decompression bombs).
 
 Writes are 8 bits per channel and atomic (`codec.store.files.atomic_write`). Two or four channels are written
@@ -111,6 +111,9 @@ def read_image(path: str | os.PathLike) -> ImageData:
         raise MediaError(path, f"cannot read image ({e})") from e
     with img:
         fmt, (width, height) = img.format, img.size
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:
+            warnings.warn(f"{path}: {frames} frames; only the first is read", stacklevel=2)
         if width * height > MAX_PIXELS:
             raise MediaError(path, f"{width}x{height} image has more than MAX_PIXELS={MAX_PIXELS} pixels")
         try:

@@ -192,7 +192,8 @@ def test_exif_orientation_is_applied(tmp_path, ext):
 def test_multi_frame_tiff_reads_the_first_page(tmp_path):
     first, second = Image.new("L", (5, 3), 10), Image.new("L", (5, 3), 200)
     first.save(tmp_path / "pages.tif", save_all=True, append_images=[second])
-    data = read_image(tmp_path / "pages.tif")
+    with pytest.warns(UserWarning, match="pages.tif: 2 frames; only the first is read"):
+        data = read_image(tmp_path / "pages.tif")
     assert data.pixels.shape == (1, 3, 5) and torch.all(data.pixels == 10 / 255)
 
 
@@ -207,14 +208,17 @@ def test_gif_reads_its_palette_first_frame_and_transparency(tmp_path):
         img.putpalette(palette)
         frames.append(img)
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    data = read_image(tmp_path / "anim.gif")
+    with pytest.warns(UserWarning, match="anim.gif: 3 frames; only the first is read"):
+        data = read_image(tmp_path / "anim.gif")
     colours = torch.tensor(palette, dtype=torch.float32).view(4, 3) / 255
     expected = colours[torch.from_numpy(index)].permute(2, 0, 1)
     assert data.format == "GIF" and data.pixels.shape == (3, 5, 7) and not data.had_alpha
     assert torch.equal(data.pixels, expected)
 
     frames[0].save(tmp_path / "transparent.gif", transparency=1)
-    data = read_image(tmp_path / "transparent.gif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one frame: no warning
+        data = read_image(tmp_path / "transparent.gif")
     assert torch.equal(data.pixels, expected)
     assert torch.equal(data.alpha[0], torch.from_numpy(index != 1).float())
 
