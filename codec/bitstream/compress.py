@@ -14,6 +14,7 @@ import dataclasses
 import io
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ from codec.core.refine import check_refine
 from codec.core.windows import IMAGE_MARGIN, check_margin
 from codec.errors import MediaError, ModelMismatchError
 from codec.media import (
+    AUDIO_EXTENSIONS,
+    IMAGE_EXTENSIONS,
     is_audio_file,
     is_image_file,
     read_audio,
@@ -74,7 +77,9 @@ def _read_input(x, model: Codec | None, sample_rate: int | None):
         if is_audio_file(x):
             audio = read_audio(x)
             return audio.samples, "audio", {"format": audio.format, "subtype": audio.subtype, "rate": audio.sample_rate}
-        raise MediaError(x, "not a supported image or audio file (unknown extension)")
+        ext = Path(x).suffix or "no extension"
+        known = ", ".join(sorted(IMAGE_EXTENSIONS | AUDIO_EXTENSIONS))
+        raise MediaError(x, f"not a supported image or audio file ({ext}; known: {known})")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a path or a torch.Tensor, got {type(x).__name__}")
     modality = {3: "image", 2: "audio"}.get(x.ndim)

@@ -51,7 +51,7 @@ DECODE_EXAMPLES = """examples:
 """
 
 _IMAGE_EXT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
-_AUDIO_EXT = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
+_AUDIO_EXT = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3", "AIFF": ".aiff"}
 _MODE_WORDS = {"prior": "prior-coded", "packed": "bit-packed"}
 _DEVICE_HELP = "cpu, cuda or cuda:N for the codec (default: cuda when available)"
 
@@ -62,10 +62,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "encode",
         help="compress an image or audio file (or a folder of them) into .vqc files",
-        description="Compress images (PNG, JPEG, WebP, BMP, TIFF, GIF) or audio (WAV, FLAC, OGG, Opus, MP3) into .vqc "
-        "files. With an entropy model the tokens are range coded with its probabilities ('prior' mode); without one "
-        "they are bit-packed ('packed' mode). The default is the codec's context model (RUN_DIR/context, fast), "
-        "else its Transformer prior (RUN_DIR/prior). With the default a file is "
+        description="Compress images (PNG, JPEG, WebP, BMP, TIFF, GIF) or audio (WAV, FLAC, OGG, Opus, MP3, AIFF) "
+        "into .vqc files. With an entropy model the tokens are range coded with its probabilities ('prior' mode); "
+        "without one they are bit-packed ('packed' mode). The default is the codec's context model "
+        "(RUN_DIR/context, fast), else its Transformer prior (RUN_DIR/prior). With the default a file is "
         "bit-packed instead whenever that is no larger; a prior named with --prior is always used. An image's "
         "alpha channel is kept losslessly beside its colour tokens.",
         epilog=ENCODE_EXAMPLES,

@@ -6,12 +6,22 @@
 >>> clip = read_audio("speech.flac")         # AudioData: clip.samples (C, T) float32 at clip.sample_rate
 """
 
-from codec.media.audio_io import AudioData, is_audio_file, iter_audio_blocks, read_audio, resample, write_audio
+from codec.media.audio_io import (
+    AUDIO_EXTENSIONS,
+    AudioData,
+    is_audio_file,
+    iter_audio_blocks,
+    read_audio,
+    resample,
+    write_audio,
+)
 from codec.media.channels import to_audio_channels, to_image_channels
 from codec.media.files import find_files
-from codec.media.image_io import ImageData, is_image_file, read_image, write_image
+from codec.media.image_io import IMAGE_EXTENSIONS, ImageData, is_image_file, read_image, write_image
 
 __all__ = [
+    "AUDIO_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
     "AudioData",
     "ImageData",
     "find_files",

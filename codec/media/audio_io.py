@@ -1,9 +1,9 @@
 """Read and write audio with soundfile (libsndfile), and resample with soxr.
 
-Formats, by extension: .wav, .flac, .ogg (Vorbis), .opus (Opus in an Ogg container) and .mp3, each only
-where the linked libsndfile has it (`AUDIO_EXTENSIONS` is computed at import). Opus and MP3 need
+Formats, by extension: .wav, .flac, .ogg (Vorbis), .opus (Opus in an Ogg container), .mp3 and .aiff / .aif,
+each only where the linked libsndfile has it (`AUDIO_EXTENSIONS` is computed at import). Opus and MP3 need
 libsndfile >= 1.1 built with libopus and mpg123/LAME; the libsndfile in the soundfile wheels (1.2.x) has all
-five, for reading and writing.
+six, for reading and writing. AAC (.m4a, .aac) is not among them: convert it first (ffmpeg -i a.m4a a.flac).
 
 Decoded audio is (C, T) float32 in [-1, 1] (louder samples, from float files or resampling, are clipped),
 with C the file's channel count. `AudioData` keeps the file's own rate and channel count, so the decoder
@@ -42,6 +42,8 @@ _FORMATS = {
     "ogg": ("OGG", "VORBIS"),
     "opus": ("OGG", "OPUS"),
     "mp3": ("MP3", "MPEG_LAYER_III"),
+    "aiff": ("AIFF", "PCM_16"),
+    "aif": ("AIFF", "PCM_16"),
 }
 _SF_ERRORS = (sf.SoundFileError, RuntimeError)  # LibsndfileError is both
 

@@ -64,6 +64,15 @@ def test_encode_writes_only_vqc_names(runs, tmp_path, capsys):
     assert (tmp_path / "restored" / "a.png").is_file()
 
 
+def test_encode_of_an_unknown_kind_of_file_lists_the_known_ones(runs, tmp_path, capsys):
+    (tmp_path / "talk.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A ")  # AAC: libsndfile cannot read it
+    assert run("encode", tmp_path / "talk.m4a", "--model", runs / "aud") == 2
+    line = error_line(capsys)
+    assert "talk.m4a: not a supported image or audio file (.m4a; known: .aif, .aiff, .bmp, .flac, .gif" in line
+    assert ".png" in line and ".wav" in line and ".webp" in line
+    assert not (tmp_path / "talk.m4a.vqc").exists()
+
+
 def test_decode_to_an_unknown_format_lists_the_formats(runs, tmp_path, capsys):
     img, aud = tmp_path / "a.vqc", tmp_path / "c.vqc"
     assert run("encode", runs / "media" / "a.png", "-o", img, "--model", runs / "img", "-q") == 0

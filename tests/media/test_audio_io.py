@@ -51,6 +51,8 @@ def _stereo(seconds: float = 0.5, sr: int = SR) -> torch.Tensor:
         (".wav", "PCM_24", 1 / 2**23),
         (".flac", None, 1 / 32768),
         (".flac", "PCM_24", 1 / 2**23),
+        (".aiff", None, 1 / 32768),
+        (".aiff", "PCM_24", 1 / 2**23),
     ],
 )
 def test_lossless_audio_roundtrip(tmp_path, ext, subtype, atol):
@@ -196,7 +198,8 @@ def test_broken_audio_raises_media_error_naming_the_file(tmp_path):
 def test_audio_extensions():
     assert {".wav", ".flac", ".ogg"} <= AUDIO_EXTENSIONS
     assert (".mp3" in AUDIO_EXTENSIONS) == ("MP3" in sf.available_formats())
-    assert is_audio_file("x/Y.FLAC") and not is_audio_file("x.png")
+    assert is_audio_file("x/Y.FLAC") and is_audio_file("z.aif") and not is_audio_file("x.png")
+    assert (".aiff" in AUDIO_EXTENSIONS) == ("AIFF" in sf.available_formats())
 
 
 def test_media_writers_fail_atomically(tmp_path, monkeypatch):
