@@ -7,7 +7,9 @@ only on a terminal; ``--quiet`` leaves errors and warnings only.
 """
 
 import argparse
+import collections
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -192,6 +194,20 @@ def _media_files(root: Path) -> list[Path]:
     return [root / name for name in sorted(found)]
 
 
+def _left_out(root: Path, media: list[Path]) -> str:
+    """The other visible files under ``root`` that ``_media_files`` did not take, counted by extension:
+    "2 .m4a, 1 .txt" ("" when none)."""
+    taken = set(media)
+    counts = collections.Counter()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            path = Path(dirpath) / name
+            if not name.startswith(".") and path not in taken:
+                counts[path.suffix.lower() or "no extension"] += 1
+    return ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _run_many(args, jobs: list[tuple[Path, Path | None]], work, verb: str) -> int:
     """Run work(src, dst) -> (bytes in, bytes out) for every job with one progress bar (on a terminal); failures
     are reported and skipped; then a summary line."""
@@ -318,8 +334,11 @@ def cmd_encode(args) -> int:
     if not args.output:
         raise ValueError(f"{src}: a folder input needs -o OUTPUT_FOLDER")
     files = _media_files(src)
+    others = _left_out(src, files)
     if not files:
-        raise ValueError(f"{src}: no image or audio files inside")
+        raise ValueError(f"{src}: no image or audio files inside{f' (left out: {others})' if others else ''}")
+    if others:
+        report(args, f"left out, of no kind encode reads: {others}")
     out_root = Path(args.output)
     return _run_many(args, [(f, out_root / (str(f.relative_to(src)) + ".vqc")) for f in files], work, "encoded")
 

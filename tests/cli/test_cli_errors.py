@@ -3,6 +3,7 @@ in captured output, --quiet, unknown output formats, folder reports, and images 
 one ``codec: error: ...`` line with exit status 2."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,21 @@ def test_encode_of_an_unknown_kind_of_file_lists_the_known_ones(runs, tmp_path, 
     assert "talk.m4a: not a supported image or audio file (.m4a; known: .aif, .aiff, .bmp, .flac, .gif" in line
     assert ".png" in line and ".wav" in line and ".webp" in line
     assert not (tmp_path / "talk.m4a.vqc").exists()
+
+
+def test_a_folder_says_which_files_it_left_out(runs, tmp_path, capsys):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(runs / "media" / "a.png", src / "a.png")
+    for name in ("talk.m4a", "sub/more.M4A", "notes.txt", "README", ".hidden.m4a"):
+        (src / name).write_bytes(b"x")
+    assert run("encode", src, "-o", tmp_path / "enc", "--model", runs / "img") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "left out, of no kind encode reads: 2 .m4a, 1 .txt, 1 no extension"  # hidden files are not
+    assert out[-1].startswith("encoded 1 files: ")
+    (src / "a.png").unlink()
+    assert run("encode", src, "-o", tmp_path / "enc2", "--model", runs / "img") == 2
+    assert f"{src}: no image or audio files inside (left out: 2 .m4a, 1 .txt, 1 no extension)" in error_line(capsys)
 
 
 def test_decode_to_an_unknown_format_lists_the_formats(runs, tmp_path, capsys):
