@@ -408,9 +408,12 @@ def cmd_decode(args) -> int:
         return _run_one(src, work, Path(args.output) if args.output else None)
     if not args.output:
         raise ValueError(f"{src}: a folder input needs -o OUTPUT_FOLDER")
-    files = sorted(p for p in src.rglob("*.vqc") if p.is_file())
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() == ".vqc")
+    others = _left_out(src, files)
     if not files:
-        raise ValueError(f"{src}: no .vqc files inside")
+        raise ValueError(f"{src}: no .vqc files inside{f' (left out: {others})' if others else ''}")
+    if others:
+        report(args, f"left out, not .vqc: {others}")
     out_root = Path(args.output)
     jobs = [(f, None) for f in files]
     return _run_many(args, jobs, lambda path, _: work(path, None, out_root / path.relative_to(src)), "decoded")

@@ -87,6 +87,15 @@ def test_a_folder_says_which_files_it_left_out(runs, tmp_path, capsys):
     (src / "a.png").unlink()
     assert run("encode", src, "-o", tmp_path / "enc2", "--model", runs / "img") == 2
     assert f"{src}: no image or audio files inside (left out: 2 .m4a, 1 .txt, 1 no extension)" in error_line(capsys)
+    enc = tmp_path / "enc"
+    (enc / "a.png.vqc").rename(enc / "A.VQC")  # the extension in any case
+    (enc / "list.txt").write_text("x")
+    assert run("decode", enc, "-o", tmp_path / "dec") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "left out, not .vqc: 1 .txt" and out[-1].startswith("decoded 1 files: ")
+    (enc / "A.VQC").unlink()
+    assert run("decode", enc, "-o", tmp_path / "dec2") == 2
+    assert f"{enc}: no .vqc files inside (left out: 1 .txt)" in error_line(capsys)
 
 
 def test_decode_to_an_unknown_format_lists_the_formats(runs, tmp_path, capsys):
