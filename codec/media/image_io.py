@@ -111,18 +111,18 @@ def read_image(path: str | os.PathLike) -> ImageData:
         raise MediaError(path, f"cannot read image ({e})") from e
     with img:
         fmt, (width, height) = img.format, img.size
-        frames = getattr(img, "n_frames", 1)
-        if frames > 1:
-            warnings.warn(f"{path}: {frames} frames; only the first is read", stacklevel=2)
         if width * height > MAX_PIXELS:
             raise MediaError(path, f"{width}x{height} image has more than MAX_PIXELS={MAX_PIXELS} pixels")
         try:
             img.load()  # decode now, inside the try: truncated data raises here
+            frames = getattr(img, "n_frames", 1)  # GIF counts by seeking: a broken later frame raises here too
             img = ImageOps.exif_transpose(img)
             array, bit_depth = _to_array(img)
             alpha = _alpha(img)
         except _DECODE_ERRORS as e:
             raise MediaError(path, f"truncated or corrupt image data ({e})") from e
+    if frames > 1:
+        warnings.warn(f"{path}: {frames} frames; only the first is read", stacklevel=2)
     pixels = torch.from_numpy(array)
     pixels = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels
     return ImageData(pixels=pixels, format=fmt, alpha=alpha, bit_depth=bit_depth)
