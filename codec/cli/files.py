@@ -8,8 +8,6 @@ only on a terminal; ``--quiet`` leaves errors and warnings only.
 
 import argparse
 import collections
-import contextlib
-import os
 import sys
 from pathlib import Path
 
@@ -183,28 +181,21 @@ def _check_output(path: Path, force: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _media_files(root: Path) -> list[Path]:
-    """Image and audio files under ``root`` (recursively, hidden ones left out, as training finds them)."""
-    from codec.media import find_files
+def _media_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(image and audio files, the other files) under ``root``: ``visible_files``, recursively with hidden ones
+    left out, as training finds them."""
+    from codec.media import is_audio_file, is_image_file
+    from codec.media.files import visible_files
 
-    found = []
-    for modality in ("image", "audio"):
-        with contextlib.suppress(ValueError):  # none of this kind
-            found += find_files(root, modality)
-    return [root / name for name in sorted(found)]
+    media, others = [], []
+    for name in visible_files(root):
+        (media if is_image_file(name) or is_audio_file(name) else others).append(root / name)
+    return media, others
 
 
-def _left_out(root: Path, media: list[Path]) -> str:
-    """The other visible files under ``root`` that ``_media_files`` did not take, counted by extension:
-    "2 .m4a, 1 .txt" ("" when none)."""
-    taken = set(media)
-    counts = collections.Counter()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            path = Path(dirpath) / name
-            if not name.startswith(".") and path not in taken:
-                counts[path.suffix.lower() or "no extension"] += 1
+def _left_out(others: list[Path]) -> str:
+    """Files a folder command did not take, counted by extension: "2 .m4a, 1 .txt" ("" when none)."""
+    counts = collections.Counter(p.suffix.lower() or "no extension" for p in others)
     return ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -333,8 +324,8 @@ def cmd_encode(args) -> int:
         return _run_one(src, work, out)
     if not args.output:
         raise ValueError(f"{src}: a folder input needs -o OUTPUT_FOLDER")
-    files = _media_files(src)
-    others = _left_out(src, files)
+    files, skipped = _media_files(src)
+    others = _left_out(skipped)
     if not files:
         raise ValueError(f"{src}: no image or audio files inside{f' (left out: {others})' if others else ''}")
     if others:
@@ -408,8 +399,10 @@ def cmd_decode(args) -> int:
         return _run_one(src, work, Path(args.output) if args.output else None)
     if not args.output:
         raise ValueError(f"{src}: a folder input needs -o OUTPUT_FOLDER")
+    from codec.media.files import visible_files
+
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() == ".vqc")
-    others = _left_out(src, files)
+    others = _left_out([src / name for name in visible_files(src) if Path(name).suffix.lower() != ".vqc"])
     if not files:
         raise ValueError(f"{src}: no .vqc files inside{f' (left out: {others})' if others else ''}")
     if others:
