@@ -126,6 +126,17 @@ def _decompress(f: BinaryIO, model, prior, device, progress: bool, workers) -> D
         raise CorruptFileError(f"cannot be decoded ({type(e).__name__}: {e})") from e
 
 
+def _crc_cause(meta: Metadata) -> str:
+    """What a token checksum failure means for this file's coder."""
+    if meta.mode == "prior" and meta.coder is None:  # versions 1 to 4: the float prior (docs/format.md)
+        return (
+            "damaged data, or a float-coded file of .vqc version 1-4 decoded on a machine whose torch computes the "
+            "prior's float logits differently from the writer's: such files decode only on the same kind of CPU "
+            "and software; re-encode the original with this vqcodec (exact integer coders)"
+        )
+    return "damaged data, or a prior computing differently from the encoder's"
+
+
 def _decode(f: BinaryIO, meta: Metadata, model: Codec, prior_model, progress: bool, workers: int) -> Decompressed:
     """The alpha record, the chunks and the reconstruction: everything read from ``f`` after the header."""
     alpha = _read_alpha(f, meta)
@@ -154,10 +165,7 @@ def _decode(f: BinaryIO, meta: Metadata, model: Codec, prior_model, progress: bo
                 if tokens.size and (tokens.min() < 0 or tokens.max() >= meta.codebook_size):
                     raise CorruptFileError(f"chunk {i} holds token values outside [0, {meta.codebook_size})")
                 if container.token_crc(tokens) != records[i][1]:
-                    raise CorruptFileError(
-                        f"chunk {i} decoded to tokens that fail their checksum (damaged data, or a prior computing "
-                        "differently from the encoder's)"
-                    )
+                    raise CorruptFileError(f"chunk {i} decoded to tokens that fail their checksum ({_crc_cause(meta)})")
                 parts.append(tokens)
             bar.update(sum(b - a for _, a, b in job))
     flat = torch.from_numpy(np.concatenate(parts))

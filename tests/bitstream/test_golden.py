@@ -7,7 +7,9 @@ retrained bundled model never turns these tests off: the integer coders (with al
 images inside a margin, and float-coded prior files of version 2 (``v2_*``), the coder of every prior-mode file
 before version 5. Each is decoded here; the same inputs must give the same bytes again (``compress`` for the current
 writer, the float coder's twin ``range_coding.prior_encode`` for version 2), and behind the older header the same
-chunks as before version 7.
+chunks as before version 7. The float-coded files are exact only on the kind of CPU that wrote them (their coder's
+frequencies come from float logits, docs/format.md): elsewhere they must fail in one clear ``CorruptFileError``,
+never decode to other tokens, and the float coder's own files must still decode there.
 """
 
 import hashlib
@@ -42,6 +44,19 @@ def test_both_sets_hold_the_same_cases():
         assert old["version"] < 7 and (old["bytes"] > want["bytes"] or name.startswith("v2_")), name
 
 
+def _float_logits_as_written(name: str, tiny_models) -> bool:
+    """Whether torch here computes the float prior's logits as on the machine that wrote a ``v2_*`` golden file.
+
+    A float-coded file (versions 1 to 4) decodes only there (docs/format.md): its coder's frequencies come from float
+    logits, which other CPU kernels round differently. The test of that is the writer itself: the float coder
+    here (``range_coding.prior_encode``, the same lockstep the decoder runs) reproduces the file byte for byte exactly
+    when its frequencies match the writer's at every coded token.
+    """
+    modality, make = golden_files.cases()[name]
+    m, p, c = tiny_models[modality]
+    return make(m, p, c) == (golden_files.V7 / name).read_bytes()
+
+
 @pytest.mark.parametrize("version,name", FILES)
 def test_golden_files_decode_to_the_same_tokens(version, name, tiny_models):
     blob = (golden_files.GOLDEN / version / name).read_bytes()
@@ -50,6 +65,11 @@ def test_golden_files_decode_to_the_same_tokens(version, name, tiny_models):
     assert int.from_bytes(blob[4:6], "little") == want["version"] == container.file_version(meta)
     assert (meta.mode, meta.coder, len(blob)) == (want["mode"], want["coder"], want["bytes"])
     m, p, c = tiny_models[meta.modality]
+    if name.startswith("v2_") and not _float_logits_as_written(name, tiny_models):
+        # another kind of CPU: the float-coded file must fail in one clear error, never decode to other tokens
+        with pytest.raises(codec.CorruptFileError, match="fail their checksum .*float-coded file of .vqc version 1-4"):
+            codec.decompress(blob, m, p, device="cpu")
+        return
     out = codec.decompress(blob, m, c if meta.coder == "context-1" else p, device="cpu")
     assert list(out.tokens.shape) == want["token_shape"]
     assert _tokens_sha256(out.tokens) == want["tokens_sha256"]
@@ -60,5 +80,13 @@ def test_golden_files_are_reproduced_byte_for_byte(name, tiny_models):
     modality, make = golden_files.cases()[name]
     m, p, c = tiny_models[modality]
     blob = make(m, p, c)
-    assert blob == (golden_files.V7 / name).read_bytes()
+    gold = (golden_files.V7 / name).read_bytes()
+    if name.startswith("v2_") and blob != gold:
+        # the float coder on another kind of CPU: its own files hold the same header and decode here to the same
+        # tokens; only the range-coded payload differs (see _float_logits_as_written)
+        assert codec.read_info(blob) == codec.read_info(gold)
+        out = codec.decompress(blob, m, p, device="cpu")
+        assert _tokens_sha256(out.tokens) == EXPECTED["v7"][name]["tokens_sha256"]
+        return
+    assert blob == gold
     assert golden_files.as_before_v7(blob, m, p, c) == (golden_files.V5 / name).read_bytes()
