@@ -90,3 +90,16 @@ def test_golden_files_are_reproduced_byte_for_byte(name, tiny_models):
         return
     assert blob == gold
     assert golden_files.as_before_v7(blob, m, p, c) == (golden_files.V5 / name).read_bytes()
+
+
+@pytest.mark.parametrize("name", ["v2_image_prior_q2.vqc", "v2_audio_prior_q4.vqc"])
+def test_float_coded_file_on_other_float_rounding_fails_in_one_clear_error(name, tiny_models, monkeypatch):
+    """Another CPU's rounding, made here: the float coder's logits nudged by 1e-2 before they become frequencies."""
+    from codec.bitstream import range_coding
+
+    exact = range_coding.integer_frequencies
+    monkeypatch.setattr(range_coding, "integer_frequencies", lambda logits: exact(logits + 1e-2 * logits.sin()))
+    blob = (golden_files.V7 / name).read_bytes()
+    m, p, _ = tiny_models[codec.read_info(blob).modality]
+    with pytest.raises(codec.CorruptFileError, match="fail their checksum .*float-coded file of .vqc version 1-4"):
+        codec.decompress(blob, m, p, device="cpu")
