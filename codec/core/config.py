@@ -38,6 +38,9 @@ class ImageCodecConfig:
     base_channels: int = 64  # width at the first level, doubled at each level up to max_channels
     max_channels: int = 256
     num_res_blocks: int = 1  # per level
+    # "shuffle" only: residual blocks per decoder stage, 0 = num_res_blocks. A decoder-only field (DECODER_FIELDS):
+    # a fine-tune with a frozen encoder may grow it (new blocks start as the identity), keeping the start model's tokens
+    decoder_res_blocks: int = 0
     latent_dim: int = 64  # code vector size
     norm_groups: int = 8  # 0: no normalisation ("shuffle" only)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
@@ -57,10 +60,27 @@ class ImageCodecConfig:
             raise ValueError(f"padding must be 'zeros' or, for the 'shuffle' arch, 'replicate'; got {self.padding!r}")
         if self.arch == "conv" and self.norm_groups < 1:
             raise ValueError("the 'conv' image arch needs norm_groups >= 1")
+        if self.decoder_res_blocks and (self.arch != "shuffle" or self.decoder_res_blocks < self.num_res_blocks):
+            raise ValueError(
+                f"decoder_res_blocks must be 0 (= num_res_blocks), or at least num_res_blocks ({self.num_res_blocks}) "
+                f"with arch 'shuffle': {self.decoder_res_blocks}"
+            )
 
     def identity(self) -> dict:
         """What ``model_hash`` hashes of this config (see ``identity_dict``)."""
         return identity_dict(self)
+
+    @property
+    def decoder_depth(self) -> int:
+        """Residual blocks per stage of the "shuffle" decoder."""
+        return self.decoder_res_blocks or self.num_res_blocks
+
+    @property
+    def decoder_extra_context(self) -> int:
+        """Tokens of tile context a grown decoder needs beyond ``tile_overlap``: each further block's two 3x3
+        convolutions reach 2 positions further at each decoder stage, 2 tokens at the token grid and fewer (counted
+        as 2) at the finer stages."""
+        return 2 * (self.levels + 1) * (self.decoder_depth - self.num_res_blocks)
 
     @property
     def levels(self) -> int:
@@ -124,6 +144,12 @@ class AudioCodecConfig:
         """ConvNeXt blocks in the "stft" decoder."""
         return self.decoder_blocks or self.num_blocks
 
+    @property
+    def decoder_extra_context(self) -> int:
+        """Frames of chunk context a grown decoder needs beyond ``chunk_context``: 3 per further block (its
+        depthwise convolution has 7 taps)."""
+        return 3 * max(0, self.decoder_depth - self.num_blocks) if self.arch == "stft" else 0
+
 
 CodecConfig = ImageCodecConfig | AudioCodecConfig
 
@@ -131,7 +157,7 @@ CodecConfig = ImageCodecConfig | AudioCodecConfig
 # holding that value is left out of a model's identity (``identity_dict``, hashed by ``model_hash``), so those
 # models, the priors paired with them, and the .vqc files that record their hashes keep working.
 LATER_FIELDS = {
-    "image": {"arch": "conv", "stem": 4, "padding": "zeros"},
+    "image": {"arch": "conv", "stem": 4, "padding": "zeros", "decoder_res_blocks": 0},
     "audio": {"arch": "seanet", "n_fft": 1280, "width": 256, "num_blocks": 6, "decoder_blocks": 0},
 }
 # Quantizer fields that only steer the encoder's choice of codes (the same decoder reads the tokens the same way):
@@ -140,7 +166,7 @@ ENCODER_CHOICE_FIELDS = {"rate_weight"}
 
 # Config fields that shape only the decoder: a codec that differs from another only in these (and in its decoder's
 # weights) gives the same tokens (``freeze_encoder`` fine-tunes; ``tools/bundle_models.py --tokens-of``).
-DECODER_FIELDS = {"decoder_blocks"}
+DECODER_FIELDS = {"decoder_blocks", "decoder_res_blocks"}
 
 
 def config_to_dict(config: CodecConfig) -> dict:

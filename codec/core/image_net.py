@@ -92,20 +92,37 @@ class ShuffleDecoder(nn.Module):
     """Mirror of ShuffleEncoder: (B, latent_dim, h, w) -> (B, C, h*f, w*f), unbounded values.
 
     Each level doubles H and W with a 1x1 convolution to 4x the channels and a pixel shuffle; the head predicts
-    every stem x stem patch from its low-resolution position (depth-to-space).
+    every stem x stem patch from its low-resolution position (depth-to-space). A decoder deeper than the encoder
+    (``decoder_res_blocks``) keeps the first ``num_res_blocks`` blocks of each stage in ``net`` and the rest in
+    ``grow`` (keyed by the index in ``net`` they follow), so a grown decoder holds the start model's tensors under
+    their own names.
     """
 
     def __init__(self, cfg: ImageCodecConfig):
         super().__init__()
         w, g, s = _widths(cfg), cfg.norm_groups, cfg.stem
+        extra = cfg.decoder_depth - cfg.num_res_blocks
+        grow: dict[str, nn.Module] = {}
         layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, w[-1], 3, padding=1)]
         layers += [_block(w[-1], g) for _ in range(cfg.num_res_blocks)]
+        if extra:
+            grow[str(len(layers) - 1)] = nn.Sequential(*[_block(w[-1], g) for _ in range(extra)])
         for i in reversed(range(cfg.levels)):
             layers += [nn.Conv2d(w[i + 1], 4 * w[i], 1), nn.PixelShuffle(2)]
             layers += [_block(w[i], g) for _ in range(cfg.num_res_blocks)]
+            if extra:
+                grow[str(len(layers) - 1)] = nn.Sequential(*[_block(w[i], g) for _ in range(extra)])
         layers += [nn.SiLU(), nn.Conv2d(w[0], cfg.channels * s * s, 3, padding=1), nn.PixelShuffle(s)]
         self.net = nn.Sequential(*layers)
-        _set_padding(self.net, cfg.padding)
+        self.grow = nn.ModuleDict(grow)
+        _set_padding(self, cfg.padding)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return (self.net(z) + 1) / 2
+        if not self.grow:
+            return (self.net(z) + 1) / 2
+        h = z
+        for i, layer in enumerate(self.net):
+            h = layer(h)
+            if str(i) in self.grow:
+                h = self.grow[str(i)](h)
+        return (h + 1) / 2

@@ -217,11 +217,13 @@ class Codec(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         return x  # clamped, converted and moved window by window: no full-size copy
 
-    def _window_plan(self, grid: tuple[int, ...]):
-        """The windows over a token grid: tiles (images) or chunks (audio); see ``codec.core.windows``."""
+    def _window_plan(self, grid: tuple[int, ...], decode: bool = False):
+        """The windows over a token grid: tiles (images) or chunks (audio); see ``codec.core.windows``. A decoder
+        grown deeper than the encoder (``decoder_extra_context``) reads more context when decoding."""
+        extra = self.config.decoder_extra_context if decode else 0
         if self.modality == "image":
-            return plan_windows(grid, self.config.tile, self.config.tile_overlap)
-        return plan_windows(grid, self.config.chunk_frames, self.config.chunk_context)
+            return plan_windows(grid, self.config.tile, self.config.tile_overlap + extra)
+        return plan_windows(grid, self.config.chunk_frames, self.config.chunk_context + extra)
 
     def _window_input(self, x: torch.Tensor, window, pad_mode: str, leads: tuple[int, ...] = ()) -> torch.Tensor:
         """The input samples under a window's context, clamped and padded at the end to whole tokens; with
@@ -425,7 +427,7 @@ class Codec(nn.Module):
         outs, jobs = [], []
         for i, t in enumerate(tokens):
             grid = tuple(t.shape[-2:] if self.modality == "image" else t.shape[-1:])
-            windows = self._window_plan(grid)
+            windows = self._window_plan(grid, decode=True)
             if len(windows) == 1 and not stack:
                 outs.append(self.decoder(self._latents(t)))
                 continue

@@ -430,20 +430,26 @@ def _check_resume(meta, modality, data_dir, codec_config, train_config) -> tuple
 
 
 def load_init_state(model: Codec, state: dict) -> None:
-    """Load a start model's tensors into ``model``. A deeper "stft" decoder (``decoder_blocks``) than the start
-    model's is grown: the start model's blocks come first and each new block starts as the identity (its layer
-    scale 0), so the grown codec decodes exactly as the start model until it trains. ValueError for anything else
-    that does not fit."""
+    """Load a start model's tensors into ``model``. A deeper decoder than the start model's is grown: an "stft"
+    audio decoder's ``decoder_blocks`` (the start model's blocks come first, each new block starts with layer scale
+    0) or a "shuffle" image decoder's ``decoder_res_blocks`` (the new blocks of each stage follow the start model's,
+    each with its last convolution at zero). Every new block starts as the identity, so the grown codec decodes
+    exactly as the start model until it trains. ValueError for anything else that does not fit."""
+    grown = ("decoder.blocks.", "decoder.grow.")
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)  # shape mismatches raise here
-        if unexpected or not all(k.startswith("decoder.blocks.") for k in missing):
+        if unexpected or not all(k.startswith(grown) for k in missing):
             model.load_state_dict(state)  # raises with torch's description of the mismatch
     except RuntimeError as e:
         first = str(e).strip().splitlines()[-1].strip()
         raise ValueError(f"the init model's weights do not fit the codec config: {first}") from None
     with torch.no_grad():
-        for i in {int(k.split(".")[2]) for k in missing}:  # "decoder.blocks.<i>.<name>" of the new blocks
-            model.decoder.blocks[i].gamma.zero_()
+        for name in {".".join(k.split(".")[:3]) for k in missing if k.startswith("decoder.blocks.")}:
+            model.get_submodule(name).gamma.zero_()  # "decoder.blocks.<i>" of a new ConvNeXt block
+        for name in {".".join(k.split(".")[:4]) for k in missing if k.startswith("decoder.grow.")}:
+            conv = model.get_submodule(name).conv2  # "decoder.grow.<stage>.<j>" of a new residual block
+            conv.weight.zero_()
+            conv.bias.zero_()
 
 
 def config_changes(start: CodecConfig, codec_config: CodecConfig, allowed: set[str]) -> list[str]:

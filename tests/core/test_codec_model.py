@@ -103,6 +103,42 @@ def test_chunked_audio_matches_whole_signal_without_clicks(arch):
     torch.testing.assert_close(y_chunked.double(), y_whole.double(), rtol=0, atol=1e-6)
 
 
+def _grown(modality):
+    """A tiny codec whose decoder is deeper than its encoder, every block active; its input; its window size."""
+    if modality == "image":
+        m = tiny_image(8, arch="shuffle", tile=4, tile_overlap=6, padding="replicate", decoder_res_blocks=4)
+        with torch.no_grad():  # identity-initialised blocks would not reach any further
+            for p in m.decoder.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        return m, torch.rand(1, 3, 200, 333), "tile"
+    m = tiny_audio(1, arch="stft", chunk_frames=7, chunk_context=16, decoder_blocks=6)
+    with torch.no_grad():  # full-strength blocks and an audible output (a fresh head starts near -43 dB)
+        for block in m.decoder.blocks:
+            block.gamma.fill_(1.0)
+        m.decoder.head.bias.zero_()
+    return m, torch.sin(torch.linspace(0, 900, 320 * 61 + 17)).expand(1, 1, -1) * 0.5, "chunk_frames"
+
+
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_a_grown_decoder_decodes_in_windows_as_whole_with_its_extra_context(modality, monkeypatch):
+    """A decoder deeper than the encoder reaches further than the encoder's tile overlap or chunk context;
+    decoding reads ``decoder_extra_context`` more, so windows still match the whole (and without it they do not)."""
+    m, x, size_field = _grown(modality)
+    assert m.config.decoder_extra_context == (12 if modality == "image" else 12)
+    tokens = m.encode(x)
+    m = m.double()  # float64 networks: windows must match up to float32 rounding
+    setattr(m.config, size_field, 10_000)
+    whole = m.decode(tokens, shape=x.shape[1:])
+    setattr(m.config, size_field, 4 if modality == "image" else 7)
+    scale = float(whole.abs().max())
+    assert scale > 1e-3
+    windowed = m.decode(tokens, shape=x.shape[1:]).double()  # written into float32 buffers window by window
+    torch.testing.assert_close(windowed, whole, rtol=0, atol=1e-6 * scale)
+    monkeypatch.setattr(type(m.config), "decoder_extra_context", property(lambda self: 0))
+    seams = float((m.decode(tokens, shape=x.shape[1:]).double() - whole).abs().max())
+    assert seams > 1e-5 * scale  # what the extra context prevents (float32 rounding: about 1e-7)
+
+
 @pytest.mark.parametrize(
     "x,match",
     [
@@ -207,7 +243,7 @@ def test_fields_added_later_keep_older_models_hashes():
     from codec.store.rundir import state_hash
 
     m = tiny_image(8)
-    later = ("arch", "stem", "padding")
+    later = ("arch", "stem", "padding", "decoder_res_blocks")
     old_fields = {k: v for k, v in codec.core.config.config_to_dict(m.config).items() if k not in later}
     old_fields["quantizer"] = {k: v for k, v in old_fields["quantizer"].items() if k != "rate_weight"}
     assert codec.model_hash(m) == state_hash(old_fields, m)

@@ -1,6 +1,7 @@
-"""A deeper "stft" audio decoder grown from a trained codec (``decoder_blocks``): the config field, growing the
-start model's weights (new blocks start as the identity), a frozen-encoder fine-tune that keeps the tokens, and
-the bundling tool's pairing of the start model's prior with the grown codec."""
+"""A deeper decoder grown from a trained codec: the "stft" audio decoder's ``decoder_blocks`` and the "shuffle"
+image decoder's ``decoder_res_blocks``. The config fields, growing the start model's weights (new blocks start as
+the identity), a frozen-encoder fine-tune that keeps the tokens, and the bundling tool's pairing of the start
+model's prior with the grown codec."""
 
 import dataclasses
 import sys
@@ -8,11 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from synth_media import make_wav
+from synth_media import make_image, make_wav
 
 import codec
 from codec import load_model, model_hash, save_model
-from codec.core.config import AudioCodecConfig, QuantizerConfig, config_from_dict, config_to_dict, identity_dict
+from codec.core.config import (
+    AudioCodecConfig,
+    ImageCodecConfig,
+    QuantizerConfig,
+    config_from_dict,
+    config_to_dict,
+    identity_dict,
+)
 from codec.core.model import Codec
 from codec.train.codec_task import load_init_state, train
 from codec.train.config import TrainConfig
@@ -111,3 +119,105 @@ def test_a_frozen_encoder_fine_tune_grows_the_decoder_keeps_the_tokens_and_bundl
     bad = ["--codec", str(tmp_path / "other"), *common, "--tokens-of", str(tmp_path / "start"), "--name", "b"]
     assert bundle_models.main(bad) == 2
     assert "configs differ outside the decoder (num_blocks (2 -> 3))" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ image
+SHUFFLE = ImageCodecConfig(
+    arch="shuffle",
+    downsample=8,
+    stem=2,
+    base_channels=8,
+    max_channels=16,
+    num_res_blocks=1,
+    latent_dim=8,
+    norm_groups=0,
+    padding="replicate",
+    quantizer=QuantizerConfig(codebook_size=32, num_quantizers=2),
+)
+
+
+def _image_start(cfg: ImageCodecConfig, seed: int = 0) -> Codec:
+    torch.manual_seed(seed)
+    m = Codec(cfg)
+    m(torch.rand(2, 3, 32, 32))  # k-means initialises the codebooks
+    with torch.no_grad():  # trained-looking blocks: a zero last convolution is not the default state
+        for p in m.decoder.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return m.eval()
+
+
+def test_decoder_res_blocks_config():
+    assert SHUFFLE.decoder_depth == 1 and dataclasses.replace(SHUFFLE, decoder_res_blocks=3).decoder_depth == 3
+    for bad in (dict(num_res_blocks=2, decoder_res_blocks=1), dict(decoder_res_blocks=-1)):
+        with pytest.raises(ValueError, match="decoder_res_blocks"):
+            dataclasses.replace(SHUFFLE, **bad)
+    with pytest.raises(ValueError, match="decoder_res_blocks"):
+        ImageCodecConfig(arch="conv", decoder_res_blocks=2)
+    assert "decoder_res_blocks" not in identity_dict(SHUFFLE)  # the bundled image model's hash stays
+    grown = dataclasses.replace(SHUFFLE, decoder_res_blocks=2)
+    assert identity_dict(grown)["decoder_res_blocks"] == 2
+    assert config_from_dict(config_to_dict(grown)) == grown
+
+
+@pytest.mark.parametrize("norm_groups", [0, 8])
+def test_a_grown_image_decoder_starts_as_the_start_models_decoder_and_runs_its_blocks_in_order(norm_groups):
+    base = dataclasses.replace(SHUFFLE, norm_groups=norm_groups)
+    start = _image_start(base)
+    grown = Codec(dataclasses.replace(base, decoder_res_blocks=3))
+    load_init_state(grown, start.state_dict())
+    grown.eval()
+    s, g = start.state_dict(), grown.state_dict()
+    assert all(torch.equal(g[k], v) for k, v in s.items())  # every start tensor, in place
+    new = [k for k in g if k not in s]
+    assert new and all(k.startswith("decoder.grow.") for k in new)
+    # three stages (1/8, 1/4 and 1/2 resolution: a stem of 2, then two halvings), two new blocks each after the
+    # stage's own block (net: conv, block | 1x1 conv, shuffle, block | 1x1 conv, shuffle, block | head), each new
+    # block starting as the identity
+    assert sorted(grown.decoder.grow.keys()) == ["1", "4", "7"]
+    for stage in grown.decoder.grow.values():
+        assert len(stage) == 2
+        for block in stage:
+            assert float(block.conv2.weight.detach().abs().max()) == 0
+            assert float(block.conv1.weight.detach().abs().max()) > 0
+            assert block.conv1.padding_mode == "replicate"
+    x = torch.rand(2, 3, 40, 24)
+    tokens = start.encode(x)
+    assert torch.equal(grown.encode(x), tokens)
+    assert torch.equal(grown.decode(tokens, shape=x.shape[1:]), start.decode(tokens, shape=x.shape[1:]))
+    # once the new blocks are not the identity, the decoder is the start model's layers with each stage's new
+    # blocks right after its own ones: compared with that sequence written out by hand
+    with torch.no_grad():
+        for p in grown.decoder.grow.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    net, grow = grown.decoder.net, grown.decoder.grow
+    by_hand = torch.nn.Sequential(*net[:2], *grow["1"], *net[2:5], *grow["4"], *net[5:8], *grow["7"], *net[8:])
+    z = torch.randn(2, 8, 3, 5)
+    want = (by_hand(z) + 1) / 2
+    torch.testing.assert_close(grown.decoder(z), want, rtol=0, atol=0)
+    assert not torch.allclose(want, start.decoder(z))
+    # other mismatches stay errors: a shallower decoder, another width
+    deeper = _image_start(dataclasses.replace(base, decoder_res_blocks=2))
+    for bad_start, bad in ((deeper, base), (start, dataclasses.replace(base, base_channels=16))):
+        with pytest.raises(ValueError, match="do not fit"):
+            load_init_state(Codec(bad), bad_start.state_dict())
+
+
+def test_a_frozen_encoder_fine_tune_grows_the_image_decoder_and_keeps_the_tokens(tmp_path):
+    for i in range(3):
+        make_image(tmp_path / "data" / f"{i}.png", size=(40, 40), seed=i)
+    start = _image_start(SHUFFLE)
+    save_model(tmp_path / "start", start)
+    cfg = TrainConfig(
+        steps=3, batch_size=2, crop=32, lr=1e-2, warmup=0, log_every=1, eval_every=3,
+        checkpoint_every=3, eval_items=1, sample_items=1, freeze_encoder=True,
+    )  # fmt: skip
+    grown_config = dataclasses.replace(SHUFFLE, decoder_res_blocks=2)
+    train("image", tmp_path / "data", tmp_path / "ft", grown_config, cfg, init=tmp_path / "start")
+    ft = load_model(tmp_path / "ft", device="cpu")
+    assert ft.config.decoder_res_blocks == 2
+    assert all(float(stage[0].conv2.weight.detach().abs().max()) > 0 for stage in ft.decoder.grow.values())  # trained
+    s = start.state_dict()
+    assert all(torch.equal(v, s[k]) for k, v in ft.state_dict().items() if not k.startswith("decoder."))
+    x = torch.rand(1, 3, 48, 40)
+    assert torch.equal(ft.encode(x), start.encode(x))
+    assert model_hash(ft) != model_hash(start)
