@@ -38,9 +38,10 @@ class ImageCodecConfig:
     base_channels: int = 64  # width at the first level, doubled at each level up to max_channels
     max_channels: int = 256
     num_res_blocks: int = 1  # per level
-    # "shuffle" only: residual blocks per decoder stage, 0 = num_res_blocks. A decoder-only field (DECODER_FIELDS):
-    # a fine-tune with a frozen encoder may grow it (new blocks start as the identity), keeping the start model's tokens
-    decoder_res_blocks: int = 0
+    # "shuffle" only: residual blocks of each decoder stage, from the token grid to the finest (levels + 1 stages;
+    # one number for every stage), () = num_res_blocks everywhere. A decoder-only field (DECODER_FIELDS): a fine-tune
+    # with a frozen encoder may grow it (new blocks start as the identity), keeping the start model's tokens
+    decoder_res_blocks: tuple[int, ...] = ()
     latent_dim: int = 64  # code vector size
     norm_groups: int = 8  # 0: no normalisation ("shuffle" only)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
@@ -60,10 +61,15 @@ class ImageCodecConfig:
             raise ValueError(f"padding must be 'zeros' or, for the 'shuffle' arch, 'replicate'; got {self.padding!r}")
         if self.arch == "conv" and self.norm_groups < 1:
             raise ValueError("the 'conv' image arch needs norm_groups >= 1")
-        if self.decoder_res_blocks and (self.arch != "shuffle" or self.decoder_res_blocks < self.num_res_blocks):
+        if isinstance(self.decoder_res_blocks, int):
+            n = self.decoder_res_blocks
+            self.decoder_res_blocks = (n,) * (self.levels + 1) if n else ()
+        self.decoder_res_blocks = tuple(self.decoder_res_blocks)
+        blocks = self.decoder_res_blocks
+        if blocks and (self.arch != "shuffle" or len(blocks) != self.levels + 1 or min(blocks) < self.num_res_blocks):
             raise ValueError(
-                f"decoder_res_blocks must be 0 (= num_res_blocks), or at least num_res_blocks ({self.num_res_blocks}) "
-                f"with arch 'shuffle': {self.decoder_res_blocks}"
+                f"decoder_res_blocks must be empty (num_res_blocks everywhere), or with arch 'shuffle' one count per "
+                f"decoder stage ({self.levels + 1}), each at least num_res_blocks ({self.num_res_blocks}): {blocks}"
             )
 
     def identity(self) -> dict:
@@ -71,16 +77,16 @@ class ImageCodecConfig:
         return identity_dict(self)
 
     @property
-    def decoder_depth(self) -> int:
-        """Residual blocks per stage of the "shuffle" decoder."""
-        return self.decoder_res_blocks or self.num_res_blocks
+    def decoder_depth(self) -> tuple[int, ...]:
+        """Residual blocks of each "shuffle" decoder stage, from the token grid (1/f) to the finest (1/stem)."""
+        return self.decoder_res_blocks or (self.num_res_blocks,) * (self.levels + 1)
 
     @property
     def decoder_extra_context(self) -> int:
         """Tokens of tile context a grown decoder needs beyond ``tile_overlap``: each further block's two 3x3
-        convolutions reach 2 positions further at each decoder stage, 2 tokens at the token grid and fewer (counted
-        as 2) at the finer stages."""
-        return 2 * (self.levels + 1) * (self.decoder_depth - self.num_res_blocks)
+        convolutions reach 2 positions further at its stage, which is 2 / 2^k tokens at the k-th finer stage."""
+        extra = sum(2 * (b - self.num_res_blocks) / 2**k for k, b in enumerate(self.decoder_depth))
+        return math.ceil(extra)
 
     @property
     def levels(self) -> int:
@@ -157,7 +163,7 @@ CodecConfig = ImageCodecConfig | AudioCodecConfig
 # holding that value is left out of a model's identity (``identity_dict``, hashed by ``model_hash``), so those
 # models, the priors paired with them, and the .vqc files that record their hashes keep working.
 LATER_FIELDS = {
-    "image": {"arch": "conv", "stem": 4, "padding": "zeros", "decoder_res_blocks": 0},
+    "image": {"arch": "conv", "stem": 4, "padding": "zeros", "decoder_res_blocks": ()},
     "audio": {"arch": "seanet", "n_fft": 1280, "width": 256, "num_blocks": 6, "decoder_blocks": 0},
 }
 # Quantizer fields that only steer the encoder's choice of codes (the same decoder reads the tokens the same way):

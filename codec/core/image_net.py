@@ -101,17 +101,15 @@ class ShuffleDecoder(nn.Module):
     def __init__(self, cfg: ImageCodecConfig):
         super().__init__()
         w, g, s = _widths(cfg), cfg.norm_groups, cfg.stem
-        extra = cfg.decoder_depth - cfg.num_res_blocks
+        n, depth = cfg.num_res_blocks, cfg.decoder_depth  # depth[k]: blocks of the stage at 1/(f / 2^k)
         grow: dict[str, nn.Module] = {}
         layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, w[-1], 3, padding=1)]
-        layers += [_block(w[-1], g) for _ in range(cfg.num_res_blocks)]
-        if extra:
-            grow[str(len(layers) - 1)] = nn.Sequential(*[_block(w[-1], g) for _ in range(extra)])
-        for i in reversed(range(cfg.levels)):
-            layers += [nn.Conv2d(w[i + 1], 4 * w[i], 1), nn.PixelShuffle(2)]
-            layers += [_block(w[i], g) for _ in range(cfg.num_res_blocks)]
-            if extra:
-                grow[str(len(layers) - 1)] = nn.Sequential(*[_block(w[i], g) for _ in range(extra)])
+        for k, i in enumerate(reversed(range(cfg.levels + 1))):  # stage k at width w[i], i = levels - k
+            if k:
+                layers += [nn.Conv2d(w[i + 1], 4 * w[i], 1), nn.PixelShuffle(2)]
+            layers += [_block(w[i], g) for _ in range(n)]
+            if depth[k] > n:
+                grow[str(len(layers) - 1)] = nn.Sequential(*[_block(w[i], g) for _ in range(depth[k] - n)])
         layers += [nn.SiLU(), nn.Conv2d(w[0], cfg.channels * s * s, 3, padding=1), nn.PixelShuffle(s)]
         self.net = nn.Sequential(*layers)
         self.grow = nn.ModuleDict(grow)

@@ -4,6 +4,7 @@ the identity), a frozen-encoder fine-tune that keeps the tokens, and the bundlin
 model's prior with the grown codec."""
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -147,33 +148,43 @@ def _image_start(cfg: ImageCodecConfig, seed: int = 0) -> Codec:
 
 
 def test_decoder_res_blocks_config():
-    assert SHUFFLE.decoder_depth == 1 and dataclasses.replace(SHUFFLE, decoder_res_blocks=3).decoder_depth == 3
-    for bad in (dict(num_res_blocks=2, decoder_res_blocks=1), dict(decoder_res_blocks=-1)):
+    """Counts per decoder stage (3 stages: 1/8, 1/4, 1/2); one number means every stage."""
+    assert SHUFFLE.decoder_depth == (1, 1, 1) and SHUFFLE.decoder_extra_context == 0
+    assert dataclasses.replace(SHUFFLE, decoder_res_blocks=3).decoder_res_blocks == (3, 3, 3)
+    assert dataclasses.replace(SHUFFLE, decoder_res_blocks=[1, 2, 3]).decoder_depth == (1, 2, 3)
+    # by hand: 2 more 3x3 convolutions per block reach 2 grid positions, 2 half-grid (1 token), 2 quarter-grid
+    assert dataclasses.replace(SHUFFLE, decoder_res_blocks=(2, 1, 1)).decoder_extra_context == 2
+    assert dataclasses.replace(SHUFFLE, decoder_res_blocks=(1, 1, 2)).decoder_extra_context == 1  # 0.5 up
+    assert dataclasses.replace(SHUFFLE, decoder_res_blocks=(3, 3, 3)).decoder_extra_context == 7  # 4 + 2 + 1
+    bad = ((1, 1), (1, 0, 1), dict(num_res_blocks=2, decoder_res_blocks=(2, 1, 2)))
+    for b in bad:
+        kw = b if isinstance(b, dict) else dict(decoder_res_blocks=b)
         with pytest.raises(ValueError, match="decoder_res_blocks"):
-            dataclasses.replace(SHUFFLE, **bad)
+            dataclasses.replace(SHUFFLE, **kw)
     with pytest.raises(ValueError, match="decoder_res_blocks"):
         ImageCodecConfig(arch="conv", decoder_res_blocks=2)
     assert "decoder_res_blocks" not in identity_dict(SHUFFLE)  # the bundled image model's hash stays
-    grown = dataclasses.replace(SHUFFLE, decoder_res_blocks=2)
-    assert identity_dict(grown)["decoder_res_blocks"] == 2
-    assert config_from_dict(config_to_dict(grown)) == grown
+    grown = dataclasses.replace(SHUFFLE, decoder_res_blocks=(1, 1, 3))
+    assert identity_dict(grown)["decoder_res_blocks"] == (1, 1, 3)
+    assert config_from_dict(json.loads(json.dumps(config_to_dict(grown)))) == grown  # a list in JSON
 
 
 @pytest.mark.parametrize("norm_groups", [0, 8])
 def test_a_grown_image_decoder_starts_as_the_start_models_decoder_and_runs_its_blocks_in_order(norm_groups):
     base = dataclasses.replace(SHUFFLE, norm_groups=norm_groups)
     start = _image_start(base)
-    grown = Codec(dataclasses.replace(base, decoder_res_blocks=3))
+    grown = Codec(dataclasses.replace(base, decoder_res_blocks=(3, 1, 3)))
     load_init_state(grown, start.state_dict())
     grown.eval()
     s, g = start.state_dict(), grown.state_dict()
     assert all(torch.equal(g[k], v) for k, v in s.items())  # every start tensor, in place
     new = [k for k in g if k not in s]
     assert new and all(k.startswith("decoder.grow.") for k in new)
-    # three stages (1/8, 1/4 and 1/2 resolution: a stem of 2, then two halvings), two new blocks each after the
-    # stage's own block (net: conv, block | 1x1 conv, shuffle, block | 1x1 conv, shuffle, block | head), each new
-    # block starting as the identity
-    assert sorted(grown.decoder.grow.keys()) == ["1", "4", "7"]
+    # three stages (1/8, 1/4 and 1/2 resolution: a stem of 2, then two halvings), two new blocks after the first
+    # and the last stage's own block (net: conv, block | 1x1 conv, shuffle, block | 1x1 conv, shuffle, block |
+    # head), each new block starting as the identity, at the stage's width
+    assert sorted(grown.decoder.grow.keys()) == ["1", "7"]
+    assert [stage[0].conv1.in_channels for stage in grown.decoder.grow.values()] == [16, 8]
     for stage in grown.decoder.grow.values():
         assert len(stage) == 2
         for block in stage:
@@ -190,13 +201,13 @@ def test_a_grown_image_decoder_starts_as_the_start_models_decoder_and_runs_its_b
         for p in grown.decoder.grow.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     net, grow = grown.decoder.net, grown.decoder.grow
-    by_hand = torch.nn.Sequential(*net[:2], *grow["1"], *net[2:5], *grow["4"], *net[5:8], *grow["7"], *net[8:])
+    by_hand = torch.nn.Sequential(*net[:2], *grow["1"], *net[2:8], *grow["7"], *net[8:])
     z = torch.randn(2, 8, 3, 5)
     want = (by_hand(z) + 1) / 2
     torch.testing.assert_close(grown.decoder(z), want, rtol=0, atol=0)
     assert not torch.allclose(want, start.decoder(z))
     # other mismatches stay errors: a shallower decoder, another width
-    deeper = _image_start(dataclasses.replace(base, decoder_res_blocks=2))
+    deeper = _image_start(dataclasses.replace(base, decoder_res_blocks=(1, 2, 1)))
     for bad_start, bad in ((deeper, base), (start, dataclasses.replace(base, base_channels=16))):
         with pytest.raises(ValueError, match="do not fit"):
             load_init_state(Codec(bad), bad_start.state_dict())
@@ -211,10 +222,10 @@ def test_a_frozen_encoder_fine_tune_grows_the_image_decoder_and_keeps_the_tokens
         steps=3, batch_size=2, crop=32, lr=1e-2, warmup=0, log_every=1, eval_every=3,
         checkpoint_every=3, eval_items=1, sample_items=1, freeze_encoder=True,
     )  # fmt: skip
-    grown_config = dataclasses.replace(SHUFFLE, decoder_res_blocks=2)
+    grown_config = dataclasses.replace(SHUFFLE, decoder_res_blocks=(2, 1, 2))
     train("image", tmp_path / "data", tmp_path / "ft", grown_config, cfg, init=tmp_path / "start")
     ft = load_model(tmp_path / "ft", device="cpu")
-    assert ft.config.decoder_res_blocks == 2
+    assert ft.config.decoder_res_blocks == (2, 1, 2)
     assert all(float(stage[0].conv2.weight.detach().abs().max()) > 0 for stage in ft.decoder.grow.values())  # trained
     s = start.state_dict()
     assert all(torch.equal(v, s[k]) for k, v in ft.state_dict().items() if not k.startswith("decoder."))
