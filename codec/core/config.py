@@ -77,7 +77,7 @@ class ImageCodecConfig:
         return identity_dict(self)
 
     @property
-    def decoder_depth(self) -> tuple[int, ...]:
+    def decoder_stage_blocks(self) -> tuple[int, ...]:
         """Residual blocks of each "shuffle" decoder stage, from the token grid (1/f) to the finest (1/stem)."""
         return self.decoder_res_blocks or (self.num_res_blocks,) * (self.levels + 1)
 
@@ -85,7 +85,7 @@ class ImageCodecConfig:
     def decoder_extra_context(self) -> int:
         """Tokens of tile context a grown decoder needs beyond ``tile_overlap``: each further block's two 3x3
         convolutions reach 2 positions further at its stage, which is 2 / 2^k tokens at the k-th finer stage."""
-        extra = sum(2 * (b - self.num_res_blocks) / 2**k for k, b in enumerate(self.decoder_depth))
+        extra = sum(2 * (b - self.num_res_blocks) / 2**k for k, b in enumerate(self.decoder_stage_blocks))
         return math.ceil(extra)
 
     @property

@@ -101,7 +101,7 @@ class ShuffleDecoder(nn.Module):
     def __init__(self, cfg: ImageCodecConfig):
         super().__init__()
         w, g, s = _widths(cfg), cfg.norm_groups, cfg.stem
-        n, depth = cfg.num_res_blocks, cfg.decoder_depth  # depth[k]: blocks of the stage at 1/(f / 2^k)
+        n, depth = cfg.num_res_blocks, cfg.decoder_stage_blocks  # depth[k]: blocks of the stage at 1/(f / 2^k)
         grow: dict[str, nn.Module] = {}
         layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, w[-1], 3, padding=1)]
         for k, i in enumerate(reversed(range(cfg.levels + 1))):  # stage k at width w[i], i = levels - k
@@ -116,8 +116,6 @@ class ShuffleDecoder(nn.Module):
         _set_padding(self, cfg.padding)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if not self.grow:
-            return (self.net(z) + 1) / 2
         h = z
         for i, layer in enumerate(self.net):
             h = layer(h)

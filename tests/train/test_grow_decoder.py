@@ -149,9 +149,9 @@ def _image_start(cfg: ImageCodecConfig, seed: int = 0) -> Codec:
 
 def test_decoder_res_blocks_config():
     """Counts per decoder stage (3 stages: 1/8, 1/4, 1/2); one number means every stage."""
-    assert SHUFFLE.decoder_depth == (1, 1, 1) and SHUFFLE.decoder_extra_context == 0
+    assert SHUFFLE.decoder_stage_blocks == (1, 1, 1) and SHUFFLE.decoder_extra_context == 0
     assert dataclasses.replace(SHUFFLE, decoder_res_blocks=3).decoder_res_blocks == (3, 3, 3)
-    assert dataclasses.replace(SHUFFLE, decoder_res_blocks=[1, 2, 3]).decoder_depth == (1, 2, 3)
+    assert dataclasses.replace(SHUFFLE, decoder_res_blocks=[1, 2, 3]).decoder_stage_blocks == (1, 2, 3)
     # by hand: 2 more 3x3 convolutions per block reach 2 grid positions, 2 half-grid (1 token), 2 quarter-grid
     assert dataclasses.replace(SHUFFLE, decoder_res_blocks=(2, 1, 1)).decoder_extra_context == 2
     assert dataclasses.replace(SHUFFLE, decoder_res_blocks=(1, 1, 2)).decoder_extra_context == 1  # 0.5 up
