@@ -53,7 +53,8 @@ class STFTEncoder(nn.Module):
         bins = cfg.n_fft // 2 + 1
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
         self.conv_in = nn.Conv1d(2 * bins * cfg.channels, cfg.width, 1)  # frames already overlap 4x
-        self.blocks = nn.Sequential(*[ConvNeXtBlock1d(cfg.width, 1.0 / cfg.num_blocks) for _ in range(cfg.num_blocks)])
+        depth = cfg.encoder_depth
+        self.blocks = nn.Sequential(*[ConvNeXtBlock1d(cfg.width, 1.0 / depth) for _ in range(depth)])
         self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
         self.proj = nn.Linear(cfg.width, cfg.latent_dim)
 

@@ -82,6 +82,11 @@ class ImageCodecConfig:
         return self.decoder_res_blocks or (self.num_res_blocks,) * (self.levels + 1)
 
     @property
+    def encoder_extra_context(self) -> int:
+        """The image encoder does not grow: no tile context beyond ``tile_overlap``."""
+        return 0
+
+    @property
     def decoder_extra_context(self) -> int:
         """Tokens of tile context a grown decoder needs beyond ``tile_overlap``: each further block's two 3x3
         convolutions reach 2 positions further at its stage, which is 2 / 2^k tokens at the k-th finer stage."""
@@ -110,7 +115,10 @@ class AudioCodecConfig:
     dilations: tuple[int, ...] = (1, 3, 9)  # residual units per level
     n_fft: int = 1280  # "stft" only: FFT size (4 hops), even, >= hop, (n_fft - hop) even
     width: int = 256  # "stft" only: channels of the frame-rate blocks
-    num_blocks: int = 6  # "stft" only: ConvNeXt blocks in the encoder (and in the decoder unless decoder_blocks)
+    num_blocks: int = 6  # "stft" only: ConvNeXt blocks in the encoder and decoder unless encoder/decoder_blocks
+    # "stft" only: ConvNeXt blocks in the encoder, 0 = num_blocks. A fine-tune may grow it (new blocks start as the
+    # identity); the tokens then change, so it is part of the model's identity like any encoder field
+    encoder_blocks: int = 0
     # "stft" only: ConvNeXt blocks in the decoder, 0 = num_blocks. A decoder-only field (DECODER_FIELDS): a fine-tune
     # with a frozen encoder may grow it (new blocks start as the identity), keeping the start model's tokens
     decoder_blocks: int = 0
@@ -134,8 +142,10 @@ class AudioCodecConfig:
             raise ValueError(f"audio arch must be 'seanet' or 'stft', got {self.arch!r}")
         if self.arch == "stft" and (self.n_fft < self.hop or self.n_fft % 2 or (self.n_fft - self.hop) % 2):
             raise ValueError(f"n_fft must be even, >= the hop {self.hop}, and differ from it by an even number")
-        if self.decoder_blocks < 0 or (self.decoder_blocks and self.arch != "stft"):
-            raise ValueError(f"decoder_blocks must be 0 (= num_blocks), or > 0 with arch 'stft': {self.decoder_blocks}")
+        for name in ("encoder_blocks", "decoder_blocks"):
+            value = getattr(self, name)
+            if value < 0 or (value and self.arch != "stft"):
+                raise ValueError(f"{name} must be 0 (= num_blocks), or > 0 with arch 'stft': {value}")
 
     def identity(self) -> dict:
         """What ``model_hash`` hashes of this config (see ``identity_dict``)."""
@@ -146,9 +156,19 @@ class AudioCodecConfig:
         return math.prod(self.ratios)
 
     @property
+    def encoder_depth(self) -> int:
+        """ConvNeXt blocks in the "stft" encoder."""
+        return self.encoder_blocks or self.num_blocks
+
+    @property
     def decoder_depth(self) -> int:
         """ConvNeXt blocks in the "stft" decoder."""
         return self.decoder_blocks or self.num_blocks
+
+    @property
+    def encoder_extra_context(self) -> int:
+        """Frames of chunk context a grown encoder needs beyond ``chunk_context``: 3 per further block."""
+        return 3 * max(0, self.encoder_depth - self.num_blocks) if self.arch == "stft" else 0
 
     @property
     def decoder_extra_context(self) -> int:
@@ -164,7 +184,7 @@ CodecConfig = ImageCodecConfig | AudioCodecConfig
 # models, the priors paired with them, and the .vqc files that record their hashes keep working.
 LATER_FIELDS = {
     "image": {"arch": "conv", "stem": 4, "padding": "zeros", "decoder_res_blocks": ()},
-    "audio": {"arch": "seanet", "n_fft": 1280, "width": 256, "num_blocks": 6, "decoder_blocks": 0},
+    "audio": {"arch": "seanet", "n_fft": 1280, "width": 256, "num_blocks": 6, "decoder_blocks": 0, "encoder_blocks": 0},
 }
 # Quantizer fields that only steer the encoder's choice of codes (the same decoder reads the tokens the same way):
 # never part of a model's identity, so a bundled model can be given one without breaking its priors' pairing.

@@ -218,9 +218,10 @@ class Codec(nn.Module):
         return x  # clamped, converted and moved window by window: no full-size copy
 
     def _window_plan(self, grid: tuple[int, ...], decode: bool = False):
-        """The windows over a token grid: tiles (images) or chunks (audio); see ``codec.core.windows``. A decoder
-        grown deeper than the encoder (``decoder_extra_context``) reads more context when decoding."""
-        extra = self.config.decoder_extra_context if decode else 0
+        """The windows over a token grid: tiles (images) or chunks (audio); see ``codec.core.windows``. An encoder
+        or decoder grown deeper than the model it started from (``encoder_extra_context``,
+        ``decoder_extra_context``) reads more context when encoding or decoding."""
+        extra = self.config.decoder_extra_context if decode else self.config.encoder_extra_context
         if self.modality == "image":
             return plan_windows(grid, self.config.tile, self.config.tile_overlap + extra)
         return plan_windows(grid, self.config.chunk_frames, self.config.chunk_context + extra)

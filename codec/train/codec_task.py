@@ -53,7 +53,7 @@ SAMPLES_DIR = "samples"
 INIT_CHANGEABLE = {
     "tile", "tile_overlap", "chunk_frames", "chunk_context", "padding",
     "quantizer.decay", "quantizer.dead_code_threshold", "quantizer.commitment_weight",
-    "quantizer.quantizer_dropout", "quantizer.kmeans_init", "quantizer.rate_weight",
+    "quantizer.quantizer_dropout", "quantizer.kmeans_init", "quantizer.rate_weight", "encoder_blocks",
     *DECODER_FIELDS,
 }  # fmt: skip
 
@@ -430,12 +430,13 @@ def _check_resume(meta, modality, data_dir, codec_config, train_config) -> tuple
 
 
 def load_init_state(model: Codec, state: dict) -> None:
-    """Load a start model's tensors into ``model``. A deeper decoder than the start model's is grown: an "stft"
-    audio decoder's ``decoder_blocks`` (the start model's blocks come first, each new block starts with layer scale
-    0) or a "shuffle" image decoder's ``decoder_res_blocks`` (the new blocks of each stage follow the start model's,
-    each with its last convolution at zero). Every new block starts as the identity, so the grown codec decodes
-    exactly as the start model until it trains. ValueError for anything else that does not fit."""
-    grown = ("decoder.blocks.", "decoder.grow.")
+    """Load a start model's tensors into ``model``. A deeper encoder or decoder than the start model's is grown:
+    an "stft" audio encoder's ``encoder_blocks`` or decoder's ``decoder_blocks`` (the start model's blocks come
+    first, each new block starts with layer scale 0) or a "shuffle" image decoder's ``decoder_res_blocks`` (the new
+    blocks of each stage follow the start model's, each with its last convolution at zero). Every new block starts
+    as the identity, so the grown codec encodes and decodes exactly as the start model until it trains. ValueError
+    for anything else that does not fit."""
+    grown = ("encoder.blocks.", "decoder.blocks.", "decoder.grow.")
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)  # shape mismatches raise here
         if unexpected or not all(k.startswith(grown) for k in missing):
@@ -444,8 +445,8 @@ def load_init_state(model: Codec, state: dict) -> None:
         first = str(e).strip().splitlines()[-1].strip()
         raise ValueError(f"the init model's weights do not fit the codec config: {first}") from None
     with torch.no_grad():
-        for name in {".".join(k.split(".")[:3]) for k in missing if k.startswith("decoder.blocks.")}:
-            model.get_submodule(name).gamma.zero_()  # "decoder.blocks.<i>" of a new ConvNeXt block
+        for name in {".".join(k.split(".")[:3]) for k in missing if k.startswith(grown[:2])}:
+            model.get_submodule(name).gamma.zero_()  # "encoder.blocks.<i>" or "decoder.blocks.<i>": a new block
         for name in {".".join(k.split(".")[:4]) for k in missing if k.startswith("decoder.grow.")}:
             conv = model.get_submodule(name).conv2  # "decoder.grow.<stage>.<j>" of a new residual block
             conv.weight.zero_()

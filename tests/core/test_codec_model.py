@@ -10,6 +10,7 @@ import codec
 import codec.core.config
 from codec import AudioCodecConfig, Codec, ImageCodecConfig, QuantizerConfig
 from codec.core.config import config_from_dict
+from codec.core.windows import core_slices
 
 
 def tiny_image(f=8, n_q=1, arch="conv", **kw):
@@ -137,6 +138,44 @@ def test_a_grown_decoder_decodes_in_windows_as_whole_with_its_extra_context(moda
     monkeypatch.setattr(type(m.config), "decoder_extra_context", property(lambda self: 0))
     seams = float((m.decode(tokens, shape=x.shape[1:]).double() - whole).abs().max())
     assert seams > 1e-5 * scale  # what the extra context prevents (float32 rounding: about 1e-7)
+
+
+def _windowed_latents(m, x):
+    """The encoder's latents (B, D, t) of ``x`` as ``encode`` computes them: each window's core, assembled."""
+    outs = []
+    hook = m.encoder.register_forward_hook(lambda module, args, out: outs.append(out))
+    try:
+        t = m.encode(x).shape[-1]
+    finally:
+        hook.remove()
+    z = torch.zeros(x.shape[0], outs[0].shape[1], t, dtype=outs[0].dtype)
+    windows = m._window_plan((t,))
+    assert len(windows) == len(outs)
+    for w, out in zip(windows, outs):
+        dst, src = core_slices(w)
+        z[(..., *dst)] = out[(..., *src)]
+    return z
+
+
+def test_a_grown_encoder_encodes_in_chunks_as_whole_with_its_extra_context(monkeypatch):
+    """An encoder grown deeper than ``num_blocks`` reaches further than the chunk context that was chosen for it;
+    encoding reads ``encoder_extra_context`` more, so chunks still match the whole (and without it they do not)."""
+    m = tiny_audio(1, arch="stft", chunk_frames=7, chunk_context=8, encoder_blocks=6)
+    assert m.config.encoder_extra_context == 12 and m.config.decoder_extra_context == 0  # 3 * (6 - 2)
+    with torch.no_grad():  # full-strength blocks (identity-initialised ones would not reach any further)
+        for block in m.encoder.blocks:
+            block.gamma.fill_(1.0)
+    x = torch.sin(torch.linspace(0, 900, 320 * 61 + 17)).expand(1, 1, -1) * 0.5
+    x = x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    m.config.chunk_frames = 10_000
+    whole = _windowed_latents(m, x)
+    m.config.chunk_frames = 7
+    chunked = _windowed_latents(m, x)
+    scale = float(whole.abs().max())
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5 * scale)  # float32 rounding
+    monkeypatch.setattr(type(m.config), "encoder_extra_context", property(lambda self: 0))
+    seams = float((_windowed_latents(m, x) - whole).abs().max())
+    assert seams > 1e-3 * scale  # what the extra context prevents
 
 
 @pytest.mark.parametrize(

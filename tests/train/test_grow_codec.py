@@ -1,7 +1,8 @@
-"""A deeper decoder grown from a trained codec: the "stft" audio decoder's ``decoder_blocks`` and the "shuffle"
-image decoder's ``decoder_res_blocks``. The config fields, growing the start model's weights (new blocks start as
-the identity), a frozen-encoder fine-tune that keeps the tokens, and the bundling tool's pairing of the start
-model's prior with the grown codec."""
+"""A deeper encoder or decoder grown from a trained codec: the "stft" audio encoder's ``encoder_blocks`` and
+decoder's ``decoder_blocks``, and the "shuffle" image decoder's ``decoder_res_blocks``. The config fields, growing
+the start model's weights (new blocks start as the identity), a frozen-encoder fine-tune that keeps the tokens, a
+frozen-decoder fine-tune that grows the encoder, and the bundling tool's pairing of the start model's prior with
+the grown codec."""
 
 import dataclasses
 import json
@@ -55,28 +56,39 @@ def _start(seed: int = 0) -> Codec:
     return m.eval()
 
 
-def test_decoder_blocks_config():
-    assert STFT.decoder_depth == 2 and dataclasses.replace(STFT, decoder_blocks=5).decoder_depth == 5
-    with pytest.raises(ValueError, match="decoder_blocks"):
-        dataclasses.replace(STFT, decoder_blocks=-1)
-    with pytest.raises(ValueError, match="decoder_blocks"):
-        AudioCodecConfig(arch="seanet", decoder_blocks=3)
+@pytest.mark.parametrize("side,other", [("decoder", "encoder"), ("encoder", "decoder")])
+def test_encoder_and_decoder_blocks_config(side, other):
+    field = f"{side}_blocks"
+    assert getattr(STFT, f"{side}_depth") == 2
+    assert getattr(dataclasses.replace(STFT, **{field: 5}), f"{side}_depth") == 5
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(STFT, **{field: -1})
+    with pytest.raises(ValueError, match=field):
+        AudioCodecConfig(arch="seanet", **{field: 3})
     # a model made before the field existed keeps its identity (hash); a grown one differs
-    assert "decoder_blocks" not in identity_dict(STFT)
-    assert identity_dict(dataclasses.replace(STFT, decoder_blocks=4))["decoder_blocks"] == 4
-    grown = dataclasses.replace(STFT, decoder_blocks=4)
+    assert field not in identity_dict(STFT)
+    grown = dataclasses.replace(STFT, **{field: 4})
+    assert identity_dict(grown)[field] == 4
     assert config_from_dict(config_to_dict(grown)) == grown
-    assert len(Codec(grown).decoder.blocks) == 4 and len(Codec(grown).encoder.blocks) == 2
+    m = Codec(grown)
+    assert len(getattr(m, side).blocks) == 4 and len(getattr(m, other).blocks) == 2
+
+
+def _grow(start: Codec, side: str) -> Codec:
+    """``start`` grown from 2 to 4 blocks on ``side`` ("encoder" or "decoder") by ``load_init_state``: every start
+    tensor in place, the two new blocks' layer scales at 0."""
+    grown = Codec(dataclasses.replace(STFT, **{f"{side}_blocks": 4}))
+    load_init_state(grown, start.state_dict())
+    grown.eval()
+    s, g = start.state_dict(), grown.state_dict()
+    assert all(torch.equal(g[k], v) for k, v in s.items())
+    assert [float(b.gamma.detach().abs().max()) for b in getattr(grown, side).blocks[2:]] == [0.0, 0.0]
+    return grown
 
 
 def test_a_grown_decoder_starts_as_the_start_models_decoder():
     start = _start()
-    grown = Codec(dataclasses.replace(STFT, decoder_blocks=4))
-    load_init_state(grown, start.state_dict())
-    grown.eval()
-    s, g = start.state_dict(), grown.state_dict()
-    assert all(torch.equal(g[k], v) for k, v in s.items())  # every start tensor, in place
-    assert [float(b.gamma.detach().abs().max()) for b in grown.decoder.blocks[2:]] == [0.0, 0.0]
+    grown = _grow(start, "decoder")
     assert float(grown.decoder.blocks[2].pw1.weight.detach().abs().max()) > 0  # not zero: it can learn once gamma moves
     x = torch.rand(2, 1, 8 * 37) * 2 - 1
     tokens = start.encode(x)
@@ -120,6 +132,36 @@ def test_a_frozen_encoder_fine_tune_grows_the_decoder_keeps_the_tokens_and_bundl
     bad = ["--codec", str(tmp_path / "other"), *common, "--tokens-of", str(tmp_path / "start"), "--name", "b"]
     assert bundle_models.main(bad) == 2
     assert "configs differ outside the decoder (num_blocks (2 -> 3))" in capsys.readouterr().err
+
+
+def test_a_frozen_decoder_fine_tune_grows_the_encoder_from_the_start_models_encoder(tmp_path):
+    start = _start()
+    with torch.no_grad():  # trained-looking encoder blocks too
+        for block in start.encoder.blocks:
+            block.gamma.uniform_(0.2, 0.6)
+    grown = _grow(start, "encoder")
+    x = torch.rand(2, 1, 8 * 37) * 2 - 1
+    torch.testing.assert_close(grown.encoder(x), start.encoder(x), rtol=0, atol=0)  # the identity, exactly
+    assert torch.equal(grown.encode(x), start.encode(x))
+    # a frozen-decoder fine-tune trains the new blocks and keeps the decoder and codebooks
+    for i in range(3):
+        make_wav(tmp_path / "data" / f"{i}.wav", seconds=0.4, sample_rate=8000, seed=i)
+    save_model(tmp_path / "start", start)
+    cfg = TrainConfig(
+        steps=3, batch_size=2, segment_samples=256, lr=1e-2, warmup=0, log_every=1, eval_every=3,
+        checkpoint_every=3, eval_items=1, sample_items=1, freeze_decoder=True,
+    )  # fmt: skip
+    train("audio", tmp_path / "data", tmp_path / "ft", dataclasses.replace(STFT, encoder_blocks=4), cfg,
+          init=tmp_path / "start")  # fmt: skip
+    ft = load_model(tmp_path / "ft", device="cpu")
+    assert ft.config.encoder_blocks == 4 and len(ft.encoder.blocks) == 4
+    assert float(ft.encoder.blocks[3].gamma.detach().abs().max()) > 0  # the new block trained
+    kept = {k: v for k, v in ft.state_dict().items() if k.startswith(("decoder.", "quantizer."))}
+    assert kept and all(torch.equal(v, start.state_dict()[k]) for k, v in kept.items())
+    assert model_hash(ft) != model_hash(start)
+    # other mismatches stay errors: a shallower encoder
+    with pytest.raises(ValueError, match="do not fit"):
+        load_init_state(Codec(dataclasses.replace(STFT, encoder_blocks=1)), start.state_dict())
 
 
 # ------------------------------------------------------------------------------------------ image
