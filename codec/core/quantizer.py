@@ -123,6 +123,17 @@ class VectorQuantizer(nn.Module):
         """(K, D) float32 codebook."""
         return self.embed
 
+    # Bundled models leave out the EMA sums (training state only; 1 MB of the audio codec): a state without them
+    # gets embed x cluster_size, elementwise in float32 (the same bits on every machine, so the model's hash is
+    # too), which is what the sums hold once a code's EMA has settled, up to the Laplace smoothing
+    rebuilt_on_load = ("embed_sum",)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        embed, size, sums = (prefix + name for name in ("embed", "cluster_size", "embed_sum"))
+        if sums not in state_dict and embed in state_dict and size in state_dict:
+            state_dict[sums] = state_dict[embed].float() * state_dict[size].float()[:, None]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
         """Quantize the last axis of ``z``.
 

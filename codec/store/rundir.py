@@ -84,12 +84,15 @@ def load_run(path: str | Path, kind: str, build: Callable[[dict], torch.nn.Modul
         raise CheckpointError(f"{w_path}: unreadable weights: {e}") from None
     state = dequantize(state, w_path)
     expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    # buffers a module rebuilds from its other tensors when they are left out (``rebuilt_on_load``)
+    rebuilt = {f"{n}.{b}" if n else b for n, mod in model.named_modules() for b in getattr(mod, "rebuilt_on_load", ())}
+    missing = sorted(set(expected) - set(state) - rebuilt)
+    unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
             f"{w_path}: weights do not match {CONFIG_NAME} (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    wrong = [k for k in expected if expected[k].shape != state[k].shape]
+    wrong = [k for k in state if expected[k].shape != state[k].shape]
     if wrong:
         raise CheckpointError(
             f"{w_path}: tensor {wrong[0]} has shape {tuple(state[wrong[0]].shape)}, "

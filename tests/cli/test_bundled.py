@@ -47,9 +47,18 @@ def test_bundle_rounds_to_fp16_and_repairs_the_prior(tmp_path):
         state = load_file(dest / "tiny" / rel)
         assert all(t.dtype == torch.float16 for t in state.values() if t.is_floating_point())
     bundled = codec.load_model(dest / "tiny", device="cpu")
+    stored = load_file(dest / "tiny" / "model.safetensors")
+    sums = [k for k in m.state_dict() if k.endswith(".embed_sum")]
+    assert sums and not any(k in stored for k in sums)  # the codebooks' EMA sums are left out
     for name, t in m.state_dict().items():  # weights are the fp16 rounding of the originals
-        assert torch.equal(bundled.state_dict()[name], t.half().to(t.dtype)), name
+        if name in sums:  # rebuilt on loading: codes times their EMA counts
+            prefix = name.removesuffix("embed_sum")
+            rebuilt = stored[prefix + "embed"].float() * stored[prefix + "cluster_size"].float()[:, None]
+            assert torch.equal(bundled.state_dict()[name], rebuilt), name
+        else:
+            assert torch.equal(bundled.state_dict()[name], t.half().to(t.dtype)), name
     assert codec.model_hash(bundled) != codec.model_hash(m)
+    assert codec.model_hash(codec.load_model(dest / "tiny", device="cpu")) == codec.model_hash(bundled)
     with pytest.raises(ModelMismatchError):  # the original prior belongs to the unrounded codec
         load_prior(tmp_path / "run" / "prior", codec=bundled, device="cpu")
     prior = load_prior(dest / "tiny" / "prior", codec=bundled, device="cpu")
@@ -59,6 +68,17 @@ def test_bundle_rounds_to_fp16_and_repairs_the_prior(tmp_path):
     assert bundle_models.main([*args, "--dest", str(dest), "--max-mb", "0.001"]) == 1  # over the size limit
     assert {p: p.read_bytes() for p in (dest / "tiny").rglob("*") if p.is_file()} == before  # old bundle kept
     assert sorted(p.name for p in dest.iterdir()) == ["tiny"]  # no temporary folder left
+
+
+def test_rebundling_a_shipped_codec_keeps_its_tensors_and_hash(tmp_path):
+    # the way a new context model joins a shipped codec: the codec's file (EMA sums included) and hash stay
+    args = ["--codec", "audio", "--prior", "audio/prior", "--name", "audio", "--dest", str(tmp_path)]
+    assert bundle_models.main(args) == 0
+    shipped = ROOT / "codec" / "models" / "audio" / "model.safetensors"
+    assert (tmp_path / "audio" / "model.safetensors").read_bytes() == shipped.read_bytes()
+    again = codec.load_model(tmp_path / "audio", device="cpu")
+    assert codec.model_hash(again) == codec.model_hash(codec.load("audio", device="cpu"))
+    load_prior(tmp_path / "audio" / "prior", codec=again, device="cpu")
 
 
 def test_bundle_refuses_a_prior_of_another_codec(tmp_path, capsys):

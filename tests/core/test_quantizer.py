@@ -292,3 +292,24 @@ def test_rate_weight_reaches_every_residual_stage_and_is_checked():
     assert [layer.rate_weight for layer in rvq.layers] == [0.3, 0.3, 0.3]
     with pytest.raises(ValueError, match="rate_weight"):
         VectorQuantizer(4, 8, rate_weight=-1.0)
+
+
+def test_a_state_without_the_ema_sums_loads_with_embed_times_cluster_size():
+    # bundled codecs leave the sums out; loading rebuilds them by hand's rule, m_k = e_k * N_k, per residual stage
+    torch.manual_seed(0)
+    src = ResidualVectorQuantizer(3, 5, num_quantizers=2, kmeans_init=False)
+    for vq, sizes in zip(src.layers, ([2.0, 0.5, 1.0, 3.0, 0.25], [1.0, 1.0, 4.0, 0.5, 2.0]), strict=True):
+        _place(vq, torch.randn(5, 3), torch.tensor(sizes))
+        vq.embed_sum.add_(0.125)  # an unsettled EMA state, so the rebuilt sums differ from the stored ones
+    state = {k: v.half() if v.is_floating_point() else v for k, v in src.state_dict().items()}
+    state = {k: v for k, v in state.items() if not k.endswith("embed_sum")}
+    dst = ResidualVectorQuantizer(3, 5, num_quantizers=2, kmeans_init=False)
+    dst.load_state_dict(state)  # strict: nothing reported missing
+    for i, vq in enumerate(dst.layers):
+        e, n = state[f"layers.{i}.embed"].float(), state[f"layers.{i}.cluster_size"].float()
+        expected = [[e[k, d].item() * n[k].item() for d in range(3)] for k in range(5)]
+        assert vq.embed_sum.tolist() == [pytest.approx(row, rel=1e-6) for row in expected]
+        assert vq.embed_sum.dtype == torch.float32 and torch.equal(vq.embed, e)
+    # a state with the sums keeps them as they are
+    dst.load_state_dict(src.state_dict())
+    assert all(torch.equal(a.embed_sum, b.embed_sum) for a, b in zip(dst.layers, src.layers, strict=True))
