@@ -70,15 +70,22 @@ def test_bundle_rounds_to_fp16_and_repairs_the_prior(tmp_path):
     assert sorted(p.name for p in dest.iterdir()) == ["tiny"]  # no temporary folder left
 
 
-def test_rebundling_a_shipped_codec_keeps_its_tensors_and_hash(tmp_path):
-    # the way a new context model joins a shipped codec: the codec's file (EMA sums included) and hash stay
-    args = ["--codec", "audio", "--prior", "audio/prior", "--name", "audio", "--dest", str(tmp_path)]
+@pytest.mark.parametrize("where", ["by name", "a copy elsewhere"])
+def test_rebundling_a_shipped_codec_keeps_its_tensors_and_hash(tmp_path, where):
+    # the way a new context model joins a shipped codec: the codec's file (EMA sums included) and hash stay, told
+    # by its float16 weights wherever it lies
+    shipped = ROOT / "codec" / "models" / "audio"
+    source = "audio"
+    if where == "a copy elsewhere":
+        source = str(tmp_path / "copy")
+        shutil.copytree(shipped, source, ignore=shutil.ignore_patterns("prior", "context"))
+    args = ["--codec", source, "--prior", "audio/prior", "--name", "audio", "--dest", str(tmp_path / "models")]
     assert bundle_models.main(args) == 0
-    shipped = ROOT / "codec" / "models" / "audio" / "model.safetensors"
-    assert (tmp_path / "audio" / "model.safetensors").read_bytes() == shipped.read_bytes()
-    again = codec.load_model(tmp_path / "audio", device="cpu")
+    out = tmp_path / "models" / "audio"
+    assert (out / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
+    again = codec.load_model(out, device="cpu")
     assert codec.model_hash(again) == codec.model_hash(codec.load("audio", device="cpu"))
-    load_prior(tmp_path / "audio" / "prior", codec=again, device="cpu")
+    load_prior(out / "prior", codec=again, device="cpu")
 
 
 def test_bundle_refuses_a_prior_of_another_codec(tmp_path, capsys):
