@@ -8,8 +8,8 @@
 
 Weights are stored as float16 safetensors (loading casts them back to the model's float32), the codec's without
 its codebooks' EMA sums (training state, rebuilt on loading as embed x cluster_size: 1 MB less for the audio
-codec, 0.8 MB for the image codec; a codec already in float16, a bundled one, is re-bundled as it is); the context model
-then in its compact form (``save_context(compact=True)``: int8 weight rows with power-of-two scales, checked to
+codec, 0.8 MB for the image codec; a codec already in float16, a bundled one, is re-bundled as it is); the context
+model then in its compact form (``save_context(compact=True)``: int8 weight rows with power-of-two scales, checked to
 derive the same integer network as its float16 weights), about 60% of the float16 bytes. Rounding the codec
 changes its hash, so the prior's (and the context model's) ``codec_hash`` is rewritten to the rounded codec's: the
 prior is then accepted by
@@ -39,24 +39,16 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "codec" / "models"
 
 
-def to_fp16(src: Path, dst: Path, drop: frozenset[str] = frozenset()) -> None:
-    """``src``'s weights rounded to float16 into ``dst``, without the tensors named in ``drop``."""
+def to_fp16(src: Path, dst: Path, rebuilt: frozenset[str] = frozenset()) -> None:
+    """``src``'s weights rounded to float16 into ``dst``, without the tensors named in ``rebuilt`` (which loading
+    rebuilds: the codec's codebook EMA sums) unless they are float16 already: a bundled codec is re-bundled as it
+    is, so its hash, and every file made with it, stays valid."""
     state = load_file(src / "model.safetensors")
-    state = {k: v for k, v in state.items() if k not in drop}
+    if not all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point()):
+        state = {k: v for k, v in state.items() if k not in rebuilt}
     half = {k: v.half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
     dst.mkdir(parents=True, exist_ok=True)
     save_file(half, dst / "model.safetensors")
-
-
-def rebuilt_tensors(codec_dir: Path, model) -> frozenset[str]:
-    """The tensors to leave out of the bundle of ``model`` (loaded from ``codec_dir``): its modules'
-    ``rebuilt_on_load`` buffers (the codebooks' EMA sums), unless its weights are float16 already: a bundled codec
-    is re-bundled as it is, so its hash, and every file made with it, stays valid."""
-    stored = load_file(codec_dir / "model.safetensors")
-    if all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point()):
-        return frozenset()
-    modules = model.named_modules()
-    return frozenset(f"{n}.{b}" if n else b for n, mod in modules for b in getattr(mod, "rebuilt_on_load", ()))
 
 
 def same_tokens(new, start) -> None:
@@ -93,6 +85,7 @@ def main(argv=None) -> int:
     import codec
     from codec.bitstream.context_coding import context_hash
     from codec.store import registry
+    from codec.store.rundir import rebuilt_on_load
     from prior.checkpoint import load_prior
     from prior.context_checkpoint import load_context, save_context
 
@@ -116,7 +109,7 @@ def main(argv=None) -> int:
     prior_dir = registry.prior_dir(args.prior)  # a bundled name ("image/prior") or a run directory
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        to_fp16(codec_dir, tmp, drop=rebuilt_tensors(codec_dir, original))
+        to_fp16(codec_dir, tmp, rebuilt=rebuilt_on_load(original))
         shutil.copy(codec_dir / "config.json", tmp / "config.json")
         rounded = codec.load_model(tmp, device="cpu")
         new_hash = codec.model_hash(rounded)

@@ -34,6 +34,13 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
+def rebuilt_on_load(model: torch.nn.Module) -> frozenset[str]:
+    """Names of the buffers ``model``'s modules rebuild from their other tensors when a saved state leaves them out
+    (a module's ``rebuilt_on_load`` attribute, such as the quantizer's EMA sums)."""
+    modules = model.named_modules()
+    return frozenset(f"{n}.{b}" if n else b for n, mod in modules for b in getattr(mod, "rebuilt_on_load", ()))
+
+
 def state_hash(config: dict, model: torch.nn.Module) -> str:
     """Hex SHA-256 of a config dict and a module's tensors; independent of device and of how it was saved."""
     h = hashlib.sha256()
@@ -84,9 +91,7 @@ def load_run(path: str | Path, kind: str, build: Callable[[dict], torch.nn.Modul
         raise CheckpointError(f"{w_path}: unreadable weights: {e}") from None
     state = dequantize(state, w_path)
     expected = model.state_dict()
-    # buffers a module rebuilds from its other tensors when they are left out (``rebuilt_on_load``)
-    rebuilt = {f"{n}.{b}" if n else b for n, mod in model.named_modules() for b in getattr(mod, "rebuilt_on_load", ())}
-    missing = sorted(set(expected) - set(state) - rebuilt)
+    missing = sorted(set(expected) - set(state) - rebuilt_on_load(model))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise CheckpointError(

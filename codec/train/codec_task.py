@@ -436,7 +436,8 @@ def load_init_state(model: Codec, state: dict) -> None:
     blocks of each stage follow the start model's, each with its last convolution at zero). Every new block starts
     as the identity, so the grown codec encodes and decodes exactly as the start model until it trains. ValueError
     for anything else that does not fit."""
-    grown = ("encoder.blocks.", "decoder.blocks.", "decoder.grow.")
+    blocks = ("encoder.blocks.", "decoder.blocks.")  # ConvNeXt blocks of an "stft" audio codec
+    grown = (*blocks, "decoder.grow.")
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)  # shape mismatches raise here
         if unexpected or not all(k.startswith(grown) for k in missing):
@@ -445,7 +446,7 @@ def load_init_state(model: Codec, state: dict) -> None:
         first = str(e).strip().splitlines()[-1].strip()
         raise ValueError(f"the init model's weights do not fit the codec config: {first}") from None
     with torch.no_grad():
-        for name in {".".join(k.split(".")[:3]) for k in missing if k.startswith(grown[:2])}:
+        for name in {".".join(k.split(".")[:3]) for k in missing if k.startswith(blocks)}:
             model.get_submodule(name).gamma.zero_()  # "encoder.blocks.<i>" or "decoder.blocks.<i>": a new block
         for name in {".".join(k.split(".")[:4]) for k in missing if k.startswith("decoder.grow.")}:
             conv = model.get_submodule(name).conv2  # "decoder.grow.<stage>.<j>" of a new residual block
