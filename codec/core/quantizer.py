@@ -177,9 +177,10 @@ class VectorQuantizer(nn.Module):
         return QuantizerOutput(quantized, indices.view(z.shape[:-1]), loss, perplexity, usage, resets)
 
     @torch.no_grad()
-    def encode_indices(self, z: torch.Tensor) -> torch.Tensor:
-        """The indices ``forward`` gives, (...) int64 of z (..., D), without its statistics or updates (inference)."""
-        return self._search(z.float().reshape(-1, self.dim)).view(z.shape[:-1])
+    def encode_indices(self, z: torch.Tensor, rate_scale: float = 1.0) -> torch.Tensor:
+        """The indices ``forward`` gives, (...) int64 of z (..., D), without its statistics or updates (inference);
+        ``rate_scale`` multiplies ``rate_weight`` for this search (the encoder-side search's choice)."""
+        return self._search(z.float().reshape(-1, self.dim), rate_scale).view(z.shape[:-1])
 
     @torch.no_grad()
     def code_lengths(self) -> torch.Tensor:
@@ -191,14 +192,16 @@ class VectorQuantizer(nn.Module):
         counts = self.cluster_size.float()
         return (counts + self.eps) / (counts.sum() + self.codebook_size * self.eps)
 
-    def _search(self, flat: torch.Tensor) -> torch.Tensor:
-        """(M,) int64 codes of flat (M, D) float32: the nearest, or under ``rate_weight`` the argmin of the squared
-        distance plus lambda times the code length. The rate term rides as one extra coordinate, sqrt(lambda * (l_k -
-        min l)) on each code and 0 on each vector, so the same nearest-code kernel does both searches."""
-        if self.rate_weight == 0:
+    def _search(self, flat: torch.Tensor, rate_scale: float = 1.0) -> torch.Tensor:
+        """(M,) int64 codes of flat (M, D) float32: the nearest, or under ``rate_weight`` (times ``rate_scale``) the
+        argmin of the squared distance plus lambda times the code length. The rate term rides as one extra
+        coordinate, sqrt(lambda * (l_k - min l)) on each code and 0 on each vector, so the same nearest-code kernel
+        does both searches."""
+        weight = self.rate_weight * rate_scale
+        if weight == 0:
             return nearest_code(flat, self.embed)[0]
         bits = self.code_lengths()
-        extra = (self.rate_weight * (bits - bits.min())).sqrt()  # (K,) >= 0; a constant shift leaves the argmin
+        extra = (weight * (bits - bits.min())).sqrt()  # (K,) >= 0; a constant shift leaves the argmin
         codes = torch.cat([self.embed.float(), extra[:, None]], dim=1)  # (K, D + 1)
         return nearest_code(torch.cat([flat, flat.new_zeros(flat.shape[0], 1)], dim=1), codes)[0]
 
@@ -348,11 +351,14 @@ class ResidualVectorQuantizer(nn.Module):
         return torch.where(drop, torch.randint(1, n + 1, (items,), device=device), n)
 
     @torch.no_grad()
-    def encode_indices(self, z: torch.Tensor, num_quantizers: int | None = None) -> torch.Tensor:
-        """The indices ``forward`` gives in eval mode, (..., n) int64 of z (..., D), without its statistics."""
+    def encode_indices(
+        self, z: torch.Tensor, num_quantizers: int | None = None, rate_scale: float = 1.0
+    ) -> torch.Tensor:
+        """The indices ``forward`` gives in eval mode, (..., n) int64 of z (..., D), without its statistics;
+        ``rate_scale`` multiplies each level's ``rate_weight`` for this search."""
         residual, out = z.float(), []
         for layer in self.layers[: self._stages(num_quantizers)]:
-            idx = layer.encode_indices(residual)
+            idx = layer.encode_indices(residual, rate_scale)
             residual = residual - F.embedding(idx, layer.embed)  # as forward: the same operations, the same bits
             out.append(idx)
         return torch.stack(out, dim=-1)

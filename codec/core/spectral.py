@@ -8,7 +8,8 @@ the encoder-side search (``codec.core.refine``) and evaluation (``codec.eval``) 
 - ``compress_spectrum``: |X|^c e^{i angle X}, the power-law compression of a complex spectrum.
 - ``CompressedSTFTLoss``: MSE between power-law compressed complex spectra (phase-aware).
 - ``FramePeriodicLoss``: the same error on the part of a signal that repeats every hop (a frame-rate comb).
-- ``mel_distance``: the same log-mel L1, per item, as an evaluation metric.
+- ``mel_distance``: the same log-mel L1, per item, as an evaluation metric; ``mel_l1_by_frame`` splits it into each
+  codec frame's share (the encoder-side search keeps its best step per block of frames).
 
 Every spectrum is computed in float32 with autocast disabled, whatever the caller's precision.
 """
@@ -247,11 +248,44 @@ def mel_distance(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> torch.Te
     return per_item_mel_l1(x, y, sample_rate)
 
 
+def _mel_for(sample_rate: int, device: torch.device) -> MultiResolutionMelLoss:
+    key = (sample_rate, str(device))
+    if key not in _MEL_CACHE:
+        _MEL_CACHE[key] = MultiResolutionMelLoss(sample_rate).to(device)
+    return _MEL_CACHE[key]
+
+
 def per_item_mel_l1(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """``mel_distance`` with gradients (the encoder-side search's objective): (B, ...) signals -> (B,)."""
-    key = (sample_rate, str(x.device))
-    if key not in _MEL_CACHE:
-        _MEL_CACHE[key] = MultiResolutionMelLoss(sample_rate).to(x.device)
-    mel = _MEL_CACHE[key]
+    mel = _mel_for(sample_rate, x.device)
     per_res = [(a - b).abs().flatten(1).mean(dim=1) for a, b in zip(mel.log_mels(x), mel.log_mels(y), strict=True)]
     return torch.stack(per_res).mean(dim=0)
+
+
+def frame_shares(err: torch.Tensor, hop: int, frame: int, frames: int) -> torch.Tensor:
+    """Each of ``frames`` frames' share of the mean of ``err``: spectrogram frame j (centred on sample j * hop) goes to
+    frame ``min(j * hop // frame, frames - 1)``, so the shares sum to ``err``'s mean over all but the first axis.
+
+    Args:
+        err: (B, ..., J) non-negative errors of J spectrogram frames.
+        hop: the spectrogram's hop in samples.
+        frame: samples per frame.
+        frames: how many frames.
+
+    Returns:
+        (B, frames) float32.
+    """
+    per_j = err.flatten(1, -2).sum(1) / err[0].numel()  # (B, J)
+    owner = (torch.arange(err.shape[-1], device=err.device) * hop // frame).clamp_max(frames - 1)
+    return per_j.new_zeros(err.shape[0], frames).index_add_(1, owner, per_j)
+
+
+def mel_l1_by_frame(x: torch.Tensor, y: torch.Tensor, sample_rate: int, frame: int) -> torch.Tensor:
+    """``per_item_mel_l1`` split into each frame's share: (B, C, T) signals, T a multiple of ``frame`` samples ->
+    (B, T // frame) whose sum over frames is ``per_item_mel_l1(x, y, sample_rate)`` (see ``frame_shares``)."""
+    mel, frames = _mel_for(sample_rate, x.device), x.shape[-1] // frame
+    shares = [
+        frame_shares((a - b).abs(), hop, frame, frames)
+        for (_, hop, _), a, b in zip(mel.resolutions, mel.log_mels(x), mel.log_mels(y), strict=True)
+    ]
+    return torch.stack(shares).mean(dim=0)

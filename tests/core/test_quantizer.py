@@ -246,6 +246,11 @@ def test_rate_weight_hand_computed_choice():
         assert vq.code_lengths().tolist() == pytest.approx([-math.log2(0.75), 2.0], rel=1e-6)
         assert vq(z).indices.tolist() == expected
         assert vq.encode_indices(z).tolist() == expected
+    # rate_scale multiplies the weight for one search (the encoder-side search's choice): 0.1 x 2 chooses as 0.2
+    vq = VectorQuantizer(1, 2, eps=0.0, rate_weight=0.1, kmeans_init=False).eval()
+    _place(vq, torch.tensor([[0.0], [1.0]]), torch.tensor([3.0, 1.0]))
+    assert vq.encode_indices(z, rate_scale=2.0).tolist() == [0, 1] and vq.encode_indices(z).tolist() == [1, 1]
+    assert vq.encode_indices(z, rate_scale=0.0).tolist() == [1, 1]
 
 
 @pytest.mark.parametrize("dim,k,lam", [(1, 3, 0.5), (5, 37, 0.05), (8, 64, 2.0)])
@@ -290,6 +295,15 @@ def test_rate_weight_training_skews_usage():
 def test_rate_weight_reaches_every_residual_stage_and_is_checked():
     rvq = ResidualVectorQuantizer(4, 8, 3, rate_weight=0.3)
     assert [layer.rate_weight for layer in rvq.layers] == [0.3, 0.3, 0.3]
+    # rate_scale reaches every stage: the same codes as a quantizer built with the scaled weight
+    g = torch.Generator().manual_seed(7)
+    scaled = ResidualVectorQuantizer(4, 8, 3, rate_weight=0.9)
+    for a, b in zip(rvq.layers, scaled.layers):
+        _place(a, torch.randn(8, 4, generator=g), torch.rand(8, generator=g) * 5 + 0.01)
+        _place(b, a.embed.clone(), a.cluster_size.clone())
+    z = torch.randn(40, 4, generator=g)
+    got = rvq.eval().encode_indices(z, rate_scale=3.0)
+    assert torch.equal(got, scaled.eval().encode_indices(z)) and not torch.equal(got, rvq.encode_indices(z))
     with pytest.raises(ValueError, match="rate_weight"):
         VectorQuantizer(4, 8, rate_weight=-1.0)
 

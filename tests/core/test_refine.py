@@ -1,8 +1,10 @@
 """Encoder-side search (``encode(..., refine=steps)``, ``codec.core.refine``) on tiny models: the tokens decode,
 through the plain ``decode``, at most as far from the input as the encoder's nearest codes (closer on the whole),
 per item of a batch, with margins and across tiles; the window masks against a pixel-by-pixel reference; the weights
-are untouched; bad settings are refused."""
+are untouched; bad settings are refused; the error split by latent cell sums to an item's error (against the training
+losses and a float64 loop) and stays where it arises; keeping the best step per block is never worse than per item."""
 
+import copy
 import functools
 
 import pytest
@@ -10,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from test_codec_model import tiny_audio, tiny_image
 
-from codec.core.refine import MAX_REFINE_STEPS, check_refine
-from codec.core.spectral import CompressedSTFTLoss, MultiResolutionMelLoss
+import codec.core.refine as refine
+from codec.core.refine import MAX_REFINE_STEPS, check_refine, objective_by_cell
+from codec.core.spectral import CompressedSTFTLoss, MultiResolutionMelLoss, frame_shares
 from codec.core.windows import framing
 
 
@@ -145,3 +148,124 @@ def test_refined_audio_tokens_decode_closer_on_the_spectral_loss(arch, chunk_fra
     assert float(after.sum()) < float(before.sum()), (before, after)
     if chunk_frames >= 9:
         assert bool((after <= before + 1e-6).all()), (before, after)
+
+
+def test_frame_shares_by_hand():
+    # 7 spectrogram frames with a hop of 3 samples, centred on samples 0, 3, ..., 18, owned by frames of 5 samples:
+    # owners 0, 0, 1, 1, 2, 3, 3 (the last clamped: 18 // 5 = 3 of 4 frames).
+    err = torch.tensor([[[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]]])  # (1, 2, 7)
+    got = frame_shares(err, hop=3, frame=5, frames=4)
+    want = torch.tensor([[2.0 + 3.0, 4.0 + 5.0, 6.0, 7.0 + 8.0]]) / 14.0
+    torch.testing.assert_close(got, want)
+    assert abs(float(got.sum()) - float(err.mean())) < 1e-6
+
+
+@pytest.mark.parametrize("cell", [1, 4])
+def test_image_cells_sum_to_the_masked_mse(cell):
+    g = torch.Generator().manual_seed(3)
+    y, x = torch.rand(2, 3, 8, 12, generator=g) * 1.4 - 0.2, torch.rand(2, 3, 8, 12, generator=g)
+    mask = torch.zeros(2, 1, 8, 12)
+    mask[0, :, :5, :9] = 1.0
+    mask[1] = 1.0
+    got = objective_by_cell(y, x, mask, cell, None)
+    assert got.shape == (2, 8 // cell, 12 // cell)
+    yd, xd = y.double().clamp(0, 1), x.double()
+    for b in range(2):
+        inside = [(i, j) for i in range(8) for j in range(12) if mask[b, 0, i, j] == 1]
+        total = sum(float((yd[b, c, i, j] - xd[b, c, i, j]) ** 2) for c in range(3) for i, j in inside)
+        assert abs(float(got[b].sum()) - total / (3 * len(inside))) < 1e-6
+        for ci in range(8 // cell):
+            for cj in range(12 // cell):
+                own = [(i, j) for i, j in inside if i // cell == ci and j // cell == cj]
+                err = sum(float((yd[b, c, i, j] - xd[b, c, i, j]) ** 2) for c in range(3) for i, j in own)
+                assert abs(float(got[b, ci, cj]) - err / (3 * len(inside))) < 1e-6
+
+
+def test_audio_frames_sum_to_the_training_losses_and_stay_local():
+    g = torch.Generator().manual_seed(4)
+    hop, frames = 320, 12
+    t = torch.arange(hop * frames) / 24000.0
+    x = (0.4 * torch.sin(2 * torch.pi * 330.0 * t) + 0.02 * torch.randn(t.shape, generator=g))[None, None]
+    y = x.clone()
+    y[..., 5 * hop + 40 : 5 * hop + 200] += 0.3 * torch.randn(160, generator=g)  # a burst inside frame 5
+    x, y = torch.cat([x, x]), torch.cat([y, x + 0.01 * torch.randn(x.shape, generator=g)])
+    mask = torch.ones(2, 1, hop * frames)
+    got = objective_by_cell(y, x, mask, hop, 24000)
+    assert got.shape == (2, frames) and bool((got >= 0).all())
+    mel, cstft = MultiResolutionMelLoss(24000), CompressedSTFTLoss()
+    for b in range(2):
+        yb = y[b : b + 1].clamp(-1.0, 1.0)  # as decode clamps
+        want = mel(yb, x[b : b + 1]) + refine.AUDIO_CSTFT_WEIGHT * cstft(yb, x[b : b + 1])
+        assert abs(float(got[b].sum()) - float(want)) < 1e-4 * float(want)
+    # the burst's frame and its neighbours (the longest window, 2048 samples, spans 6.4 frames) carry nearly all
+    assert float(got[0, 3:8].sum()) > 0.9 * float(got[0].sum())
+    assert float(got[0, :2].sum() + got[0, 10:].sum()) < 1e-3 * float(got[0].sum())
+
+
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_blocks_are_never_worse_than_one_choice_per_item(modality, monkeypatch):
+    """The search's path does not depend on the blocks (its gradient is the item's); so with blocks each item ends at
+    most at the error of its best single step, the whole item's choice (one block per window)."""
+    if modality == "image":
+        m, x, kw = _trained(3), _smooth(3, 27, 38, seed=9), {"margin": 0}
+        err = functools.partial(_mse, m, x, margin=0)
+    else:
+        torch.manual_seed(0)
+        m, kw = tiny_audio(arch="stft", chunk_frames=750), {}
+        t = torch.arange(320 * 9) / 24000.0
+        x = torch.stack([0.5 * torch.sin(2 * torch.pi * f * t) for f in (220.0, 530.0)])[:, None]
+        mel, cstft = MultiResolutionMelLoss(24000), CompressedSTFTLoss()
+
+        def err(tokens):
+            y = m.decode(tokens, shape=x.shape[1:])
+            return torch.stack(
+                [mel(y[i : i + 1], x[i : i + 1]) + 0.25 * cstft(y[i : i + 1], x[i : i + 1]) for i in range(2)]
+            )
+
+    blocked = m.encode(x, 3, refine=10, **kw)
+    monkeypatch.setitem(refine.REFINE_BLOCK, modality, 10**6)
+    whole = m.encode(x, 3, refine=10, **kw)
+    before, after = err(whole), err(blocked)
+    assert bool((after <= before + 1e-6).all()), (before, after)
+
+
+def test_blocks_gain_where_the_decoder_is_local(monkeypatch):
+    """A decoder whose every pixel depends on its own latent cell alone (a 1 x 1 convolution, then nearest upsampling):
+    the blocks' choices decode independently, so keeping each block's best step gains wherever the steps' ranks
+    differ between blocks (long Adam steps, which overshoot in some places and not in others)."""
+    m = _trained(3)
+    q, dim = m.quantizer, m.quantizer.layers[0].embed.shape[1]
+    torch.manual_seed(1)
+    decoder = torch.nn.Sequential(torch.nn.Conv2d(dim, 3, 1), torch.nn.Upsample(scale_factor=8)).eval()
+    decoder.requires_grad_(False)
+    x = _smooth(2, 64, 96, seed=3)
+    z = m.encoder(x).movedim(1, -1).detach()
+    mask = torch.ones(2, 1, 64, 96)
+
+    def err(idx):
+        return (decoder(q.decode_indices(idx).movedim(-1, 1)).clamp(0, 1) - x).square().flatten(1).mean(1)
+
+    monkeypatch.setitem(refine.REFINE_STEP, "image", 0.5)
+    blocked = refine.refine_tokens(q, decoder, z, x, mask, 3, 10)
+    monkeypatch.setitem(refine.REFINE_BLOCK, "image", 10**6)
+    whole = refine.refine_tokens(q, decoder, z, x, mask, 3, 10)
+    plain = refine.refine_tokens(q, decoder, z, x, mask, 3, 0)
+    before, after = err(whole), err(blocked)
+    assert bool((before < err(plain)).all())
+    assert bool((after <= before + 1e-7).all()) and float(after.sum()) < float(before.sum()) - 1e-4, (before, after)
+
+
+def test_a_heavier_rate_weight_in_the_search_never_loses_to_the_plain_tokens(monkeypatch):
+    """The search may choose codes with a heavier rate weight than the model's (``REFINE_RATE_SCALE``); its step 0
+    is then not the plain tokens, which stay a candidate: no item ends further from the input than they are."""
+    m = copy.deepcopy(_trained(3))
+    for layer in m.quantizer.layers:
+        layer.rate_weight = 0.05
+    x = _smooth(3, 27, 38, seed=4)
+    plain = m.encode(x, margin=0)
+    monkeypatch.setitem(refine.REFINE_RATE_SCALE, "image", 40.0)
+    refined = m.encode(x, margin=0, refine=3)
+    assert not torch.equal(refined, plain)
+    assert bool((_mse(m, x, refined, 0) <= _mse(m, x, plain, 0) + 1e-7).all())
+    heavy = m.quantizer.encode_indices(m.encoder(x).movedim(1, -1), rate_scale=40.0)  # step 0 of that search
+    assert not torch.equal(heavy.movedim(-1, 1), plain)

@@ -177,3 +177,22 @@ def test_device_corpus_order_keeps_each_folders_share_and_alternates_sources():
     prompts = [Path(f"rec/prompt-{i}.ogg") for i in range(30)] + [Path(f"music/m_{i}.ogg") for i in range(10)]
     first = make_device_corpus.round_robin(prompts)[:8]
     assert sum(p.parent.name == "music" for p in first) == 2  # 10 of 40 files: a quarter of any prefix
+
+
+def test_device_corpus_audio_is_lossless_flac_by_default(tmp_path):
+    """FLAC keeps every 16-bit sample of the mono mix (the near-silent floor included); Vorbis is the smaller,
+    lossy choice."""
+    import io
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(5)
+    stereo = (rng.integers(-2000, 2000, (2400, 2)) * 2).astype(np.int16)  # even: the mean of two is exact in 16 bit
+    stereo[:, 1] = stereo[:, 0] // 2 * 2 + 2 * rng.integers(-3, 4, 2400)  # a quiet difference between the channels
+    src = tmp_path / "clip.wav"
+    sf.write(src, stereo, 24000, subtype="PCM_16")
+    mono, rate = sf.read(io.BytesIO(make_device_corpus.audio_bytes(src, "flac")), dtype="int16")
+    assert rate == 24000 and mono.shape == (2400,)
+    np.testing.assert_array_equal(mono, ((stereo[:, 0].astype(np.int32) + stereo[:, 1]) // 2).astype(np.int16))
+    vorbis = make_device_corpus.audio_bytes(src, "vorbis")
+    assert vorbis[:4] == b"OggS"
