@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save
 from tqdm import tqdm
 
 from codec.core import distributed
+from codec.core.refine import check_refine
 from codec.errors import CheckpointError, MediaError, ModelMismatchError
 from codec.media import find_files, read_audio, read_image, to_audio_channels, to_image_channels
 from codec.store.files import atomic_write_bytes, atomic_write_text
@@ -141,21 +142,24 @@ def _finished(out: Path, index: dict, chunks: list[list[str]]) -> dict[int, dict
     return done
 
 
-def _encode_files(codec_model, root: Path, files: list[str], bar) -> tuple[list, list[str], dict[str, str]]:
+def _encode_files(
+    codec_model, root: Path, files: list[str], bar, refine: int = 0
+) -> tuple[list, list[str], dict[str, str]]:
     """Tokens (CPU) of the readable files, in order; returns (tokens, names kept, {name: reason} skipped).
 
-    Files are read ahead in threads and encoded ``BATCH_FILES`` (or ``BATCH_SAMPLES`` values) at a time.
+    Files are read ahead in threads and encoded ``BATCH_FILES`` (or ``BATCH_SAMPLES`` values) at a time, with
+    ``refine`` steps of the encoder-side search (``codec.core.refine``).
     """
     tokens, names, skipped = [], [], {}
 
     def encode(batch: list[tuple[str, torch.Tensor]]) -> None:
         try:
-            out = codec_model.tokenize([x for _, x in batch])
+            out = codec_model.tokenize([x for _, x in batch], refine=refine)
         except ValueError:  # find the item the codec refuses; encode the others
             out = []
             for rel, x in batch:
                 try:
-                    out += codec_model.tokenize([x])
+                    out += codec_model.tokenize([x], refine=refine)
                 except ValueError as e:
                     skip(rel, str(e).removeprefix("items[0]: "))
                     out.append(None)
@@ -234,7 +238,7 @@ def write_tokens(out_dir: str | Path, names: list[str], tokens: list[torch.Tenso
     _write_index(out, index)
 
 
-def _plan(codec_model, root: Path, out: Path, shard_size: int) -> dict:
+def _plan(codec_model, root: Path, out: Path, shard_size: int, refine: int = 0) -> dict:
     """The index of ``out``: the existing plan (checked against the codec) or a new one, written."""
     try:
         files = find_files(root, codec_model.modality)
@@ -249,6 +253,10 @@ def _plan(codec_model, root: Path, out: Path, shard_size: int) -> dict:
                 f"{out} holds tokens of another codec ({index['codec_hash'][:12]}, not {digest[:12]}); "
                 "use a new --out directory"
             )
+        if index.get("refine", 0) != refine:
+            raise ValueError(
+                f"{out} holds tokens made with refine={index.get('refine', 0)}, not {refine}; use a new --out directory"
+            )
         new = sorted(set(files) - set(index["files"]))
         if new:
             msg = f"{len(new)} files under {root} are not in the plan of {out}; tokenize them into a new directory"
@@ -262,19 +270,20 @@ def _plan(codec_model, root: Path, out: Path, shard_size: int) -> dict:
         codec_model.residual,
         data_dir=str(root),
         shard_size=shard_size,
+        refine=refine,
         files=files,
     )
     _write_index(out, index)
     return index
 
 
-def _plan_on_rank0(codec_model, root: Path, out: Path, shard_size: int) -> dict:
+def _plan_on_rank0(codec_model, root: Path, out: Path, shard_size: int, refine: int = 0) -> dict:
     """``_plan`` made by process 0 alone; every process then reads it. An error there is raised on every process
     (its own message on process 0), never a hang."""
     error = None
     if distributed.rank() == 0:
         try:
-            _plan(codec_model, root, out, shard_size)
+            _plan(codec_model, root, out, shard_size, refine)
         except BaseException as e:  # noqa: BLE001 (re-raised below, after the others heard of it)
             error = e
     if not distributed.all_agree(error is None):
@@ -290,6 +299,7 @@ def tokenize_dataset(
     out_dir: str | Path,
     shard_size: int = SHARD_SIZE,
     progress: bool = True,
+    refine: int = 0,
 ) -> dict:
     """Encode every image or audio file under ``data_dir`` into token shards in ``out_dir`` (resumable).
 
@@ -304,6 +314,9 @@ def tokenize_dataset(
             run is resumed: finished shards are kept.
         shard_size: files per shard (used for a new directory; a resumed run keeps its own).
         progress: show a tqdm progress bar (process 0's share).
+        refine: steps of the encoder-side search per file (``Codec.tokenize(..., refine=)``): the tokens the
+            files would have with ``codec encode --refine``, to train an entropy model on. Recorded in the index;
+            resuming with another value is refused.
 
     Returns:
         {"items": tokenized items, "skipped": unreadable files, "tokens": total tokens, "shards": shard count,
@@ -312,13 +325,14 @@ def tokenize_dataset(
 
     Raises:
         ModelMismatchError: ``out_dir`` was started with another codec.
-        ValueError: no media files under ``data_dir``, or a bad shard_size.
+        ValueError: no media files under ``data_dir``, a bad shard_size or refine, or ``out_dir`` started with
+            another refine.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     root, out = Path(data_dir), Path(out_dir)
     rank, world = distributed.rank(), distributed.world_size()
-    index = _plan_on_rank0(codec_model, root, out, shard_size)
+    index = _plan_on_rank0(codec_model, root, out, shard_size, check_refine(refine))
     plan, size = index["files"], index["shard_size"]
     chunks = [plan[a : a + size] for a in range(0, len(plan), size)]
     resumed = _finished(out, index, chunks)
@@ -329,7 +343,7 @@ def tokenize_dataset(
     total = sum(len(chunks[i]) for i in mine)
     with tqdm(total=total, desc=desc, unit="file", disable=not progress or rank != 0) as bar:
         for i in mine:
-            tokens, names, skipped = _encode_files(codec_model, root, chunks[i], bar)
+            tokens, names, skipped = _encode_files(codec_model, root, chunks[i], bar, refine)
             tensors = _shard_tensors(tokens, codec_model.codebook_size, ndim)
             atomic_write_bytes(out / _shard_name(i), _shard_bytes(tensors, names, skipped))
             if world == 1:  # the index follows every shard (a lone process owns it)

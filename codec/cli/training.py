@@ -8,7 +8,7 @@ import argparse
 import json
 import os
 
-from codec.cli.common import add_quiet, positive_int, report, show_progress
+from codec.cli.common import add_quiet, positive_int, refine_steps, report, show_progress
 
 TRAIN_EPILOG = """\
 examples:
@@ -120,6 +120,14 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="TOKENS_DIR", help="output tokens directory")
     p.add_argument("--shard-size", type=positive_int, default=256, help="files per shard (default 256)")
     p.add_argument(
+        "--refine",
+        type=refine_steps,
+        default=0,
+        metavar="STEPS",
+        help="encode each file with STEPS steps of the encoder-side search, as `codec encode --refine` does: the "
+        "tokens an entropy model for searched files should learn (slower; default 0)",
+    )
+    p.add_argument(
         "--device",
         default=None,
         help="cpu, cuda or cuda:N (default: cuda when available; cuda:LOCAL_RANK under a launcher)",
@@ -212,7 +220,9 @@ def cmd_tokenize(args) -> dict:
     created = distributed.join_launched_group()
     try:
         model = load(args.codec, device=device)
-        summary = tokenize_dataset(model, args.data, args.out, shard_size=args.shard_size, progress=show_progress(args))
+        summary = tokenize_dataset(
+            model, args.data, args.out, shard_size=args.shard_size, progress=show_progress(args), refine=args.refine
+        )
         main = distributed.rank() == 0
     finally:
         if created:

@@ -151,6 +151,27 @@ def test_tokenize_resumes_after_an_interruption(image_run, monkeypatch, capsys):
     assert "another codec" in capsys.readouterr().err
 
 
+def test_tokenize_with_the_search_gives_the_searched_tokens(image_run, capsys):
+    """`codec tokenize --refine STEPS` stores what `Codec.tokenize(items, refine=STEPS)` gives for each file (the
+    tokens of `codec encode --refine`), records it, and refuses to resume with another value."""
+    d = image_run
+    args = ("tokenize", "--codec", d / "codec", "--data", d / "data", "--shard-size", 3, "--out", d / "tokens")
+    assert run(*args, "--refine", 4) == 0
+    capsys.readouterr()
+    assert json.loads((d / "tokens" / "index.json").read_text())["refine"] == 4
+    m = codec.load(d / "codec")
+    items = prior.data.load_tokens(d / "tokens")
+    changed = 0
+    for name, tokens in zip(items.names, items.tokens, strict=True):
+        x = read_image(d / "data" / name).pixels
+        assert torch.equal(tokens.long(), m.tokenize([x], refine=4)[0].reshape(tokens.shape))
+        changed += not torch.equal(tokens.long(), m.tokenize([x])[0].reshape(tokens.shape))
+    assert changed > 0  # the search moved some files' tokens
+    assert run(*args, "--refine", 2) == 2
+    assert "refine=4, not 2" in capsys.readouterr().err
+    assert run(*args[:-1], d / "bad", "--refine", -1) == 2
+
+
 def test_train_prior_resume_matches_an_uninterrupted_run(image_run, monkeypatch, capsys):
     d = image_run
     run("tokenize", "--codec", d / "codec", "--data", d / "data", "--out", d / "tokens")
