@@ -17,7 +17,8 @@ output and the target alike).
 Only the encoder side changes: the tokens are ordinary tokens, decoded by the same decoder in the same file
 format, on any machine. The best step includes step 0 (the plain tokens), so the result never measures worse than
 the plain tokens on the objective; the rate moves by a few per cent (the tokens are less typical). Cost: one
-decoder forward and backward pass per step, and one forward pass for the blocks' choice.
+decoder forward and backward pass per step, and one forward pass for the blocks' choice (where it differs from
+the best single step) and one for the plain tokens (where the search's rate weight makes them differ from step 0's).
 """
 
 import torch
@@ -139,8 +140,12 @@ def refine_tokens(
         cells = objective_by_cell(y, target, mask, cell, sample_rate).flatten(1)  # (B, cells)
         return cells.sum(1), cells.new_zeros(cells.shape[0], blocks).index_add_(1, ids.flatten(), cells)
 
-    with torch.no_grad():  # the plain tokens are a candidate too (they differ from step 0's when scale != 1)
-        best_loss, block_loss = errors(best, quantizer.decode_indices(best))
+    with torch.no_grad():  # the plain tokens are a candidate; scored here unless they are step 0's (scale 1)
+        if torch.equal(encode(z), best):
+            best_loss = torch.full((z.shape[0],), float("inf"), device=z.device)
+            block_loss = torch.full((z.shape[0], blocks), float("inf"), device=z.device)
+        else:
+            best_loss, block_loss = errors(best, quantizer.decode_indices(best))
     chosen = best.clone()  # each block's tokens from its best step
     z = z.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=REFINE_STEP[modality] * rms)
@@ -162,8 +167,9 @@ def refine_tokens(
             (grad,) = torch.autograd.grad(loss.sum(), z)  # the latents' gradient only: the weights are untouched
             z.grad = grad
             opt.step()
-    with torch.no_grad():
-        loss, _ = errors(chosen, quantizer.decode_indices(chosen))
-        better = loss < best_loss
-        best[better] = chosen[better]
+    if not torch.equal(chosen, best):  # the blocks' choice differs somewhere: decode it once, keep it where better
+        with torch.no_grad():
+            loss, _ = errors(chosen, quantizer.decode_indices(chosen))
+            better = loss < best_loss
+            best[better] = chosen[better]
     return best
