@@ -27,7 +27,7 @@ from codec.core.audio_stft_net import STFTDecoder, STFTEncoder
 from codec.core.config import CodecConfig, ImageCodecConfig
 from codec.core.image_net import ImageDecoder, ImageEncoder, ShuffleDecoder, ShuffleEncoder
 from codec.core.quantizer import QuantizerOutput, ResidualVectorQuantizer, VectorQuantizer
-from codec.core.refine import check_refine, refine_tokens
+from codec.core.refine import REFINE_EDGE_WEIGHT, check_refine, refine_tokens
 from codec.core.windows import batched, check_margin, core_slices, framing, plan_windows, window_shape
 
 RANGE_SLACK = 1e-3  # inputs may overshoot their range by this much (rounding); beyond it is an error
@@ -257,14 +257,24 @@ class Codec(nn.Module):
         return idx.movedim(-1, 1) if self.residual else idx
 
     def _window_mask(self, window, sizes: tuple[int, ...], leads: tuple[int, ...]) -> torch.Tensor:
-        """(1, 1, *window pixels): 1 on the window's pixels that lie inside the item, 0 on padding and margin."""
+        """(1, 1, *window pixels): each pixel's weight in the search's objective (``codec.core.refine``): 1 on the
+        window's pixels that lie inside the item, ``REFINE_EDGE_WEIGHT`` on an image's outermost rows and columns
+        (where they lie in the window), 0 on padding and margin."""
         f = self.downsample
         mask = torch.zeros(1, 1, *[(c1 - c0) * f for _, _, c0, c1 in window], device=self.device)
-        inside = []
-        for (_, _, c0, c1), s, lead in zip(window, sizes, leads or (0,) * len(sizes)):
+        inside, edges = [], []
+        for axis, ((_, _, c0, c1), s, lead) in enumerate(zip(window, sizes, leads or (0,) * len(sizes))):
             first = c0 * f - lead  # the item's coordinate of the window's first pixel
-            inside.append(slice(max(0, -first), max(0, min(s, c1 * f - lead) - first)))
+            lo, hi = max(0, -first), max(0, min(s, c1 * f - lead) - first)
+            inside.append(slice(lo, hi))
+            if lo < hi:  # the item's first and last lines, where this window holds them
+                edges += [(axis, line) for line in {lo, hi - 1} if first + line in (0, s - 1)]
         mask[(..., *inside)] = 1.0
+        if self.modality == "image":
+            for axis, line in edges:
+                region = list(inside)
+                region[axis] = slice(line, line + 1)
+                mask[(..., *region)] = REFINE_EDGE_WEIGHT
         return mask
 
     def _encode_items(

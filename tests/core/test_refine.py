@@ -44,9 +44,12 @@ def _trained(n_q: int, arch: str = "conv", tile: int = 64, tile_overlap: int = 6
 
 
 def _mse(m, x, tokens, margin):
-    """Per-item squared error of the decoded tokens, through ``decode``."""
+    """Per-item squared error of the decoded tokens, through ``decode``, as the search weighs it: the item's outermost
+    rows and columns ``REFINE_EDGE_WEIGHT`` times the rest."""
     y = m.decode(tokens, shape=x.shape[1:], margin=margin)
-    return (y - x).square().flatten(1).mean(1)
+    w = torch.ones(x.shape[-2:])
+    w[0], w[-1], w[:, 0], w[:, -1] = (refine.REFINE_EDGE_WEIGHT,) * 4
+    return ((y - x).square() * w).flatten(1).sum(1) / (float(w.sum()) * x.shape[1])
 
 
 @pytest.mark.parametrize("arch", ["conv", "shuffle"])
@@ -99,7 +102,9 @@ def test_window_masks_by_pixel(margin, shape):
             row = r0 * f - lh + i  # the image row under this window row
             for j in range(mask.shape[1]):
                 col = c0 * f - lw + j
-                assert float(mask[i, j]) == float(0 <= row < shape[0] and 0 <= col < shape[1])
+                inside = 0 <= row < shape[0] and 0 <= col < shape[1]
+                edge = row in (0, shape[0] - 1) or col in (0, shape[1] - 1)
+                assert float(mask[i, j]) == (0.0 if not inside else refine.REFINE_EDGE_WEIGHT if edge else 1.0)
 
 
 def test_refine_leaves_the_model_alone():
@@ -160,25 +165,30 @@ def test_frame_shares_by_hand():
     assert abs(float(got.sum()) - float(err.mean())) < 1e-6
 
 
+@pytest.mark.parametrize("edge", [1.0, 8.0])
 @pytest.mark.parametrize("cell", [1, 4])
-def test_image_cells_sum_to_the_masked_mse(cell):
+def test_image_cells_sum_to_the_masked_mse(cell, edge):
+    """Each cell's share of the weighted squared error (a float64 loop), over the item's summed weight; the weights as
+    ``_window_mask`` makes them (1 inside, ``edge`` on the item's outermost lines, 0 on padding)."""
     g = torch.Generator().manual_seed(3)
     y, x = torch.rand(2, 3, 8, 12, generator=g) * 1.4 - 0.2, torch.rand(2, 3, 8, 12, generator=g)
     mask = torch.zeros(2, 1, 8, 12)
     mask[0, :, :5, :9] = 1.0
+    mask[0, :, 4, :9] = mask[0, :, :5, 0] = edge
     mask[1] = 1.0
     got = objective_by_cell(y, x, mask, cell, None)
     assert got.shape == (2, 8 // cell, 12 // cell)
     yd, xd = y.double().clamp(0, 1), x.double()
     for b in range(2):
-        inside = [(i, j) for i in range(8) for j in range(12) if mask[b, 0, i, j] == 1]
-        total = sum(float((yd[b, c, i, j] - xd[b, c, i, j]) ** 2) for c in range(3) for i, j in inside)
-        assert abs(float(got[b].sum()) - total / (3 * len(inside))) < 1e-6
+        weight = {(i, j): float(mask[b, 0, i, j]) for i in range(8) for j in range(12) if mask[b, 0, i, j] > 0}
+        total_weight = sum(weight.values())
+        total = sum(w * float((yd[b, c, i, j] - xd[b, c, i, j]) ** 2) for c in range(3) for (i, j), w in weight.items())
+        assert abs(float(got[b].sum()) - total / (3 * total_weight)) < 1e-6
         for ci in range(8 // cell):
             for cj in range(12 // cell):
-                own = [(i, j) for i, j in inside if i // cell == ci and j // cell == cj]
-                err = sum(float((yd[b, c, i, j] - xd[b, c, i, j]) ** 2) for c in range(3) for i, j in own)
-                assert abs(float(got[b, ci, cj]) - err / (3 * len(inside))) < 1e-6
+                own = [(i, j) for i, j in weight if i // cell == ci and j // cell == cj]
+                err = sum(weight[i, j] * float((yd[b, c, i, j] - xd[b, c, i, j]) ** 2) for c in range(3) for i, j in own)
+                assert abs(float(got[b, ci, cj]) - err / (3 * total_weight)) < 1e-6
 
 
 def test_audio_frames_sum_to_the_training_losses_and_stay_local():
