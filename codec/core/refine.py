@@ -9,11 +9,11 @@ decoded output erred least *there* (``objective_by_cell``). The blocks' choices 
 item keeps them only where they beat its best single step on the whole.
 
 The error (``objective_by_cell``, summed over an item's cells): images, the squared error of the decoded pixels
-(clamped to [0, 1] as ``decode`` clamps them), the item's outermost rows and columns weighted ``REFINE_EDGE_WEIGHT``
-(the search would otherwise leave the edges relatively worse); audio, the multi-resolution log-mel L1 plus a quarter of the
-compressed complex STFT error, losses the codec was trained with (``codec.core.spectral``), on the decoded samples
-clamped to [-1, 1]. Both count only the samples inside the item (``mask``: padding and margins are zeroed in the
-output and the target alike).
+(clamped to [0, 1] as ``decode`` clamps them), the item's outermost rows and columns weighted
+``REFINE_EDGE_WEIGHT`` (the search would otherwise leave the edges relatively worse); audio, the multi-resolution
+log-mel L1 plus a quarter of the compressed complex STFT error, losses the codec was trained with
+(``codec.core.spectral``), on the decoded samples clamped to [-1, 1]. Both count only the samples inside the item
+(``mask``: padding and margins are zeroed in the output and the target alike).
 
 Only the encoder side changes: the tokens are ordinary tokens, decoded by the same decoder in the same file
 format, on any machine. The best step includes step 0 (the plain tokens), so the result never measures worse than

@@ -187,7 +187,9 @@ def test_image_cells_sum_to_the_masked_mse(cell, edge):
         for ci in range(8 // cell):
             for cj in range(12 // cell):
                 own = [(i, j) for i, j in weight if i // cell == ci and j // cell == cj]
-                err = sum(weight[i, j] * float((yd[b, c, i, j] - xd[b, c, i, j]) ** 2) for c in range(3) for i, j in own)
+                err = sum(
+                    weight[i, j] * float((yd[b, c, i, j] - xd[b, c, i, j]) ** 2) for c in range(3) for i, j in own
+                )
                 assert abs(float(got[b, ci, cj]) - err / (3 * total_weight)) < 1e-6
 
 
