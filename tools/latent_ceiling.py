@@ -53,12 +53,11 @@ def optimise_latent(model, x: torch.Tensor, steps: int, step: float | None = Non
         (latent, optimised), each (1, D, *grid): the optimised one is the step whose objective was lowest (step 0
         included, so it never measures worse than the encoder's latent on the objective).
     """
-    from codec.core.refine import objective_by_cell
+    from codec.core.refine import code_rms, objective_by_cell
 
     xp, mask = _padded(model, x)
     rate = None if model.modality == "image" else model.sample_rate
-    first = model.quantizer.layers[0] if model.residual else model.quantizer
-    lr = (step if step is not None else LATENT_STEP[model.modality]) * float(first.embed.square().mean().sqrt())
+    lr = (step if step is not None else LATENT_STEP[model.modality]) * code_rms(model.quantizer)
     with torch.no_grad():
         z = model.encoder(xp)
     v = z.clone().requires_grad_(True)
@@ -87,8 +86,9 @@ def render(model, latent: torch.Tensor, shape) -> torch.Tensor:
 def measure(model, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Images {"psnr"} on 8-bit output; audio ``codec.eval.audio.audio_metrics`` as speech (mel, PESQ-WB, STOI, ...)."""
     if model.modality == "image":
-        mse = float(((y * 255).round() / 255 - x).double().square().mean())
-        return {"psnr": 10 * math.log10(1 / max(mse, 1e-12))}
+        from codec.eval.image import psnr
+
+        return {"psnr": psnr(x[0], y[0])}
     from codec.eval.audio import audio_metrics
 
     return {k: v for k, v in audio_metrics(x[0], y[0], model.sample_rate, True).items() if v is not None}

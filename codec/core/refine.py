@@ -97,6 +97,13 @@ def objective_by_cell(
     return mel_l1_by_frame(a, b, sample_rate, cell) + AUDIO_CSTFT_WEIGHT * cstft
 
 
+def code_rms(quantizer) -> float:
+    """The rms component of the first codebook's codes (a ``ResidualVectorQuantizer``'s first level): the scale the
+    search's step (``REFINE_STEP``) is a fraction of."""
+    first = quantizer.layers[0] if hasattr(quantizer, "layers") else quantizer
+    return float(first.embed.square().mean().sqrt())
+
+
 def _block_ids(grid: tuple[int, ...], block: int, device) -> tuple[torch.Tensor, int]:
     """Block of each latent cell: (*grid) int64 ids in [0, blocks) for blocks of ``block`` cells per axis."""
     ids, blocks = torch.zeros((), dtype=torch.int64, device=device), 1
@@ -137,8 +144,6 @@ def refine_tokens(
     def encode(v):  # the search's codes: rate weight times ``scale``
         return quantizer.encode_indices(v, n, rate_scale=scale) if residual else quantizer.encode_indices(v, scale)
 
-    first = quantizer.layers[0] if residual else quantizer
-    rms = float(first.embed.square().mean().sqrt())
     cell = target.shape[-1] // z.shape[-2]
     ids, blocks = _block_ids(tuple(z.shape[1:-1]), REFINE_BLOCK[modality], z.device)  # (*grid), cells -> blocks
 
@@ -155,7 +160,7 @@ def refine_tokens(
             best_loss, block_loss = errors(best, quantizer.decode_indices(best))
     chosen = best.clone()  # each block's tokens from its best step
     z = z.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=REFINE_STEP[modality] * rms)
+    opt = torch.optim.Adam([z], lr=REFINE_STEP[modality] * code_rms(quantizer))
     with torch.enable_grad():
         for step in range(steps + 1):
             with torch.no_grad():
