@@ -29,6 +29,7 @@ from codec.core.config import (
 )
 from codec.core.model import Codec, CodecOutput
 from codec.core.quantizer import QuantizerOutput, histogram_stats
+from codec.core.refine import refine_tokens
 from codec.core.spectral import mel_distance
 from codec.errors import CheckpointError
 from codec.media import write_audio, write_image
@@ -217,6 +218,8 @@ class CodecTask(TrainTask):
                 for i in range(idx.shape[-1])
             ]
             perplexity, usage = (torch.stack(v) for v in zip(*stats))
+        if self.cfg.search_steps and not train_encoder:
+            quantized, idx = self._searched(net, x, z, quantized, idx)
         vq_loss = torch.zeros((), device=x.device)
         if train_encoder:
             vq_loss = self.codec_config.quantizer.commitment_weight * (z_grad - quantized).square().mean()
@@ -226,6 +229,30 @@ class CodecTask(TrainTask):
         zeros = torch.zeros(idx.shape[-1], dtype=torch.int64, device=x.device)  # no code resets
         vq = QuantizerOutput(quantized, idx, vq_loss, perplexity, usage, zeros)
         return CodecOutput(x_hat, tokens, vq)
+
+    def _searched(self, net: Codec, x: torch.Tensor, z: torch.Tensor, quantized: torch.Tensor, idx: torch.Tensor):
+        """(quantized, idx) with the first ``search_share`` of the batch's items re-coded by the encoder-side search
+        (``codec.core.refine.refine_tokens``: ``search_steps`` steps against the decoder as it is now, in eval mode,
+        on the whole item), all of them at one level count drawn by the quantizer-dropout rule. ``z`` (B, *grid, D)
+        the encoder's latents; ``quantized`` (B, *grid, D) and ``idx`` (B, *grid[, n]) the plain tokens'."""
+        q, k = net.quantizer, max(1, round(self.cfg.search_share * x.shape[0]))
+        n = None
+        if net.residual:
+            n = idx.shape[-1]
+            n = int(q.dropout_stages(1, n, x.device)[0]) if q.quantizer_dropout > 0 else n
+        training = net.decoder.training
+        net.decoder.eval()
+        mask = torch.ones_like(x[:k, :1])
+        found = refine_tokens(q, net.decoder, z[:k], x[:k], mask, n, self.cfg.search_steps, net.sample_rate)
+        net.decoder.train(training)
+        with torch.no_grad():
+            quantized = torch.cat([q.decode_indices(found), quantized[k:]])
+            idx = idx.clone()
+            if net.residual:
+                idx[:k, ..., :n] = found
+            else:
+                idx[:k, ..., 0] = found
+        return quantized, idx
 
     def _quality(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.modality == "image":

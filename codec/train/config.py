@@ -4,6 +4,8 @@ import json
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 
+from codec.core.refine import MAX_REFINE_STEPS
+
 
 @dataclass
 class TrainConfig:
@@ -58,6 +60,11 @@ class TrainConfig:
     # start model's decoder (straight through its quantizer): the tokens change, what each code means does not, so
     # the start model's priors still fit them roughly (fine-tune them with ``train-prior --init``)
     freeze_decoder: bool = False
+    # fine-tuning with freeze_encoder: the first search_share of each batch takes its tokens from the encoder-side
+    # search (codec.core.refine) of search_steps steps against the decoder being trained, the rest the encoder's
+    # nearest codes; the decoder learns to render the tokens `codec encode --refine` writes. 0 = off
+    search_steps: int = 0
+    search_share: float = 0.5
     # audio: a light adversarial loss (codec.train.adversarial): a multi-resolution complex-spectrogram
     # discriminator with hinge losses; its generator term and its relative feature-matching term, both 0 = off.
     # They switch on at step adversarial_start (give reconstruction time to converge first; with --init at 0).
@@ -102,6 +109,13 @@ class TrainConfig:
         adv = ("adversarial_weight", "feature_weight", "adversarial_start", "disc_lr", "disc_samples")
         if min(getattr(self, k) for k in adv) < 0 or self.disc_channels < 1:
             raise ValueError(f"train config: {', '.join(adv)} must be >= 0 and disc_channels >= 1")
+        if not 0 <= self.search_steps <= MAX_REFINE_STEPS or not 0.0 < self.search_share <= 1.0:
+            raise ValueError(
+                f"train config: search_steps must be in [0, {MAX_REFINE_STEPS}] and search_share in (0, 1], got "
+                f"{self.search_steps} and {self.search_share}"
+            )
+        if self.search_steps and not self.freeze_encoder:
+            raise ValueError("train config: search_steps searches a frozen encoder's codes: it needs freeze_encoder")
         if self.adversarial and self.freeze_decoder:
             raise ValueError("train config: the adversarial loss trains the decoder; it cannot go with freeze_decoder")
 

@@ -508,11 +508,12 @@ def _trained_start(tmp_path) -> tuple[Codec, Path]:
     return start, tmp_path / "start"
 
 
-def _fine_tune(tmp_path, flag: str, trained: str) -> tuple[Codec, Codec]:
+def _fine_tune(tmp_path, flag: str, trained: str, **settings) -> tuple[Codec, Codec]:
     """(start, fine-tuned) after 3 steps with ``flag``; every tensor outside ``trained`` ("decoder." or
     "encoder.") checked bit for bit against the start model's, and ``trained`` checked to have moved."""
     start, start_dir = _trained_start(tmp_path)
-    train("image", tmp_path / "data", tmp_path / "ft", None, tiny(3, lr=1e-2, **{flag: True}), init=start_dir)
+    cfg = tiny(3, lr=1e-2, **{flag: True}, **settings)
+    train("image", tmp_path / "data", tmp_path / "ft", None, cfg, init=start_dir)
     ft = load_model(tmp_path / "ft", device="cpu")
     s, n = start.state_dict(), ft.state_dict()
     frozen = [k for k in s if not k.startswith(trained)]
@@ -563,6 +564,63 @@ def test_the_frozen_training_pass_equals_the_eval_forward(tmp_path, train_encode
     torch.manual_seed(0)
     cut = [task._frozen_forward(start, x, train_encoder=train_encoder).x_hat for _ in range(8)]
     assert any(not torch.allclose(c, want.x_hat) for c in cut)
+
+
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_the_search_recodes_the_first_share_of_the_batch(tmp_path, modality):
+    """``search_steps``: the first ``search_share`` of the items take tokens the encoder-side search found against
+    the decoder, which renders them closer to the input than the plain tokens on the search's own objective (it
+    keeps a change only where it is better; computed here from the decoder's output); the other items are exactly
+    the plain pass's; the gradient reaches the decoder only, and the decoder is left in training mode."""
+    from codec.core.refine import objective_by_cell
+    from codec.train.codec_task import CodecTask
+
+    if modality == "image":
+        start, _ = _trained_start(tmp_path)
+        x = torch.rand(4, 3, 32, 32)
+    else:
+        torch.manual_seed(5)
+        start = Codec(AUDIO)
+        start(torch.randn(4, 1, 1024) * 0.3)  # k-means initialises the codebooks
+        x = torch.randn(4, 1, 1024) * 0.3
+    start.quantizer.quantizer_dropout = 0.0  # every item keeps all levels
+    config = start.config
+    plain = CodecTask(tmp_path / "data", config, tiny(1, freeze_encoder=True))._frozen_forward(start, x)
+    task = CodecTask(tmp_path / "data", config, tiny(1, freeze_encoder=True, search_steps=12, search_share=0.5))
+    start.decoder.train()
+    got = task._frozen_forward(start, x)
+    assert start.decoder.training
+    assert torch.equal(got.tokens[2:], plain.tokens[2:])
+    torch.testing.assert_close(got.x_hat[2:], plain.x_hat[2:], rtol=0, atol=1e-6)
+    changed = [not torch.equal(got.tokens[i], plain.tokens[i]) for i in range(2)]
+    assert any(changed)
+
+    def error(y):  # the search's objective per item: mask 1 everywhere
+        mask = torch.ones_like(x[:2, :1])
+        cells = objective_by_cell(y.detach()[:2], x[:2], mask, start.downsample, start.sample_rate)
+        return cells.flatten(1).sum(1)
+
+    searched, before = error(got.x_hat), error(plain.x_hat)
+    for i in range(2):
+        assert searched[i] < before[i] * (1 - 1e-4) if changed[i] else searched[i] == pytest.approx(float(before[i]))
+    got.x_hat.square().mean().backward()
+    assert all(p.grad is None for p in (*start.encoder.parameters(), *start.quantizer.parameters()))
+    assert max(float(p.grad.abs().max()) for p in start.decoder.parameters()) > 0
+
+
+def test_search_steps_settings():
+    with pytest.raises(ValueError, match="needs freeze_encoder"):
+        tiny(1, search_steps=2)
+    with pytest.raises(ValueError, match="search_share"):
+        tiny(1, freeze_encoder=True, search_steps=2, search_share=0.0)
+    with pytest.raises(ValueError, match="search_steps"):
+        tiny(1, freeze_encoder=True, search_steps=-1)
+
+
+def test_a_searched_fine_tune_trains_the_decoder_only(tmp_path):
+    start, ft = _fine_tune(tmp_path, "freeze_encoder", "decoder.", search_steps=3)
+    x = read_image(tmp_path / "data" / "b.png").pixels[None]
+    assert torch.equal(ft.encode(x), start.encode(x))
 
 
 def test_a_frozen_decoder_keeps_the_codes_and_decoder_and_trains_the_encoder(tmp_path):
