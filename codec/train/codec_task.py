@@ -212,14 +212,14 @@ class CodecTask(TrainTask):
             else:
                 idx = q.encode_indices(z)[..., None]
                 quantized = q.decode_indices(idx[..., 0])
+            if self.cfg.search_steps and not train_encoder:  # the search runs its own gradient pass on the latents
+                quantized, idx = self._searched(net, x, z, quantized, idx)
             k = net.codebook_size
             stats = [
                 histogram_stats(torch.bincount(idx[..., i].reshape(-1), minlength=k).float())
                 for i in range(idx.shape[-1])
             ]
             perplexity, usage = (torch.stack(v) for v in zip(*stats))
-        if self.cfg.search_steps and not train_encoder:
-            quantized, idx = self._searched(net, x, z, quantized, idx)
         vq_loss = torch.zeros((), device=x.device)
         if train_encoder:
             vq_loss = self.codec_config.quantizer.commitment_weight * (z_grad - quantized).square().mean()
@@ -233,7 +233,8 @@ class CodecTask(TrainTask):
     def _searched(self, net: Codec, x: torch.Tensor, z: torch.Tensor, quantized: torch.Tensor, idx: torch.Tensor):
         """(quantized, idx) with the first ``search_share`` of the batch's items re-coded by the encoder-side search
         (``codec.core.refine.refine_tokens``: ``search_steps`` steps against the decoder as it is now, in eval mode,
-        on the whole item), all of them at one level count drawn by the quantizer-dropout rule. ``z`` (B, *grid, D)
+        on the whole item; it enables gradients on the latents itself, so it runs under ``no_grad``), all of them
+        at one level count drawn by the quantizer-dropout rule. ``z`` (B, *grid, D)
         the encoder's latents; ``quantized`` (B, *grid, D) and ``idx`` (B, *grid[, n]) the plain tokens'."""
         q, k = net.quantizer, max(1, round(self.cfg.search_share * x.shape[0]))
         n = None
@@ -245,13 +246,12 @@ class CodecTask(TrainTask):
         mask = torch.ones_like(x[:k, :1])
         found = refine_tokens(q, net.decoder, z[:k], x[:k], mask, n, self.cfg.search_steps, net.sample_rate)
         net.decoder.train(training)
-        with torch.no_grad():
-            quantized = torch.cat([q.decode_indices(found), quantized[k:]])
-            idx = idx.clone()
-            if net.residual:
-                idx[:k, ..., :n] = found
-            else:
-                idx[:k, ..., 0] = found
+        quantized = torch.cat([q.decode_indices(found), quantized[k:]])
+        idx = idx.clone()  # the statistics and tokens count what the decoder is given
+        if net.residual:
+            idx[:k, ..., :n] = found
+        else:
+            idx[:k, ..., 0] = found
         return quantized, idx
 
     def _quality(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
