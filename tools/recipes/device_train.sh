@@ -23,6 +23,9 @@
 #   MODALITIES      which models to train (default "image audio")
 #   DEVICE_LR       peak learning rate of the codecs (default: the recipe's)
 #   DEVICE_STEPS    cap on the optimizer steps of each codec (default: the recipe's); 2 tests the script on a CPU
+#   DEVICE_WORKERS  DataLoader workers of each codec run (default: the recipe's 6); 0 on a small CPU
+#   DEVICE_PRIOR_CONFIG  the priors' config (default tools/recipes/prior_device.json; the network must stay the
+#                   start prior's, the "train" section may shrink batches for a test on a CPU)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CK=${1:?usage: device_train.sh CHECKPOINT_DIR [PACK_DIR]}
@@ -57,7 +60,7 @@ for m in $MODALITIES; do
     [ "$init" = none ] || init_flag=(--init "$init")
     python3 -m codec train --modality $m --data "$(corpus $m)" \
         --out "$CK/$m" --config $R/${m}_device.json "${init_flag[@]}" --mixed-precision bf16 \
-        --max-minutes "$codec_min" $steps ${DEVICE_LR:+--lr $DEVICE_LR} > "$CK/train_$m.log" 2>&1 &
+        --max-minutes "$codec_min" $steps ${DEVICE_LR:+--lr $DEVICE_LR} ${DEVICE_WORKERS:+--num-workers $DEVICE_WORKERS} > "$CK/train_$m.log" 2>&1 &
 done
 fail=0
 for job in $(jobs -p); do wait "$job" || fail=1; done
@@ -76,7 +79,7 @@ for m in $MODALITIES; do
         # The context model beside the prior; its failure leaves the bundle without one (reported below).
         python3 -m codec train-prior --context --tokens "$CK/tokens_$m" --out "$CK/$m/context" "${ctx_init[@]}" \
             --max-minutes "$prior_min" $steps > "$CK/context_$m.log" 2>&1 &
-        python3 -m codec train-prior --tokens "$CK/tokens_$m" --out "$CK/$m/prior" --config $R/prior_device.json \
+        python3 -m codec train-prior --tokens "$CK/tokens_$m" --out "$CK/$m/prior" --config "${DEVICE_PRIOR_CONFIG:-$R/prior_device.json}" \
             "${prior_init[@]}" --max-minutes "$prior_min" $steps || exit 1
         wait $! || echo "device_train: the $m context model failed (context_$m.log)"
     ) > "$CK/prior_$m.log" 2>&1 &
