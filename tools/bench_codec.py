@@ -1,18 +1,22 @@
-"""Encode + decode speed of vqcodec's default codecs, with EnCodec's 24 kHz model at 6 kbps side by side.
+"""Encode + decode speed of vqcodec's codecs, with EnCodec's 24 kHz model at 6 kbps side by side.
 
 - audio: real-time factor RTF = processing time / audio duration (lower is faster) and x-real-time = 1 / RTF,
-  for a ``--seconds`` clip, encode and decode timed apart; our ``AudioCodecConfig()`` against EnCodec's
-  24 kHz architecture (``encodec`` package, ``set_target_bandwidth(6.0)``: 8 codebooks of 1024, same bitrate);
-- image: images/s for encode + decode of one 512 x 512 RGB image with our ``ImageCodecConfig()``.
+  for a ``--seconds`` clip, encode and decode timed apart, at all the model's residual levels; our ``--audio-model``
+  (default: the bundled ``audio`` model) against EnCodec's 24 kHz architecture (``encodec`` package,
+  ``set_target_bandwidth(6.0)``: 8 codebooks of 1024);
+- image: images/s for encode + decode of one 512 x 512 RGB image with ``--image-model`` (default ``image``).
 
-Weights are random (training does not change speed). Each quantizer first sees one training-mode forward,
-so its codebooks are k-means initialised as after training, then runs in eval mode. Times are medians of
-``--reps`` runs after one warm-up; our audio codec and EnCodec alternate run by run, so a shared machine's
-changing load hits both alike. The target: our audio RTF <= EnCodec's RTF / 2 on the same device, in the
+Our models are the trained ones (a bundled name or a run directory), in float32 and eval mode: the networks
+and the nearest-code search, without the file format's entropy coding (``tools/bench_speed.py`` times the whole
+``codec encode`` / ``decode``). EnCodec's weights are random (training does not change speed); its quantizer
+first sees one training-mode forward, so its codebooks are k-means initialised, then runs in eval mode. Times
+are medians of ``--reps`` runs after one warm-up; our audio codec and EnCodec alternate run by run, so a shared
+machine's changing load hits both alike. The target: our audio RTF <= EnCodec's RTF / 2 on the same device, in the
 same run.
 
     python tools/bench_codec.py                      # CPU with 2 threads, plus CUDA when present
     python tools/bench_codec.py --skip-image --reps 3
+    python tools/bench_codec.py --audio-model runs/speech   # a trained run directory instead of the bundled model
 
 EnCodec imports torchaudio for file I/O only; when torchaudio is missing an empty stand-in module is put in
 ``sys.modules`` so the model classes import. Prints a table and writes JSON (default
@@ -35,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-from codec import AudioCodecConfig, Codec, ImageCodecConfig
+import codec
+from codec import Codec
 
 IMAGE_SIZE = 512
 ENCODEC_KBPS = 6.0
@@ -112,30 +117,35 @@ def _audio_clip(seconds: float, sample_rate: int, device: torch.device) -> torch
     return (torch.rand(1, 1, round(seconds * sample_rate), generator=g) - 0.5).to(device)
 
 
-@torch.no_grad()
-def _kmeans_init(model: Codec, x: torch.Tensor) -> None:
-    """One training-mode forward so every quantizer stage k-means-initialises its codebook, then eval."""
-    quantizer = model.quantizer
-    dropout = getattr(quantizer, "quantizer_dropout", 0.0)
-    if dropout:
-        quantizer.quantizer_dropout = 0.0  # with dropout a batch of one item may skip the last stages
-    model.train()
-    model(x)
-    model.eval()
-    if dropout:
-        quantizer.quantizer_dropout = dropout
+def _load(name: str, device: torch.device) -> Codec:
+    """A trained codec (bundled name or run directory) in float32 and eval mode on ``device``."""
+    try:
+        model = codec.load(name)
+    except (codec.VQCodecError, OSError) as e:
+        fatal(f"cannot load model {name!r}: {e}")
+    return model.float().to(device).eval()
 
 
-def our_audio_case(config: AudioCodecConfig, seconds: float, device: torch.device, name: str = OURS) -> Case:
-    """``Codec(config)`` on a ``seconds`` mono clip, random weights, codebooks k-means initialised."""
-    torch.manual_seed(0)
-    model = Codec(config).to(device)
-    x = _audio_clip(seconds, config.sample_rate, device)
-    _kmeans_init(model, x[..., : x.shape[-1] // config.hop * config.hop])
+def our_audio_case(name: str, seconds: float, device: torch.device, label: str = OURS) -> Case:
+    """The trained audio codec ``name`` on a ``seconds`` mono clip at all its residual levels."""
+    model = _load(name, device)
+    if model.modality != "audio":
+        fatal(f"--audio-model {name!r} is an {model.modality} codec")
+    config = model.config
+    x = _audio_clip(seconds, config.sample_rate, device)[:, : config.channels]
     q = config.quantizer
     kbps = q.num_quantizers * math.log2(q.codebook_size) * config.sample_rate / config.hop / 1000
-    info = {"seconds": seconds, "params": _params(model), "kbps": kbps}
-    return Case(name, model.encode, lambda tokens: model.decode(tokens, shape=x.shape[1:]), x, info)
+    info = {"model": name, "seconds": seconds, "params": _params(model), "kbps": kbps}
+
+    def encode(audio):
+        with torch.inference_mode():
+            return model.encode(audio)
+
+    def decode(tokens):
+        with torch.inference_mode():
+            return model.decode(tokens, shape=x.shape[1:])
+
+    return Case(label, encode, decode, x, info)
 
 
 def _import_encodec():
@@ -189,15 +199,24 @@ def audio_rtf(row: dict) -> dict:
     return row
 
 
-def our_image_case(device: torch.device) -> Case:
-    """``Codec(ImageCodecConfig())`` on one 512 x 512 RGB image."""
-    torch.manual_seed(0)
-    model = Codec(ImageCodecConfig()).to(device)
+def our_image_case(name: str, device: torch.device) -> Case:
+    """The trained image codec ``name`` on one 512 x 512 RGB image."""
+    model = _load(name, device)
+    if model.modality != "image":
+        fatal(f"--image-model {name!r} is an {model.modality} codec")
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g).to(device)
-    _kmeans_init(model, x[..., :256, :256])  # 32 x 32 = 1024 latent vectors feed the k-means
-    info = {"size": IMAGE_SIZE, "params": _params(model)}
-    return Case("vqcodec image", model.encode, lambda tokens: model.decode(tokens, shape=x.shape[1:]), x, info)
+    info = {"model": name, "size": IMAGE_SIZE, "params": _params(model)}
+
+    def encode(image):
+        with torch.inference_mode():
+            return model.encode(image)
+
+    def decode(tokens):
+        with torch.inference_mode():
+            return model.decode(tokens, shape=x.shape[1:])
+
+    return Case("vqcodec image", encode, decode, x, info)
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
@@ -282,6 +301,8 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=10.0, help="audio clip length in seconds")
     ap.add_argument("--reps", type=int, default=5, help="timed runs per measurement (median reported)")
     ap.add_argument("--json", default="bench_results/bench_codec.json", help="where to write the results")
+    ap.add_argument("--audio-model", default="audio", help="our audio codec: bundled name or run directory")
+    ap.add_argument("--image-model", default="image", help="our image codec: bundled name or run directory")
     ap.add_argument("--skip-image", action="store_true", help="skip the image codec")
     ap.add_argument("--skip-encodec", action="store_true", help="skip EnCodec (no target verdict)")
     args = ap.parse_args(argv)
@@ -292,7 +313,7 @@ def main(argv=None):
     load_before, cpu_before, wall_before = os.getloadavg(), _cpu_seconds(), time.perf_counter()
     audio_rows, image_rows = [], []
     for device in _devices(args.device):
-        cases, missing = [our_audio_case(AudioCodecConfig(), args.seconds, device)], []
+        cases, missing = [our_audio_case(args.audio_model, args.seconds, device)], []
         if not args.skip_encodec:
             try:
                 cases.append(encodec_case(args.seconds, device))
@@ -300,7 +321,7 @@ def main(argv=None):
                 missing.append({"name": PEER, "device": device.type, "error": f"unavailable: {e}"})
         audio_rows += [audio_rtf(row) for row in time_cases(cases, args.reps)] + missing
         if not args.skip_image:
-            row = time_cases([our_image_case(device)], args.reps)[0]
+            row = time_cases([our_image_case(args.image_model, device)], args.reps)[0]
             image_rows.append({**row, "images_per_s": 1.0 / row["total_s"]})
     load_after, cpu_after = os.getloadavg(), _cpu_seconds()
     others = _others_share(cpu_before, cpu_after, time.perf_counter() - wall_before)
