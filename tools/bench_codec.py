@@ -126,6 +126,20 @@ def _load(name: str, device: torch.device) -> Codec:
     return model.float().to(device).eval()
 
 
+def _model_case(label: str, model: Codec, x: torch.Tensor, info: dict) -> Case:
+    """``model.encode`` / ``model.decode`` of ``x`` (B, C, ...) under inference mode."""
+
+    def encode(media):
+        with torch.inference_mode():
+            return model.encode(media)
+
+    def decode(tokens):
+        with torch.inference_mode():
+            return model.decode(tokens, shape=x.shape[1:])
+
+    return Case(label, encode, decode, x, info)
+
+
 def our_audio_case(name: str, seconds: float, device: torch.device, label: str = OURS) -> Case:
     """The trained audio codec ``name`` on a ``seconds`` mono clip at all its residual levels."""
     model = _load(name, device)
@@ -136,16 +150,7 @@ def our_audio_case(name: str, seconds: float, device: torch.device, label: str =
     q = config.quantizer
     kbps = q.num_quantizers * math.log2(q.codebook_size) * config.sample_rate / config.hop / 1000
     info = {"model": name, "seconds": seconds, "params": _params(model), "kbps": kbps}
-
-    def encode(audio):
-        with torch.inference_mode():
-            return model.encode(audio)
-
-    def decode(tokens):
-        with torch.inference_mode():
-            return model.decode(tokens, shape=x.shape[1:])
-
-    return Case(label, encode, decode, x, info)
+    return _model_case(label, model, x, info)
 
 
 def _import_encodec():
@@ -207,16 +212,7 @@ def our_image_case(name: str, device: torch.device) -> Case:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g).to(device)
     info = {"model": name, "size": IMAGE_SIZE, "params": _params(model)}
-
-    def encode(image):
-        with torch.inference_mode():
-            return model.encode(image)
-
-    def decode(tokens):
-        with torch.inference_mode():
-            return model.decode(tokens, shape=x.shape[1:])
-
-    return Case("vqcodec image", encode, decode, x, info)
+    return _model_case("vqcodec image", model, x, info)
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
