@@ -105,4 +105,5 @@ if [ -n "$PACK" ]; then
     [ ! -d "$B/audio" ] || tar -C "$B" -cf "$PACK/audio_prior.tar" audio/prior
     tar -C "$CK" -czf "$PACK/logs.tgz" --exclude='*.safetensors' --exclude='tokens_*' --exclude=samples .
     ls -l "$PACK"
+    rm -rf "$B"
 fi
