@@ -111,10 +111,10 @@ def _params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _audio_clip(seconds: float, sample_rate: int, device: torch.device) -> torch.Tensor:
-    """(1, 1, T) noise in [-0.5, 0.5]; speed does not depend on the content."""
+def _audio_clip(seconds: float, sample_rate: int, device: torch.device, channels: int = 1) -> torch.Tensor:
+    """(1, channels, T) noise in [-0.5, 0.5]; speed does not depend on the content."""
     g = torch.Generator().manual_seed(0)
-    return (torch.rand(1, 1, round(seconds * sample_rate), generator=g) - 0.5).to(device)
+    return (torch.rand(1, channels, round(seconds * sample_rate), generator=g) - 0.5).to(device)
 
 
 def _load(name: str, device: torch.device) -> Codec:
@@ -141,12 +141,12 @@ def _model_case(label: str, model: Codec, x: torch.Tensor, info: dict) -> Case:
 
 
 def our_audio_case(name: str, seconds: float, device: torch.device, label: str = OURS) -> Case:
-    """The trained audio codec ``name`` on a ``seconds`` mono clip at all its residual levels."""
+    """The trained audio codec ``name`` on a ``seconds`` clip of its channel count at all its residual levels."""
     model = _load(name, device)
     if model.modality != "audio":
         fatal(f"--audio-model {name!r} is an {model.modality} codec")
     config = model.config
-    x = _audio_clip(seconds, config.sample_rate, device)[:, : config.channels]
+    x = _audio_clip(seconds, config.sample_rate, device, config.channels)
     q = config.quantizer
     kbps = q.num_quantizers * math.log2(q.codebook_size) * config.sample_rate / config.hop / 1000
     info = {"model": name, "seconds": seconds, "params": _params(model), "kbps": kbps}

@@ -93,6 +93,7 @@ echo "device_train: done -> $CK"
 if [ -n "$PACK" ]; then
     mkdir -p "$PACK"
     B=$(mktemp -d)
+    trap 'rm -rf "$B"' EXIT  # the unpacked bundles, also when a step fails
     for m in $MODALITIES; do
         ctx=()
         [ ! -f "$CK/$m/context/model.safetensors" ] || ctx=(--context "$CK/$m/context")
@@ -105,5 +106,4 @@ if [ -n "$PACK" ]; then
     [ ! -d "$B/audio" ] || tar -C "$B" -cf "$PACK/audio_prior.tar" audio/prior
     tar -C "$CK" -czf "$PACK/logs.tgz" --exclude='*.safetensors' --exclude='tokens_*' --exclude=samples .
     ls -l "$PACK"
-    rm -rf "$B"
 fi
